@@ -1,0 +1,129 @@
+"""Runtime fixes that let the official BasicSR 1.4.2 release run on today's PyTorch, on CPU and GPU.
+
+BasicSR is a dependency, never vendored: each fix below replaces or aliases exactly one thing at runtime and
+names the BasicSR function it corrects. ``apply_import_fixes`` must run before the first ``import basicsr``
+(any ``import basicsr.<x>`` imports the whole toolbox); ``apply_runtime_fixes`` runs right after it.
+Every fix is idempotent and a no-op where BasicSR already behaves (master / later releases).
+"""
+import os
+import os.path as osp
+import sys
+import types
+
+_RUNTIME_FIXED = False
+
+
+def apply_import_fixes():
+    """Fixes needed for ``import basicsr`` itself to succeed."""
+    # basicsr/data/degradations.py imports torchvision.transforms.functional_tensor, removed in torchvision 0.17.
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401
+    except ImportError:
+        from torchvision.transforms import functional
+        alias = types.ModuleType('torchvision.transforms.functional_tensor')
+        alias.rgb_to_grayscale = functional.rgb_to_grayscale
+        sys.modules['torchvision.transforms.functional_tensor'] = alias
+    # basicsr/archs/arch_util.py imports distutils.version.LooseVersion; Python >= 3.12 has no distutils.
+    if sys.version_info >= (3, 12):
+        try:
+            import distutils.version  # noqa: F401  (setuptools provides it through _distutils_hack)
+        except ImportError:
+            import setuptools  # noqa: F401
+            import distutils.version  # noqa: F401
+
+
+def _device_for_resume(opt):
+    import torch
+    if opt.get('num_gpu', 0) != 0 and torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+
+def load_resume_state(opt):
+    """Replacement for ``basicsr.train.load_resume_state``: the original maps the state with
+    ``torch.cuda.current_device()`` and so crashes on CPU. Same lookup rules, safe ``torch.load``."""
+    import torch
+    from basicsr.utils import scandir
+    from basicsr.utils.misc import check_resume
+
+    resume_state_path = None
+    if opt['auto_resume']:
+        state_path = osp.join('experiments', opt['name'], 'training_states')
+        if osp.isdir(state_path):
+            states = list(scandir(state_path, suffix='state', recursive=False, full_path=False))
+            if states:
+                states = [float(v.split('.state')[0]) for v in states]
+                resume_state_path = osp.join(state_path, f'{max(states):.0f}.state')
+                opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+
+    if resume_state_path is None:
+        return None
+    if not osp.isfile(resume_state_path):
+        raise FileNotFoundError(f'path.resume_state: training state {resume_state_path!r} does not exist.')
+    from .utils.safe_load import safe_torch_load
+    resume_state = safe_torch_load(resume_state_path, map_location=_device_for_resume(opt))
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def _init_dist_pytorch(backend, **kwargs):
+    """Replacement for ``basicsr.utils.dist_util._init_dist_pytorch``: the original always calls
+    ``torch.cuda.set_device`` and uses nccl, so ``--launcher pytorch`` fails without CUDA. Gloo on CPU."""
+    import torch
+    import torch.distributed as dist
+    rank = int(os.environ['RANK'])
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', rank % torch.cuda.device_count())))
+    else:
+        backend = 'gloo'
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def _model_to_device(self, net):
+    """Replacement for ``basicsr.models.base_model.BaseModel.model_to_device``: the original passes
+    ``device_ids=[torch.cuda.current_device()]`` to DDP, which fails on CPU. No device_ids on CPU."""
+    import torch
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+    net = net.to(self.device)
+    if self.opt['dist']:
+        find_unused_parameters = self.opt.get('find_unused_parameters', False)
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+    elif self.opt['num_gpu'] > 1:
+        net = DataParallel(net)
+    return net
+
+
+def _load_network(self, net, load_path, strict=True, param_key='params'):
+    """Wrapper of ``basicsr.models.base_model.BaseModel.load_network``: a missing file or one that needs unsafe
+    unpickling gets a clear message instead of torch's traceback (the load itself stays BasicSR's, safe mode)."""
+    import pickle
+    if not osp.isfile(load_path):
+        raise FileNotFoundError(f'Checkpoint {load_path!r} does not exist.')
+    try:
+        return _ORIGINAL_LOAD_NETWORK(self, net, load_path, strict, param_key)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f'Refusing to load {load_path!r}: it needs unsafe unpickling (torch.load weights_only=False). '
+                         'Re-save it as a plain {"params": state_dict} of tensors.') from err
+
+
+_ORIGINAL_LOAD_NETWORK = None
+
+
+def apply_runtime_fixes():
+    """Patch BasicSR functions that assume CUDA. Call after ``import basicsr``."""
+    global _RUNTIME_FIXED, _ORIGINAL_LOAD_NETWORK
+    if _RUNTIME_FIXED:
+        return
+    import basicsr.train
+    import basicsr.utils.dist_util
+    from basicsr.models.base_model import BaseModel
+
+    basicsr.train.load_resume_state = load_resume_state
+    basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch
+    BaseModel.model_to_device = _model_to_device
+    _ORIGINAL_LOAD_NETWORK = BaseModel.load_network
+    BaseModel.load_network = _load_network
+    _RUNTIME_FIXED = True

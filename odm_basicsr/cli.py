@@ -1,0 +1,124 @@
+"""The ``basicsr`` / ``odm-basicsr`` command: one dispatcher for every sub-command.
+
+``train`` and ``test`` hand all remaining flags unchanged to BasicSR's own ``train_pipeline`` /
+``test_pipeline`` (which parse ``sys.argv``), with the working directory as root: experiments/, results/
+and tb_logger/ are created where the command runs.
+"""
+import os
+import sys
+
+from .version import __version__
+
+SUBCOMMANDS = {}
+
+
+def subcommand(name, help_text):
+    """Register ``func(argv)`` as sub-command ``name``."""
+
+    def decorator(func):
+        SUBCOMMANDS[name] = (help_text, func)
+        return func
+
+    return decorator
+
+
+def _normalise_basicsr_argv(argv):
+    """``torch.distributed.launch`` passes ``--local-rank`` (hyphen); BasicSR 1.4.2 only knows ``--local_rank``."""
+    out = []
+    for arg in argv:
+        if arg == '--local-rank':
+            arg = '--local_rank'
+        elif arg.startswith('--local-rank='):
+            arg = '--local_rank=' + arg.split('=', 1)[1]
+        out.append(arg)
+    return out
+
+
+def _option_path(argv):
+    for i, arg in enumerate(argv):
+        if arg == '-opt' and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith('-opt='):
+            return arg.split('=', 1)[1]
+    return None
+
+
+def _run_pipeline(argv, is_train):
+    argv = _normalise_basicsr_argv(argv)
+    opt_path = _option_path(argv)
+    if opt_path is not None and not os.path.isfile(opt_path):
+        raise SystemExit(f'error: option file {opt_path!r} does not exist.')
+    import odm_basicsr  # noqa: F401  (applies the compat fixes and registers archs, losses and models)
+    from .options_check import check_option_file
+    if opt_path is not None:
+        check_option_file(opt_path, is_train=is_train, argv=argv)
+    sys.argv = [sys.argv[0]] + argv
+    root_path = os.getcwd()
+    if is_train:
+        from basicsr.train import train_pipeline
+        train_pipeline(root_path)
+    else:
+        from basicsr.test import test_pipeline
+        test_pipeline(root_path)
+
+
+@subcommand('train', 'train with BasicSR\'s train_pipeline (flags: -opt, --launcher, --auto_resume, --debug, ...)')
+def _train(argv):
+    _run_pipeline(argv, is_train=True)
+
+
+@subcommand('test', 'test with BasicSR\'s test_pipeline (flags: -opt, --launcher, --force_yml, ...)')
+def _test(argv):
+    _run_pipeline(argv, is_train=False)
+
+
+@subcommand('cost', 'print BitOPs and storage of an option file\'s network, FP vs quantized')
+def _cost(argv):
+    from .tools.cost_cli import main as cost_main
+    cost_main(argv)
+
+
+@subcommand('convert-checkpoint', 'convert an EDSR-PyTorch checkpoint (EDSR-baseline, RDN) to BasicSR layout')
+def _convert(argv):
+    from .tools.convert_checkpoint import main as convert_main
+    convert_main(argv)
+
+
+def _print_help(prog):
+    lines = [f'usage: {prog} <command> [options]', '', 'ODM quantization-aware training for BasicSR.', '',
+             'commands:']
+    for name, (help_text, _) in SUBCOMMANDS.items():
+        lines.append(f'  {name:<20s}{help_text}')
+    lines += ['', f'Run "{prog} <command> -h" for the options of one command.',
+              f'Example: {prog} train -opt options/train_ODM_EDSR_x4_w4a4.yml']
+    print('\n'.join(lines))
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'basicsr'
+    if prog in ('__main__.py', '-m', '-c'):
+        prog = 'odm-basicsr'
+    if not argv or argv[0] in ('-h', '--help'):
+        _print_help(prog)
+        return 0 if argv else 2
+    if argv[0] in ('-V', '--version'):
+        print(f'odm-basicsr {__version__}')
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        close = [n for n in SUBCOMMANDS if n.startswith(name[:2])]
+        hint = f' Did you mean: {", ".join(close)}?' if close else ''
+        print(f'{prog}: unknown command {name!r}.{hint} Commands: {", ".join(SUBCOMMANDS)}.', file=sys.stderr)
+        return 2
+    if name in ('train', 'test') and rest and rest[0] in ('-h', '--help'):
+        print(f'usage: {prog} {name} -opt OPTION_FILE [--launcher {{none,pytorch,slurm}}] [--auto_resume] '
+              '[--debug] [--local_rank N] [--force_yml KEY=VALUE ...]\n\nAll flags are BasicSR\'s own and are '
+              'passed through unchanged.')
+        return 0
+    SUBCOMMANDS[name][1](rest)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

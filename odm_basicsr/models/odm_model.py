@@ -1,0 +1,234 @@
+import random
+from collections import OrderedDict
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from odm_basicsr.quant import calibrate, combine_gradients, is_quantizer_param, quantized_layers
+
+COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'none': 'grad_cos'}
+
+
+@MODEL_REGISTRY.register()
+class ODMModel(SRModel):
+    """SRModel with ODM quantization-aware training.
+
+    Options under ``train`` (besides SRModel's):
+        odm_opt (dict | None): the regularizer, ``{type: ODMLoss, regularizer, stat, loss_weight}``. None gives
+            plain QAT.
+        cooperation (str): 'sign' (v1) | 'cosine' (v2) | 'none': how the regularizer gradient joins the
+            reconstruction gradient over the network weights. The regularizer never trains quantizer parameters.
+        quant_lr_mul (float): learning-rate multiplier of quantizer parameters (ranges, gamma, offsets). Default 10.
+        calibration (dict): num_batches (default 8) training batches for the activation ranges, and for networks
+            built with ``offsets`` the selection rule offset_top_k (fraction of layers) or offset_threshold.
+        max_skipped_steps (int): consecutive non-finite steps tolerated before training stops. Default 5.
+    """
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.cooperation = train_opt.get('cooperation', 'sign')
+        self.quant_lr_mul = float(train_opt.get('quant_lr_mul', 10))
+        self.max_skipped_steps = int(train_opt.get('max_skipped_steps', 5))
+        self.skipped_steps = 0
+        self.quant_layers = [m for _, m in quantized_layers(self.net_g)]
+        super().init_training_settings()
+        self.cri_odm = build_loss(train_opt['odm_opt']).to(self.device) if train_opt.get('odm_opt') else None
+        logger = get_root_logger()
+        logger.info(f'ODM variant: {self.variant_description()}')
+        if self.opt['path'].get('resume_state'):
+            logger.info('Resuming: calibration is skipped; quantizer state comes from the checkpoint.')
+        elif getattr(self.get_bare_model(self.net_g), 'quantizer_state_loaded', False):
+            logger.info('The pretrained checkpoint carries quantizer state: calibration is skipped.')
+        else:
+            self.run_calibration()
+
+    # ------------------------------------------------------------------------------------------------------
+    def variant_description(self):
+        net = self.get_bare_model(self.net_g)
+        cfg = getattr(net, 'quant_config', {})
+        if self.cri_odm is None:
+            reg = 'no regularizer (plain QAT)'
+        else:
+            stat = f'/{self.cri_odm.stat}' if self.cri_odm.regularizer == 'variance' else ''
+            reg = (f'{self.cri_odm.regularizer}{stat} regularizer x {self.cri_odm.loss_weight:g}, '
+                   f'cooperation={self.cooperation}')
+        return (f'w{cfg.get("w_bit")}a{cfg.get("a_bit")}, weight_clip={cfg.get("weight_clip")}, '
+                f'offsets={cfg.get("offsets")}, {reg}, {len(self.quant_layers)} quantized layers')
+
+    def _param_split(self):
+        weights, quant = [], []
+        for name, param in self.net_g.named_parameters():
+            if param.requires_grad:
+                (quant if is_quantizer_param(name) else weights).append(param)
+        return weights, quant
+
+    def setup_optimizers(self):
+        """Two Adam groups: network weights at lr, quantizer parameters at lr x quant_lr_mul."""
+        train_opt = self.opt['train']
+        optim_opt = dict(train_opt['optim_g'])
+        optim_type = optim_opt.pop('type')
+        lr = optim_opt.pop('lr')
+        self.weight_params, self.quant_params = self._param_split()
+        groups = [{'params': self.weight_params, 'lr': lr}]
+        if self.quant_params:
+            groups.append({'params': self.quant_params, 'lr': lr * self.quant_lr_mul})
+        self.optimizer_g = self.get_optimizer(optim_type, groups, lr, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    # ------------------------------------------------------------------------------------------------------
+    def _calibration_batches(self, num_batches):
+        from basicsr.data import build_dataset
+        dataset_opt = dict(self.opt['datasets']['train'])
+        dataset_opt['phase'] = 'train'
+        dataset = build_dataset(dataset_opt)
+        generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + self.opt['rank'])
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=dataset_opt.get('batch_size_per_gpu', 1), shuffle=True, num_workers=0,
+            generator=generator, drop_last=False)
+        batches = []
+        for data in loader:
+            batches.append(data['lq'].to(self.device))
+            if len(batches) == num_batches:
+                break
+        return batches
+
+    def _average_over_ranks(self, tensor):
+        if not self.opt['dist']:
+            return tensor
+        t = tensor.detach().to(self.device, torch.float64).clone()
+        dist.all_reduce(t)
+        return (t / dist.get_world_size()).to(tensor.device, tensor.dtype)
+
+    def run_calibration(self):
+        """Initialise activation ranges (and select/initialise offsets), then sync ranks and the EMA copy."""
+        logger = get_root_logger()
+        cal_opt = self.opt['train'].get('calibration') or {}
+        num_batches = int(cal_opt.get('num_batches', 8))
+        net = self.get_bare_model(self.net_g)
+        offset_mode = getattr(net, 'quant_config', {}).get('offsets', 'none')
+        top_k, threshold = cal_opt.get('offset_top_k'), cal_opt.get('offset_threshold')
+        if offset_mode != 'none' and top_k is None and threshold is None:
+            top_k = 0.25
+        rng_state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        batches = self._calibration_batches(num_batches)
+        # calibration must not change the training data stream: restore the generators
+        random.setstate(rng_state[0])
+        np.random.set_state(rng_state[1])
+        torch.set_rng_state(rng_state[2])
+        logger.info(f'Calibrating {len(self.quant_layers)} quantized layers on {len(batches)} training batches.')
+        report = calibrate(net, batches, offset_mode, top_k, threshold, progress=self.opt['rank'] == 0,
+                           reduce_fn=self._average_over_ranks)
+        if self.opt['dist']:
+            with torch.no_grad():
+                for tensor in list(net.parameters()) + list(net.buffers()):
+                    dist.broadcast(tensor.data, src=0)
+        for name, kind, score in report['offsets']:
+            logger.info(f'Distribution offset: {name} <- {kind} (mismatch score {score:.4f})')
+        if offset_mode != 'none':
+            logger.info(f'{len(report["offsets"])} of {len(report["scores"])} layers got an offset. Scores: ' +
+                        ', '.join(f'{n}: shift {s["shift"]:.4f} / scale {s["scale"]:.4f}'
+                                  for n, s in report['scores'].items()))
+        low = min(r[0] for r in report['ranges'].values())
+        high = max(r[1] for r in report['ranges'].values())
+        logger.info(f'Activation ranges calibrated: lower bounds from {low:.3f}, upper bounds up to {high:.3f}.')
+        if hasattr(self, 'net_g_ema'):
+            self.net_g_ema.load_state_dict(net.state_dict())
+        self.calibration_report = report
+
+    def model_ema(self, decay=0.999):
+        """BasicSR's EMA averages parameters only; also copy buffers (calibration flags, offset gates)."""
+        super().model_ema(decay)
+        net = self.get_bare_model(self.net_g)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buf in net.named_buffers():
+            ema_buffers[name].data.copy_(buf.data)
+
+    # ------------------------------------------------------------------------------------------------------
+    def _all_reduce_grads(self, grads):
+        """Average a list of gradient tensors over ranks with one flat all_reduce."""
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat.div_(dist.get_world_size())
+        return list(_unflatten_dense_tensors(flat, grads))
+
+    def _set_collect(self, enabled):
+        for layer in self.quant_layers:
+            layer.collect_input = enabled
+            if not enabled:
+                layer.quant_input = None
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=False)
+        use_reg = self.cri_odm is not None and self.quant_layers
+        loss_dict = OrderedDict()
+        sync_context = self.net_g.no_sync() if (use_reg and self.opt['dist']) else nullcontext()
+        self._set_collect(bool(use_reg))
+        try:
+            with sync_context:
+                self.output = self.net_g(self.lq)
+                l_pix = self.cri_pix(self.output, self.gt)
+                loss_dict['l_pix'] = l_pix
+                if not use_reg:
+                    l_pix.backward()
+                else:
+                    l_reg = self.cri_odm(self.quant_layers)
+                    l_pix.backward(retain_graph=True)
+                    for param in self.weight_params + self.quant_params:
+                        if param.grad is None:
+                            param.grad = torch.zeros_like(param)
+                    reg_grads = torch.autograd.grad(l_reg, self.weight_params, allow_unused=True)
+                    reg_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.weight_params, reg_grads)]
+                    params = self.weight_params + self.quant_params
+                    rec_grads = [p.grad for p in params]
+                    if self.opt['dist']:
+                        rec_grads = self._all_reduce_grads(rec_grads)
+                        reg_grads = self._all_reduce_grads(reg_grads)
+                    n_weights = len(self.weight_params)
+                    combined, stat = combine_gradients(rec_grads[:n_weights], reg_grads, self.cooperation)
+                    for param, grad in zip(params, combined + rec_grads[n_weights:]):
+                        param.grad.copy_(grad)
+                    loss_dict['l_reg'] = l_reg.detach()
+                    loss_dict[COOPERATION_STAT_KEYS[self.cooperation]] = stat.detach()
+        finally:
+            self._set_collect(False)
+
+        if self.step_is_finite(loss_dict, current_iter):
+            self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.log_dict['offset_layers'] = float(sum(
+            1 for m in self.quant_layers if m.offset is not None and m.offset.kind != 'none'))
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def step_is_finite(self, loss_dict, current_iter):
+        """Numerical guard: a non-finite loss or gradient skips the step (weights and optimizer state untouched);
+        ``max_skipped_steps`` consecutive skips stop training with an error."""
+        grads = [p.grad for p in self.weight_params + self.quant_params if p.grad is not None]
+        values = [v.detach().float().reshape(()) for v in loss_dict.values()]
+        finite = bool(torch.isfinite(torch.stack(values)).all())
+        if finite and grads:
+            finite = bool(torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all())
+        if self.opt['dist']:
+            flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+            dist.all_reduce(flag)
+            finite = flag.item() == 0
+        if finite:
+            self.skipped_steps = 0
+            return True
+        self.skipped_steps += 1
+        get_root_logger().warning(f'iter {current_iter}: non-finite loss or gradient; the step is skipped '
+                                  f'({self.skipped_steps} in a row).')
+        self.optimizer_g.zero_grad(set_to_none=False)
+        if self.skipped_steps >= self.max_skipped_steps:
+            raise FloatingPointError(
+                f'Training stopped at iter {current_iter}: {self.skipped_steps} consecutive non-finite steps. The last '
+                'saved checkpoint is intact; lower the learning rate or the regularizer weight and resume.')
+        return False
+

@@ -1,0 +1,211 @@
+"""Validation of the ODM parts of an option file, before BasicSR creates any folder, log or tb_logger.
+
+Every problem found is reported at once, each naming its key, as an ``OptionError``; a warning is printed for
+settings that work but are probably not what was meant.
+"""
+import difflib
+import inspect
+import os.path as osp
+import sys
+
+import yaml
+
+from .quant import (COOPERATION_MODES, OFFSET_MODES, REGULARIZERS, SCOPES, VARIANCE_STATS, WEIGHT_CLIP_MODES,
+                    check_bits)
+
+ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN')
+ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'calibration', 'max_skipped_steps')
+CALIBRATION_KEYS = ('num_batches', 'offset_top_k', 'offset_threshold')
+ODM_LOSS_KEYS = ('type', 'regularizer', 'stat', 'loss_weight')
+
+
+class OptionError(ValueError):
+    """One or more invalid option values; the message lists each with its key."""
+
+
+def _did_you_mean(key, choices):
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+def _unknown_keys(section, given, allowed, errors):
+    for key in given:
+        if key not in allowed:
+            errors.append(f'{section}.{key}: unknown key{_did_you_mean(key, allowed)}. '
+                          f'Known keys: {", ".join(sorted(allowed))}.')
+
+
+def _choice(key, value, choices, errors):
+    if value not in choices:
+        errors.append(f'{key}: {value!r} is not one of {", ".join(map(str, choices))}{_did_you_mean(str(value), choices)}.')
+
+
+def _bits(key, value, errors):
+    try:
+        check_bits(key, value)
+    except ValueError as err:
+        errors.append(str(err))
+
+
+def _check_network(opt, errors):
+    from basicsr.utils.registry import ARCH_REGISTRY
+    net = opt.get('network_g') or {}
+    arch = net.get('type')
+    if arch not in ODM_ARCHS:
+        return False
+    cls = ARCH_REGISTRY.get(arch)
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
+    _unknown_keys('network_g', [k for k in net if k != 'type'], allowed, errors)
+    for key in ('w_bit', 'a_bit'):
+        if key in net:
+            _bits(f'network_g.{key}', net[key], errors)
+    if net.get('outer_bit') is not None:
+        _bits('network_g.outer_bit', net['outer_bit'], errors)
+    if 'weight_clip' in net:
+        _choice('network_g.weight_clip', net['weight_clip'], WEIGHT_CLIP_MODES, errors)
+    if 'offsets' in net:
+        _choice('network_g.offsets', net['offsets'], OFFSET_MODES, errors)
+    scope = net.get('scope', 'body')
+    if isinstance(scope, str):
+        _choice('network_g.scope', scope, SCOPES, errors)
+    elif not (isinstance(scope, list) and all(isinstance(p, str) for p in scope)):
+        errors.append(f'network_g.scope: must be body, all or a list of layer-name patterns, got {scope!r}.')
+    return True
+
+
+def _check_train(opt, odm_arch, errors, warn):
+    train = opt.get('train') or {}
+    model_type = opt.get('model_type')
+    odm_opt = train.get('odm_opt')
+    if model_type == 'ODMModel':
+        if not odm_arch:
+            errors.append(f'model_type ODMModel needs an ODM arch in network_g.type ({", ".join(ODM_ARCHS)}), got '
+                          f'{(opt.get("network_g") or {}).get("type")!r}.')
+        if 'cooperation' in train:
+            _choice('train.cooperation', train['cooperation'], COOPERATION_MODES, errors)
+        if 'quant_lr_mul' in train and (not isinstance(train['quant_lr_mul'], (int, float))
+                                        or train['quant_lr_mul'] <= 0):
+            errors.append(f'train.quant_lr_mul: must be a number > 0, got {train["quant_lr_mul"]!r}.')
+        if 'max_skipped_steps' in train and (not isinstance(train['max_skipped_steps'], int)
+                                             or train['max_skipped_steps'] < 1):
+            errors.append(f'train.max_skipped_steps: must be an integer >= 1, got {train["max_skipped_steps"]!r}.')
+        cal = train.get('calibration') or {}
+        if not isinstance(cal, dict):
+            errors.append('train.calibration: must be a mapping (num_batches, offset_top_k, offset_threshold).')
+            cal = {}
+        _unknown_keys('train.calibration', cal, CALIBRATION_KEYS, errors)
+        num = cal.get('num_batches', 8)
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            errors.append(f'train.calibration.num_batches: must be an integer >= 1, got {num!r}.')
+        top_k, threshold = cal.get('offset_top_k'), cal.get('offset_threshold')
+        if top_k is not None and threshold is not None:
+            errors.append('train.calibration: set only one of offset_top_k and offset_threshold.')
+        if top_k is not None and (not isinstance(top_k, (int, float)) or not 0 < top_k <= 1):
+            errors.append(f'train.calibration.offset_top_k: must be a fraction in (0, 1], got {top_k!r}.')
+        if threshold is not None and (not isinstance(threshold, (int, float)) or threshold < 0):
+            errors.append(f'train.calibration.offset_threshold: must be a number >= 0, got {threshold!r}.')
+    else:
+        stray = [k for k in ODM_TRAIN_KEYS if k in train]
+        if stray and model_type not in (None, 'ODMModel'):
+            warn(f'train.{", train.".join(stray)} only act with model_type ODMModel; {model_type} ignores them.')
+        if odm_arch and model_type == 'SRModel':
+            warn('network_g is an ODM quantized arch but model_type is SRModel: it trains as plain QAT with FP-init '
+                 'activation ranges (no calibration) and no ODM regularizer runs. Use model_type ODMModel.')
+    if odm_opt is not None:
+        if not isinstance(odm_opt, dict) or odm_opt.get('type') != 'ODMLoss':
+            errors.append('train.odm_opt: must be a mapping with type: ODMLoss.')
+            return
+        if not odm_arch:
+            errors.append('train.odm_opt: the ODM loss needs an ODM quantized arch in network_g.type '
+                          f'({", ".join(ODM_ARCHS)}); there are no quantized features to regularize.')
+        _unknown_keys('train.odm_opt', odm_opt, ODM_LOSS_KEYS, errors)
+        if 'regularizer' in odm_opt:
+            _choice('train.odm_opt.regularizer', odm_opt['regularizer'], REGULARIZERS, errors)
+        if 'stat' in odm_opt:
+            _choice('train.odm_opt.stat', odm_opt['stat'], VARIANCE_STATS, errors)
+        weight = odm_opt.get('loss_weight', 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            errors.append(f'train.odm_opt.loss_weight: must be a number >= 0, got {weight!r}.')
+    if (opt.get('network_g') or {}).get('offsets', 'none') != 'none' and model_type != 'ODMModel':
+        warn('network_g.offsets needs model_type ODMModel: offsets are selected by its calibration.')
+
+
+def _check_lmdb(key, path, errors):
+    if not path.endswith('.lmdb'):
+        errors.append(f'{key}: {path!r}: an lmdb io_backend needs a folder ending in .lmdb.')
+        return
+    if not osp.isdir(path):
+        errors.append(f'{key}: {path!r} does not exist. Make it with "basicsr prepare div2k" (DIV2K) or '
+                      '"basicsr prepare demo" (the bundled photos).')
+        return
+    for name in ('data.mdb', 'meta_info.txt'):
+        if not osp.isfile(osp.join(path, name)):
+            errors.append(f'{key}: {path!r} has no {name}: not a complete BasicSR LMDB (re-create it with '
+                          '"basicsr prepare").')
+            return
+    with open(osp.join(path, 'meta_info.txt')) as f:
+        lines = [line for line in f if line.strip()]
+    if not lines:
+        errors.append(f'{key}: {path}/meta_info.txt lists no images.')
+    elif osp.getsize(osp.join(path, 'data.mdb')) < 8192:
+        errors.append(f'{key}: {path}/data.mdb is truncated ({osp.getsize(osp.join(path, "data.mdb"))} bytes).')
+
+
+def _check_paths(opt, is_train, errors):
+    for phase, ds in (opt.get('datasets') or {}).items():
+        if not isinstance(ds, dict):
+            continue
+        backend = (ds.get('io_backend') or {}).get('type', 'disk')
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            path = ds.get(key)
+            if path is None:
+                continue
+            path = osp.expanduser(str(path))
+            if backend == 'lmdb':
+                _check_lmdb(f'datasets.{phase}.{key}', path, errors)
+            elif not osp.isdir(path):
+                errors.append(f'datasets.{phase}.{key}: folder {path!r} does not exist. Benchmark sets are made by '
+                              '"basicsr prepare benchmark", the demo photos by "basicsr prepare demo".')
+    path_opt = opt.get('path') or {}
+    pretrain = path_opt.get('pretrain_network_g')
+    resuming = bool(path_opt.get('resume_state'))
+    if pretrain and not resuming and not osp.isfile(osp.expanduser(str(pretrain))):
+        errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. Download the BasicSR '
+                      'model-zoo file of that name into experiments/pretrained_models/, or convert an EDSR-PyTorch '
+                      'checkpoint with "basicsr convert-checkpoint".')
+    if path_opt.get('resume_state') and not osp.isfile(osp.expanduser(str(path_opt['resume_state']))):
+        errors.append(f'path.resume_state: {path_opt["resume_state"]!r} does not exist.')
+
+
+def check_options(opt, is_train=True, warn=None):
+    """Validate an option dict. Raises OptionError listing every problem; returns the list of warnings."""
+    warnings_found = []
+    warn_fn = warn or warnings_found.append
+    errors = []
+    odm_arch = _check_network(opt, errors)
+    if is_train:
+        _check_train(opt, odm_arch, errors, warn_fn)
+    _check_paths(opt, is_train, errors)
+    if errors:
+        raise OptionError('Invalid options:\n  - ' + '\n  - '.join(errors))
+    return warnings_found
+
+
+def check_option_file(path, is_train=True, argv=()):
+    """Load and validate ``path``; on error print the message and exit with status 2 (nothing is created)."""
+    try:
+        with open(path) as f:
+            opt = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise SystemExit(f'error: {path} is not valid YAML: {err}')
+    if not isinstance(opt, dict):
+        raise SystemExit(f'error: {path} does not hold a mapping of options.')
+    if '--auto_resume' in argv:
+        opt.setdefault('path', {})['resume_state'] = opt.get('path', {}).get('resume_state') or None
+    try:
+        found = check_options(opt, is_train=is_train)
+    except OptionError as err:
+        raise SystemExit(f'error in {path}:\n{err}')
+    for message in found:
+        print(f'warning: {message}', file=sys.stderr)
+    return opt

@@ -1,0 +1,96 @@
+"""One conversion routine that quantizes the selected conv / linear layers of any network in place."""
+from fnmatch import fnmatchcase
+
+import torch.nn as nn
+
+from .layers import OFFSET_MODES, QUANT_LAYER_TYPES, QuantConv2d, QuantLinear
+from .quantizer import check_bits
+
+SCOPES = ('body', 'all')
+
+
+def _set_submodule(root, name, module):
+    parent_name, _, child = name.rpartition('.')
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def quantize_modules(net, patterns, w_bit, a_bit, weight_clip='max', offsets='none', exclude=()):
+    """Replace every nn.Conv2d / nn.Linear whose qualified name matches one of ``patterns`` (fnmatch, e.g.
+    ``body.*.conv1``) by its quantized twin, sharing the same weight/bias Parameters. Layers already
+    quantized and names matching ``exclude`` are left alone.
+
+    Returns:
+        list[str]: the names of the layers converted, in network order.
+    Raises:
+        ValueError: a pattern matched no layer, or an option is invalid.
+    """
+    check_bits('w_bit', w_bit)
+    check_bits('a_bit', a_bit)
+    if offsets not in OFFSET_MODES:
+        raise ValueError(f'offsets must be one of {OFFSET_MODES}, got {offsets!r}.')
+    quant_kwargs = dict(w_bit=w_bit, a_bit=a_bit, weight_clip=weight_clip, offsets=offsets != 'none')
+    converted, matched_patterns = [], set()
+    for name, module in list(net.named_modules()):
+        if isinstance(module, QUANT_LAYER_TYPES) or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        hits = [p for p in patterns if fnmatchcase(name, p)]
+        if not hits or any(fnmatchcase(name, p) for p in exclude):
+            continue
+        matched_patterns.update(hits)
+        if isinstance(module, nn.Conv2d):
+            new = QuantConv2d.from_float(module, **quant_kwargs)
+        else:
+            quant_kwargs_linear = dict(quant_kwargs, offsets=False)
+            new = QuantLinear.from_float(module, **quant_kwargs_linear)
+        _set_submodule(net, name, new)
+        converted.append(name)
+    unmatched = [p for p in patterns if p not in matched_patterns and p != '*']
+    if unmatched:
+        raise ValueError(f'quantization pattern(s) {unmatched} matched no conv/linear layer of '
+                         f'{type(net).__name__}.')
+    return converted
+
+
+def quantize_network(net, body_patterns, w_bit, a_bit, weight_clip='max', scope='body', outer_bit=None,
+                     offsets='none'):
+    """Quantize ``net`` for a layer scope.
+
+    Args:
+        body_patterns (list[str]): the arch's paper-compatible scope (the convs inside the body blocks).
+        scope (str | list[str]): 'body' (default, the scope of the published PAMS/DAQ/DDTB/ODM numbers);
+            'all' (every conv/linear); or an explicit list of fnmatch patterns.
+        outer_bit (int | None): with scope 'all' or a list, the W/A bit-width of the layers outside
+            ``body_patterns`` (e.g. 8 for 8-bit head/tail). None: the same w_bit / a_bit.
+        offsets (str): 'none' | 'shift' | 'scale' | 'auto'; which offsets calibration may enable on body layers.
+    Returns:
+        list[str]: names of all quantized layers.
+    """
+    if isinstance(scope, str) and scope not in SCOPES:
+        raise ValueError(f'scope must be one of {SCOPES} or a list of layer-name patterns, got {scope!r}.')
+    if isinstance(scope, str) and scope == 'body':
+        return quantize_modules(net, body_patterns, w_bit, a_bit, weight_clip, offsets)
+    patterns = ['*'] if scope == 'all' else list(scope)
+    if outer_bit is None:
+        return quantize_modules(net, patterns, w_bit, a_bit, weight_clip, offsets)
+    check_bits('outer_bit', outer_bit)
+    names = quantize_modules(net, body_patterns, w_bit, a_bit, weight_clip, offsets)
+    return names + quantize_modules(net, patterns, outer_bit, outer_bit, weight_clip, 'none')
+
+
+def quantized_layers(net):
+    """[(name, layer)] of the quantized layers of ``net`` (DDP/DataParallel wrappers are unwrapped)."""
+    net = getattr(net, 'module', net)
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, QUANT_LAYER_TYPES)]
+
+
+def set_quantization(net, enabled):
+    """Turn all fake quantizers of ``net`` on or off (off: the exact FP function)."""
+    for _, layer in quantized_layers(net):
+        layer.act_quantizer.enabled = enabled
+        layer.weight_quantizer.enabled = enabled
+
+
+def is_quantizer_param(name):
+    """True for parameter/buffer names that belong to quantizer state (ranges, gamma, offsets)."""
+    return any(part in ('act_quantizer', 'weight_quantizer', 'offset') for part in name.split('.'))

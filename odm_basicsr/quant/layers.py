@@ -1,0 +1,154 @@
+"""Quantized conv and linear layers that keep the FP layer's ``weight`` / ``bias`` names.
+
+A quantized layer i computes  y = op(q_a(X_i), q_w(W_eff)) + b,  where X_i is its input after the optional
+channel-wise distribution offset (ODM v1) and q_a / q_w are the activation and weight fake quantizers.
+Quantizer state lives under the layer's own sub-modules (``act_quantizer.*``, ``weight_quantizer.*``,
+``offset.*``), so an FP checkpoint loads into every other key unchanged.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .quantizer import ActQuantizer, WeightQuantizer
+
+OFFSET_MODES = ('none', 'shift', 'scale', 'auto')
+
+
+class ChannelOffset(nn.Module):
+    """Channel-wise distribution offset (ODM v1) on a conv input of C channels.
+
+    x' = (x - o) / a, with o (shift, init 0) and a (scale, init 1) learnable per channel. Only layers selected by
+    calibration use it: the 0/1 buffers ``shift_on`` / ``scale_on`` gate each kind, so unselected layers are
+    exact identities. The following conv compensates exactly (see ``QuantConv2d.forward``).
+
+    Args:
+        num_channels (int): C.
+    """
+
+    def __init__(self, num_channels):
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(num_channels))
+        self.scale = nn.Parameter(torch.ones(num_channels))
+        self.register_buffer('shift_on', torch.tensor(0.0))
+        self.register_buffer('scale_on', torch.tensor(0.0))
+
+    @property
+    def kind(self):
+        """'shift', 'scale', 'shift+scale' or 'none' (reads the buffers)."""
+        kinds = [k for k, on in (('shift', self.shift_on), ('scale', self.scale_on)) if float(on) > 0]
+        return '+'.join(kinds) or 'none'
+
+    def effective(self):
+        """(o, a) as (C,) tensors after gating: o = 0 and a = 1 where the kind is off."""
+        shift = self.shift * self.shift_on
+        scale = 1 + (self.scale.abs().clamp_min(1e-4) - 1) * self.scale_on
+        return shift, scale
+
+    def enable(self, kind, shift=None, scale=None):
+        """Switch on ``kind`` ('shift' or 'scale') with initial per-channel values."""
+        with torch.no_grad():
+            if kind == 'shift':
+                self.shift.copy_(shift)
+                self.shift_on.fill_(1.0)
+            elif kind == 'scale':
+                self.scale.copy_(scale)
+                self.scale_on.fill_(1.0)
+            else:
+                raise ValueError(f'offset kind must be shift or scale, got {kind!r}')
+
+
+class QuantConv2d(nn.Conv2d):
+    """nn.Conv2d with fake-quantized input activations and weights.
+
+    Input (N, C_in, H, W), output (N, C_out, H', W'), same as the FP conv. With a distribution offset (o, a):
+
+        X' = (X - o) / a                  (the quantizer input; what the regularizers see)
+        y  = conv(pad0(q_a(X') + o / a), q_w(W * a)) + b
+
+    At initialisation (o = 0, a = 1, or quantizers off) this equals conv(X, W) + b exactly, image border
+    included: adding o / a back before the zero padding is the same as a bias W * o plus padding with -o in the
+    shifted domain. At inference the shift folds into the bias and the scale into the weights.
+
+    Args:
+        w_bit, a_bit (int): bit-widths, 2-8.
+        weight_clip (str): 'max' | 'percentile' | 'wcc', see WeightQuantizer.
+        offsets (bool): allocate a ChannelOffset (off until calibration selects this layer).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 padding_mode='zeros', w_bit=4, a_bit=4, weight_clip='max', offsets=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
+        if padding_mode != 'zeros':
+            raise ValueError('QuantConv2d supports zero padding only')
+        self.act_quantizer = ActQuantizer(a_bit)
+        self.weight_quantizer = WeightQuantizer(w_bit, weight_clip)
+        self.offset = ChannelOffset(in_channels) if offsets else None
+        self.observer = None  # callable(X') used by calibration
+        self.collect_input = False  # keep X' of the current forward for the regularizer
+        self.quant_input = None
+
+    @classmethod
+    def from_float(cls, conv, **quant_kwargs):
+        """A QuantConv2d that shares ``conv``'s weight and bias Parameters."""
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, conv.bias is not None, conv.padding_mode, **quant_kwargs)
+        layer.weight = conv.weight
+        layer.bias = conv.bias
+        return layer.to(conv.weight.device)
+
+    def quantizer_input(self, x):
+        """X' = (X - o) / a, and the offset pair (o, a) or None."""
+        if self.offset is None:
+            return x, None
+        shift, scale = self.offset.effective()
+        return (x - shift.view(1, -1, 1, 1)) / scale.view(1, -1, 1, 1), (shift, scale)
+
+    def effective_weight(self, offset_pair):
+        if offset_pair is None:
+            return self.weight
+        return self.weight * offset_pair[1].view(1, -1, 1, 1)
+
+    def forward(self, x):
+        x_in, offset_pair = self.quantizer_input(x)
+        if self.observer is not None:
+            self.observer(x_in)
+        if self.collect_input:
+            self.quant_input = x_in
+        x_q = self.act_quantizer(x_in)
+        if offset_pair is not None:
+            shift, scale = offset_pair
+            x_q = x_q + (shift / scale).view(1, -1, 1, 1)
+        w_q = self.weight_quantizer(self.effective_weight(offset_pair))
+        return F.conv2d(x_q, w_q, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class QuantLinear(nn.Linear):
+    """nn.Linear with fake-quantized input activations and weights. Input (..., in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, w_bit=4, a_bit=4, weight_clip='max', offsets=False):
+        super().__init__(in_features, out_features, bias)
+        if offsets:
+            raise ValueError('distribution offsets are implemented for conv layers only')
+        self.act_quantizer = ActQuantizer(a_bit)
+        self.weight_quantizer = WeightQuantizer(w_bit, weight_clip)
+        self.offset = None
+        self.observer = None
+        self.collect_input = False
+        self.quant_input = None
+
+    @classmethod
+    def from_float(cls, linear, **quant_kwargs):
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, **quant_kwargs)
+        layer.weight = linear.weight
+        layer.bias = linear.bias
+        return layer.to(linear.weight.device)
+
+    def forward(self, x):
+        if self.observer is not None:
+            self.observer(x)
+        if self.collect_input:
+            self.quant_input = x
+        return F.linear(self.act_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+
+
+QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear)

@@ -1,0 +1,44 @@
+"""``basicsr cost -opt <file>``: BitOPs and storage of an option file's network, quantized next to FP."""
+import argparse
+import json
+
+import yaml
+
+
+def parse_size(text):
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'size must look like 180x320 (H x W of the LR input), got {text!r}')
+    return h, w
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog='basicsr cost', description=__doc__)
+    parser.add_argument('-opt', required=True, help='option file (train or test) whose network_g is measured')
+    parser.add_argument('--size', type=parse_size, default=(180, 320),
+                        help='LR input H x W (default 180x320: a 720x1280 output at x4)')
+    parser.add_argument('--totals-only', action='store_true', help='print only the totals')
+    parser.add_argument('--json', help='also write the report to this JSON file')
+    args = parser.parse_args(argv)
+
+    import odm_basicsr  # noqa: F401
+    from basicsr.archs import build_network
+
+    from odm_basicsr.options_check import OptionError, check_options
+    from odm_basicsr.quant import cost_report, format_cost_report
+    with open(args.opt) as f:
+        opt = yaml.safe_load(f)
+    network_opt = dict(opt['network_g'])
+    try:
+        check_options({'network_g': network_opt}, is_train=False)
+    except OptionError as err:
+        raise SystemExit(f'error in {args.opt}:\n{err}')
+    net = build_network(dict(network_opt))
+    channels = network_opt.get('num_in_ch', 3)
+    report = cost_report(net, (channels, *args.size))
+    print(f'network_g: {network_opt["type"]} ({args.opt})')
+    print(format_cost_report(report, per_layer=not args.totals_only))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=2)
