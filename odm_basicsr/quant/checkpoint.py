@@ -30,11 +30,14 @@ def _likely_cause(missing, unexpected, mismatched):
         hints.append('the checkpoint has more blocks/layers than the network (num_block too small?)')
     elif missing and not unexpected:
         hints.append('the checkpoint has fewer blocks/layers than the network (num_block too large?)')
-    if any('upsample' in k or 'upconv' in k or 'conv_last' in k for k in list(missing) + list(unexpected)) or any(
-            'upsample' in k or 'upconv' in k for k, _, _ in mismatched):
+    upsampler = ('upsample', 'upconv', 'conv_last', 'conv_hr')
+    if any(u in k for k in list(missing) + list(unexpected) for u in upsampler):
         hints.append('the upsampler differs: check upscale (the checkpoint may be for another scale)')
-    if mismatched and not hints:
-        hints.append('tensor shapes differ: check num_feat / num_in_ch / num_out_ch / upscale')
+    if mismatched:
+        if all(any(u in k for u in upsampler) for k, _, _ in mismatched):
+            hints.append('upsampler shapes differ: check upscale (the checkpoint may be for another scale)')
+        else:
+            hints.append('tensor shapes differ: check num_feat / num_in_ch / num_out_ch')
     if not hints:
         hints.append('the checkpoint belongs to another architecture')
     return '; '.join(hints)

@@ -1,0 +1,168 @@
+"""Unit tests of the ODM components: cooperation, regularizers, offsets, and the regularizer's reach."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from odm_basicsr.losses.odm_loss import ODMLoss
+from odm_basicsr.quant import (QuantConv2d, calibrate, combine_gradients, is_quantizer_param, mismatch_loss,
+                               quantize_modules, quantized_layers, select_offsets, set_quantization, variance_loss)
+
+
+def T(*values):
+    return torch.tensor(values, dtype=torch.float32)
+
+
+# ---------------------------------------------------------------- cooperation on hand-made gradients
+def test_sign_mask_aligned_opposed_mixed():
+    g_r, g_v = [T(1, -2, 3)], [T(0.5, -0.5, 2)]  # aligned: everything kept
+    out, ratio = combine_gradients(g_r, g_v, 'sign')
+    assert torch.equal(out[0], T(1.5, -2.5, 5)) and ratio.item() == 0
+    out, ratio = combine_gradients([T(1, -2, 3)], [T(-0.5, 0.5, -2)], 'sign')  # opposed: all dropped
+    assert torch.equal(out[0], T(1, -2, 3)) and ratio.item() == 1
+    # mixed, across two tensors: elements 0 and 3 agree, 1 and 2 conflict, 4 has no regularizer gradient
+    out, ratio = combine_gradients([T(1, 1), T(-1, 2, 5)], [T(1, -1), T(1, 3, 0)], 'sign')
+    assert torch.equal(out[0], T(2, 1)) and torch.equal(out[1], T(-1, 5, 5))
+    assert ratio.item() == pytest.approx(2 / 4)
+
+
+def test_sign_mask_drops_where_reconstruction_gradient_is_zero():
+    out, ratio = combine_gradients([T(0, 1)], [T(1, 1)], 'sign')
+    assert torch.equal(out[0], T(0, 2)) and ratio.item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize('g_v, cos', [((2., 0.), 1.0), ((-2., 0.), -1.0), ((0., 3.), 0.0),
+                                       ((1., 1.), 1 / math.sqrt(2))])
+def test_cosine_weighting(g_v, cos):
+    g_r = [T(1, 0)]
+    out, stat = combine_gradients(g_r, [T(*g_v)], 'cosine')
+    weight = (cos + 1) / 2
+    assert stat.item() == pytest.approx(cos, abs=1e-6)
+    assert torch.allclose(out[0], T(1, 0) + weight * T(*g_v))
+
+
+def test_cosine_is_global_over_all_tensors():
+    # per tensor the cosines are +1 and -1; globally the vectors are orthogonal -> weight 0.5
+    g_r, g_v = [T(1), T(1)], [T(1), T(-1)]
+    out, stat = combine_gradients(g_r, g_v, 'cosine')
+    assert stat.item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.allclose(out[0], T(1.5)) and torch.allclose(out[1], T(0.5))
+
+
+def test_none_adds_full_regularizer_gradient():
+    out, _ = combine_gradients([T(1, 2)], [T(-3, 1)], 'none')
+    assert torch.equal(out[0], T(-2, 3))
+    with pytest.raises(ValueError, match='cooperation'):
+        combine_gradients([T(1)], [T(1)], 'both')
+
+
+# ---------------------------------------------------------------- regularizers against direct formulas
+def test_variance_regularizer_matches_direct_formula():
+    x = torch.tensor([[[[1., 3.], [5., 7.]], [[0., 0.], [0., 4.]]]])  # (1, 2, 2, 2)
+    var_c0 = ((1 - 4)**2 + (3 - 4)**2 + (5 - 4)**2 + (7 - 4)**2) / 4  # 5
+    var_c1 = (3 * 1**2 + 3**2) / 4  # 3
+    assert variance_loss([x]).item() == pytest.approx((var_c0 + var_c1) / 2)
+    assert variance_loss([x, 2 * x]).item() == pytest.approx((var_c0 + var_c1) / 2 * 5)
+    assert variance_loss([x], 'std').item() == pytest.approx((math.sqrt(var_c0) + math.sqrt(var_c1)) / 2)
+
+
+def test_mismatch_regularizer_matches_direct_formula():
+    x = torch.tensor([0.1, 0.4, 0.9, 1.6])
+    target = torch.tensor([0.0, 0.5, 1.0, 1.0])
+    expected = math.sqrt(0.01 + 0.01 + 0.01 + 0.36)
+    assert mismatch_loss([x], [target]).item() == pytest.approx(expected, rel=1e-5)
+    assert mismatch_loss([x, x], [target, target]).item() == pytest.approx(2 * expected, rel=1e-5)
+
+
+def test_mismatch_grid_target_is_detached_and_uses_layer_range():
+    layer = QuantConv2d(1, 1, 1, w_bit=2, a_bit=2)
+    layer.act_quantizer.set_range(0.0, 3.0)  # grid 0, 1, 2, 3
+    x = torch.tensor([0.2, 1.6, 2.5, 4.0], requires_grad=True).view(1, 1, 2, 2)
+    layer.quant_input = x
+    loss = ODMLoss('mismatch', loss_weight=2.0)([layer])
+    # targets 0, 2, 3 (or 2: tie rounds to even -> 2), 3
+    target = layer.act_quantizer.grid_target(x.detach())
+    assert not target.requires_grad
+    assert loss.item() == pytest.approx(2.0 * (x.detach() - target).norm().item(), rel=1e-5)
+    loss.backward()
+    assert layer.act_quantizer.lower.grad is None and layer.act_quantizer.upper.grad is None
+
+
+# ---------------------------------------------------------------- distribution offsets
+def _offset_net(kind):
+    torch.manual_seed(0)
+    fp = nn.Sequential(nn.Conv2d(3, 6, 3, 1, 1), nn.ReLU(), nn.Conv2d(6, 6, 3, 1, 1), nn.Conv2d(6, 3, 3, 1, 1))
+    q = nn.Sequential(nn.Conv2d(3, 6, 3, 1, 1), nn.ReLU(), nn.Conv2d(6, 6, 3, 1, 1), nn.Conv2d(6, 3, 3, 1, 1))
+    q.load_state_dict(fp.state_dict())
+    quantize_modules(q, ['2', '3'], 4, 4, offsets=kind)
+    return fp, q
+
+
+@pytest.mark.parametrize('kind', ['shift', 'scale'])
+def test_offsets_leave_fp_function_unchanged_including_border(kind):
+    fp, q = _offset_net(kind)
+    x = torch.rand(2, 3, 9, 7) * 5 + 3  # far from zero: a wrong padding compensation shows at the border
+    with torch.no_grad():
+        # arbitrary, clearly non-trivial offsets on both quantized layers
+        for _, layer in quantized_layers(q):
+            layer.offset.enable(kind, shift=torch.linspace(-3, 4, 6), scale=torch.linspace(0.3, 2.5, 6))
+    set_quantization(q, False)
+    out_fp, out_q = fp(x), q(x)
+    assert torch.allclose(out_fp, out_q, atol=1e-4), (out_fp - out_q).abs().max()
+    border = (out_fp - out_q)[..., 0, :].abs().max()
+    assert border < 1e-4
+
+
+def test_offset_selection_and_init_from_calibration():
+    fp, q = _offset_net('auto')
+    batches = [torch.rand(2, 3, 8, 8) for _ in range(2)]
+    report = calibrate(q, batches, 'auto', offset_top_k=0.5, progress=False)
+    assert len(report['offsets']) == 1
+    name, kind, score = report['offsets'][0]
+    assert kind in ('shift', 'scale') and score == max(max(s.values()) for s in report['scores'].values())
+    layer = dict(quantized_layers(q))[name]
+    assert layer.offset.kind == kind
+    # the quantized network with quantizers off still equals the FP network
+    set_quantization(q, False)
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.allclose(fp(x), q(x), atol=1e-5)
+    # shift init = channel mean - layer mean: on the calibration data the shifted input has equal channel means
+    if kind == 'shift':
+        seen = {}
+        layer.observer = lambda t: seen.setdefault('x', t)
+        with torch.no_grad():
+            q(torch.cat(batches))
+        means = seen['x'].mean(dim=(0, 2, 3))
+        assert means.std() < 1e-4
+
+
+def test_select_offsets_threshold_and_topk():
+    scores = {'a': {'shift': 0.5, 'scale': 0.1}, 'b': {'shift': 0.1, 'scale': 0.3}, 'c': {'shift': 0.05, 'scale': 0.0}}
+    assert [(n, k) for n, k, _ in select_offsets(scores, 'auto', threshold=0.2)] == [('a', 'shift'), ('b', 'scale')]
+    assert [(n, k) for n, k, _ in select_offsets(scores, 'scale', top_k=0.34)] == [('b', 'scale')]
+    with pytest.raises(ValueError):
+        select_offsets(scores, 'auto')
+
+
+# ---------------------------------------------------------------- the regularizer never trains quantizer params
+@pytest.mark.parametrize('regularizer', ['variance', 'mismatch'])
+def test_regularizer_gradient_reaches_weights_only_through_model_split(regularizer):
+    """ODMModel takes the regularizer gradient w.r.t. network weights only; check that the split is right and
+    that quantizer parameters would otherwise receive gradient (so the split matters)."""
+    fp, q = _offset_net('shift')
+    quantize_modules(q, ['0'], 4, 4)
+    calibrate(q, [torch.rand(2, 3, 8, 8)], 'shift', offset_top_k=1.0, progress=False)
+    layers = [m for _, m in quantized_layers(q)]
+    for layer in layers:
+        layer.collect_input = True
+    q(torch.rand(2, 3, 8, 8))
+    loss = ODMLoss(regularizer, loss_weight=1.0)(layers)
+    named = dict(q.named_parameters())
+    quant = [p for n, p in named.items() if is_quantizer_param(n)]
+    weights = [p for n, p in named.items() if not is_quantizer_param(n)]
+    assert quant and weights
+    grads_q = torch.autograd.grad(loss, quant, retain_graph=True, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads_q)  # would leak without the split
+    grads_w = torch.autograd.grad(loss, weights, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads_w)
