@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast clean
 
 install: $(STAMP)
 
@@ -23,9 +23,6 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
-
-demo: install
-	$(PY) -m odm_basicsr demo
 
 clean:
 	rm -rf experiments results tb_logger datasets/demo

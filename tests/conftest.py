@@ -68,7 +68,7 @@ def base_options(data_root, name, network, model_type='ODMModel', total_iter=4, 
     return opt
 
 
-def test_options(train_opt, name, pretrain):
+def make_test_options(train_opt, name, pretrain):
     """The test-mode twin of a training option dict."""
     opt = copy.deepcopy(train_opt)
     opt['name'] = name

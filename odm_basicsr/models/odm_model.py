@@ -1,3 +1,5 @@
+import math
+import os
 import random
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -8,6 +10,7 @@ import torch.distributed as dist
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
@@ -149,6 +152,65 @@ class ODMModel(SRModel):
         ema_buffers = dict(self.net_g_ema.named_buffers())
         for name, buf in net.named_buffers():
             ema_buffers[name].data.copy_(buf.data)
+
+    # ------------------------------------------------------------------------------------------------------
+    # exact resumption: BasicSR saves no generator state and restarts the interrupted epoch
+    def _iters_per_epoch(self):
+        """Batches per epoch of BasicSR's train loader (EnlargedSampler, drop_last=True)."""
+        if getattr(self, '_epoch_length', None) is None:
+            from basicsr.data import build_dataset
+            dataset_opt = dict(self.opt['datasets']['train'], phase='train')
+            num_samples = math.ceil(len(build_dataset(dataset_opt)) * dataset_opt.get('dataset_enlarge_ratio', 1) /
+                                    self.opt.get('world_size', 1))
+            self._epoch_length = max(num_samples // dataset_opt['batch_size_per_gpu'], 1)
+        return self._epoch_length
+
+    @staticmethod
+    def generator_states():
+        py_state = random.getstate()
+        np_state = np.random.get_state()
+        states = {
+            'python': [py_state[0], list(py_state[1]), py_state[2]],
+            'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                      float(np_state[4])],
+            'torch': torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            states['cuda'] = torch.cuda.get_rng_state_all()
+        return states
+
+    @staticmethod
+    def restore_generator_states(states):
+        random.setstate((states['python'][0], tuple(states['python'][1]), states['python'][2]))
+        name, keys, pos, has_gauss, cached = states['numpy']
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(states['torch'])
+        if 'cuda' in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states['cuda'])
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's training state plus the python / numpy / torch generator states. A checkpoint on the last
+        iteration of an epoch records the next epoch, so that resuming does not replay the finished one."""
+        if current_iter == -1:
+            return
+        if current_iter % self._iters_per_epoch() == 0:
+            epoch += 1
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers], 'generators': self.generator_states(),
+                 'skipped_steps': self.skipped_steps}
+        save_path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
+        tmp_path = save_path + '.tmp'
+        torch.save(state, tmp_path)
+        os.replace(tmp_path, save_path)  # never leaves a half-written state behind
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if 'generators' in resume_state:
+            self.restore_generator_states(resume_state['generators'])
+        self.skipped_steps = resume_state.get('skipped_steps', 0)
+        get_root_logger().info(f'Resumed ODM training at iter {resume_state["iter"]}, epoch {resume_state["epoch"]}; '
+                               'generator states restored, calibration not repeated.')
 
     # ------------------------------------------------------------------------------------------------------
     def _all_reduce_grads(self, grads):
