@@ -1,0 +1,115 @@
+"""Bad option values are one clear error naming the key, raised before anything is written."""
+import copy
+import os
+
+import pytest
+
+from conftest import base_options, write_options
+from odm_basicsr.cli import main
+from odm_basicsr.options_check import OptionError, check_options
+
+NET = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2)
+GOOD_TRAIN = dict(odm_opt=dict(type='ODMLoss', regularizer='variance', loss_weight=1e-4), cooperation='sign',
+                  calibration=dict(num_batches=2))
+
+
+def good(tiny_data):
+    return base_options(tiny_data, 'check', NET, **copy.deepcopy(GOOD_TRAIN))
+
+
+def edit(opt, dotted, value):
+    keys = dotted.split('.')
+    target = opt
+    for k in keys[:-1]:
+        target = target[k]
+    if value is DELETE:
+        target.pop(keys[-1])
+    else:
+        target[keys[-1]] = value
+    return opt
+
+
+DELETE = object()
+CASES = [
+    ('network_g.w_bti', 4, r"network_g.w_bti: unknown key \(did you mean 'w_bit'\?\)"),
+    ('network_g.w_bit', 1, 'w_bit must be an integer bit-width from 2 to 8'),
+    ('network_g.a_bit', 16, 'a_bit must be an integer bit-width from 2 to 8'),
+    ('network_g.a_bit', 4.5, 'a_bit must be an integer'),
+    ('network_g.weight_clip', 'wc', 'network_g.weight_clip: .wc. is not one of'),
+    ('network_g.offsets', 'shfit', r"network_g.offsets: 'shfit' is not one of .* \(did you mean 'shift'\?\)"),
+    ('network_g.scope', 'head', 'network_g.scope'),
+    ('network_g.outer_bit', 12, 'outer_bit must be an integer bit-width'),
+    ('train.odm_opt.regularizer', 'varience', r"did you mean 'variance'"),
+    ('train.odm_opt.stat', 'mad', 'train.odm_opt.stat'),
+    ('train.odm_opt.loss_weight', -1.0, 'train.odm_opt.loss_weight: must be a number >= 0'),
+    ('train.odm_opt.lambda', 1.0, 'train.odm_opt.lambda: unknown key'),
+    ('train.cooperation', 'cos', r"train.cooperation: 'cos' is not one of .*did you mean 'cosine'"),
+    ('train.calibration.num_batches', 0, 'train.calibration.num_batches: must be an integer >= 1'),
+    ('train.calibration.num_batch', 4, r"did you mean 'num_batches'"),
+    ('train.calibration.offset_top_k', 1.5, 'offset_top_k: must be a fraction'),
+    ('train.quant_lr_mul', 0, 'train.quant_lr_mul: must be a number > 0'),
+    ('train.max_skipped_steps', 0, 'max_skipped_steps'),
+    ('path.pretrain_network_g', 'nowhere/EDSR_Mx4.pth', 'pretrain_network_g: checkpoint .* does not exist'),
+    ('datasets.train.dataroot_gt', '/nonexistent/DIV2K_HR.lmdb', 'dataroot_gt: .* does not exist.*basicsr prepare'),
+    ('datasets.val.dataroot_lq', '/nonexistent/LRbicx2', 'dataroot_lq: folder .* does not exist'),
+    ('network_g.type', 'EDSR', 'needs an ODM arch'),
+]
+
+
+@pytest.mark.parametrize('key, value, message', CASES, ids=[c[0] + '=' + str(c[1]) for c in CASES])
+def test_bad_value_is_a_clear_error_and_nothing_is_written(tiny_data, tmp_path, key, value, message):
+    opt = edit(good(tiny_data), key, value)
+    with pytest.raises(OptionError, match=message):
+        check_options(opt)
+    path = write_options(tmp_path / 'bad.yml', opt)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main(['train', '-opt', path])
+    finally:
+        os.chdir(cwd)
+    assert key.split('.')[-1] in str(exc.value)
+    assert sorted(os.listdir(tmp_path)) == ['bad.yml']  # no experiments/, tb_logger/ or log
+
+
+def test_lmdb_without_meta_info_or_truncated(tiny_data, tmp_path):
+    broken = tmp_path / 'broken.lmdb'
+    broken.mkdir()
+    (broken / 'data.mdb').write_bytes(b'\0' * 100)
+    opt = edit(good(tiny_data), 'datasets.train.dataroot_gt', str(broken))
+    with pytest.raises(OptionError, match='has no meta_info.txt'):
+        check_options(opt)
+    (broken / 'meta_info.txt').write_text('a.png (4,4,3) 1\n')
+    with pytest.raises(OptionError, match='truncated'):
+        check_options(opt)
+
+
+def test_odm_arch_with_srmodel_warns_and_odm_loss_needs_odm_arch(tiny_data):
+    opt = good(tiny_data)
+    opt['model_type'] = 'SRModel'
+    for key in ('odm_opt', 'cooperation', 'calibration'):
+        opt['train'].pop(key)
+    warnings = check_options(opt)
+    assert any('no ODM regularizer runs' in w for w in warnings)
+    opt = good(tiny_data)
+    opt['model_type'] = 'SRModel'
+    opt['network_g']['type'] = 'EDSR'
+    for key in ('w_bit', 'a_bit'):
+        opt['network_g'].pop(key, None)
+    with pytest.raises(OptionError, match='the ODM loss needs an ODM quantized arch'):
+        check_options(opt)
+
+
+def test_good_options_pass(tiny_data):
+    assert check_options(good(tiny_data)) == []
+
+
+def test_cost_command_prints_per_layer_and_totals(capsys, tmp_path):
+    from odm_basicsr.tools.cost_cli import main as cost_main
+    opt = {'network_g': dict(NET, w_bit=4, a_bit=4)}
+    path = write_options(tmp_path / 'net.yml', opt)
+    cost_main(['-opt', path, '--size', '12x16'])
+    out = capsys.readouterr().out
+    assert '| body.0.conv1 | 4/4 |' in out and '| conv_first | 32/32 |' in out and '**total**' in out
+    assert 'BitOPs ratio quantized/FP' in out
