@@ -1,4 +1,5 @@
 """ODM archs, checkpoint loading through BasicSR's model, the EDSR-PyTorch importer, and fidelity at 8/2 bits."""
+import odm_basicsr  # noqa: F401  (must precede any basicsr import, also in spawned workers)
 import re
 
 import numpy as np

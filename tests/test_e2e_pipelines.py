@@ -1,4 +1,5 @@
 """End to end through BasicSR's real train_pipeline / test_pipeline, run as the `basicsr` command in subprocesses."""
+import odm_basicsr  # noqa: F401  (must precede any basicsr import, also in spawned workers)
 import os
 import os.path as osp
 import re

@@ -1,0 +1,98 @@
+"""ODMModel in-process: the regularizer never trains quantizer parameters; DDP gradient averaging."""
+import odm_basicsr  # noqa: F401  (must precede any basicsr import, also in spawned workers)
+import copy
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from basicsr.models import build_model
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from conftest import base_options, save_basicsr_checkpoint
+from odm_basicsr.quant import calibrate, is_quantizer_param
+
+NET = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2, w_bit=4, a_bit=4)
+
+
+def model_options(data_root, network, pretrain=None, dist_rank=None, **train_extra):
+    opt = base_options(data_root, 'inproc', network, **train_extra)
+    opt.update(is_train=True, dist=dist_rank is not None, rank=dist_rank or 0, world_size=2 if dist_rank is not None else 1)
+    for ds in opt['datasets'].values():
+        ds['scale'] = 2
+        ds['phase'] = 'train'
+    opt['path']['pretrain_network_g'] = pretrain
+    return opt
+
+
+def batches(seed, n, size=8):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(n, 3, size, size, generator=g), torch.rand(n, 3, 2 * size, 2 * size, generator=g))
+            for _ in range(3)]
+
+
+def test_regularizer_never_trains_quantizer_parameters(tiny_data):
+    """With the pixel loss switched off, a step driven by the regularizer alone (cooperation none) moves the
+    network weights but leaves every quantizer parameter (ranges, offsets) exactly where calibration put it."""
+    opt = model_options(tiny_data, dict(NET, offsets='shift'),
+                        odm_opt=dict(type='ODMLoss', regularizer='variance', loss_weight=1.0), cooperation='none',
+                        calibration=dict(num_batches=2, offset_top_k=1.0))
+    opt['train']['pixel_opt']['loss_weight'] = 0.0
+    model = build_model(opt)
+    before = {k: v.detach().clone() for k, v in model.net_g.named_parameters()}
+    for lq, gt in batches(0, 2):
+        model.feed_data({'lq': lq, 'gt': gt})
+        model.optimize_parameters(1)
+    after = dict(model.net_g.named_parameters())
+    quant = [k for k in before if is_quantizer_param(k)]
+    assert any('offset.shift' in k for k in quant) and any('act_quantizer.lower' in k for k in quant)
+    for k in quant:
+        assert torch.equal(before[k], after[k]), k
+    moved = [k for k in before if not is_quantizer_param(k) and not torch.equal(before[k], after[k])]
+    assert any('body.0.conv1.weight' == k for k in moved)
+    assert model.log_dict['l_reg'] > 0
+
+
+def _ddp_worker(rank, opt_template, pretrain, out_dir, port):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    opt = copy.deepcopy(opt_template)
+    opt.update(dist=True, rank=rank, world_size=2)
+    opt['path']['pretrain_network_g'] = pretrain
+    model = build_model(opt)
+    for lq, gt in batches(1, 4):
+        model.feed_data({'lq': lq[2 * rank:2 * rank + 2], 'gt': gt[2 * rank:2 * rank + 2]})
+        model.optimize_parameters(1)
+    torch.save(model.get_bare_model(model.net_g).state_dict(), os.path.join(out_dir, f'rank{rank}.pth'))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('variant', ['qat', 'v2'])
+def test_ddp_ranks_identical_and_plain_qat_equals_single_process_on_the_union(tiny_data, tmp_path, variant):
+    torch.manual_seed(0)
+    net = ARCH_REGISTRY.get('ODMEDSR')(**{k: v for k, v in NET.items() if k != 'type'},
+                                       weight_clip='max' if variant == 'qat' else 'wcc')
+    calibrate(net, [torch.rand(2, 3, 8, 8)], progress=False)  # the checkpoint carries quantizer state
+    pretrain = save_basicsr_checkpoint(net, tmp_path / 'calibrated.pth')
+    extra = {} if variant == 'qat' else dict(
+        odm_opt=dict(type='ODMLoss', regularizer='mismatch', loss_weight=1e-3), cooperation='cosine')
+    opt = model_options(tiny_data, dict(NET, weight_clip=net.quant_config['weight_clip']), str(pretrain), **extra)
+    mp.spawn(_ddp_worker, args=(opt, str(pretrain), str(tmp_path), 29655 if variant == 'qat' else 29656), nprocs=2)
+    rank0, rank1 = (torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1))
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    if variant != 'qat':
+        return  # regularizers are per-rank batch statistics: not expected to equal one big batch
+    single = build_model(opt)
+    for lq, gt in batches(1, 4):
+        single.feed_data({'lq': lq, 'gt': gt})
+        single.optimize_parameters(1)
+    ref = single.net_g.state_dict()
+    moved = False
+    for key in rank0:
+        assert torch.allclose(rank0[key], ref[key], atol=1e-6, rtol=1e-5), key
+        moved |= not torch.equal(ref[key], net.state_dict()[key])
+    assert moved
