@@ -96,3 +96,33 @@ def test_ddp_ranks_identical_and_plain_qat_equals_single_process_on_the_union(ti
         assert torch.allclose(rank0[key], ref[key], atol=1e-6, rtol=1e-5), key
         moved |= not torch.equal(ref[key], net.state_dict()[key])
     assert moved
+
+
+class _Unsafe:
+    pass
+
+
+def test_non_finite_step_is_skipped_then_training_stops(tiny_data):
+    opt = model_options(tiny_data, NET, odm_opt=dict(type='ODMLoss', regularizer='mismatch', loss_weight=1e-3),
+                        cooperation='cosine', calibration=dict(num_batches=1), max_skipped_steps=2)
+    model = build_model(opt)
+    (lq, gt), = batches(2, 2)[:1]
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)  # one good step: the optimizer has state
+    weights = {k: v.detach().clone() for k, v in model.net_g.named_parameters()}
+    adam = copy.deepcopy(model.optimizer_g.state_dict()['state'])
+    model.cri_pix = lambda out, target: (out - target).abs().mean() * float('nan')
+    model.optimize_parameters(2)
+    for k, v in model.net_g.named_parameters():
+        assert torch.equal(weights[k], v), k
+    for idx, state in model.optimizer_g.state_dict()['state'].items():
+        assert torch.equal(state['exp_avg'], adam[idx]['exp_avg'])
+    with pytest.raises(FloatingPointError, match='2 consecutive non-finite steps'):
+        model.optimize_parameters(3)
+
+
+def test_checkpoint_needing_unsafe_unpickling_is_refused(tiny_data, tmp_path):
+    torch.save({'params': {'x': _Unsafe()}}, tmp_path / 'unsafe.pth')
+    opt = model_options(tiny_data, NET, str(tmp_path / 'unsafe.pth'))
+    with pytest.raises(ValueError, match='unsafe unpickling'):
+        build_model(opt)
