@@ -86,11 +86,15 @@ class ODMModel(SRModel):
         self.optimizers.append(self.optimizer_g)
 
     # ------------------------------------------------------------------------------------------------------
-    def _calibration_batches(self, num_batches):
+    def _train_dataset(self):
+        """A fresh training dataset (calibration, epoch length). Not cached: a dataset that has read from an LMDB
+        keeps its environment open, and BasicSR's own train loader may not open it again in this process."""
         from basicsr.data import build_dataset
-        dataset_opt = dict(self.opt['datasets']['train'])
-        dataset_opt['phase'] = 'train'
-        dataset = build_dataset(dataset_opt)
+        return build_dataset(dict(self.opt['datasets']['train'], phase='train'))
+
+    def _calibration_batches(self, num_batches):
+        dataset = self._train_dataset()
+        dataset_opt = self.opt['datasets']['train']
         generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + self.opt['rank'])
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=dataset_opt.get('batch_size_per_gpu', 1), shuffle=True, num_workers=0,
@@ -119,12 +123,9 @@ class ODMModel(SRModel):
         top_k, threshold = cal_opt.get('offset_top_k'), cal_opt.get('offset_threshold')
         if offset_mode != 'none' and top_k is None and threshold is None:
             top_k = 0.25
-        rng_state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        rng_states = self.generator_states()
         batches = self._calibration_batches(num_batches)
-        # calibration must not change the training data stream: restore the generators
-        random.setstate(rng_state[0])
-        np.random.set_state(rng_state[1])
-        torch.set_rng_state(rng_state[2])
+        self.restore_generator_states(rng_states)  # calibration must not change the training data stream
         logger.info(f'Calibrating {len(self.quant_layers)} quantized layers on {len(batches)} training batches.')
         report = calibrate(net, batches, offset_mode, top_k, threshold, progress=self.opt['rank'] == 0,
                            reduce_fn=self._average_over_ranks)
@@ -158,9 +159,8 @@ class ODMModel(SRModel):
     def _iters_per_epoch(self):
         """Batches per epoch of BasicSR's train loader (EnlargedSampler, drop_last=True)."""
         if getattr(self, '_epoch_length', None) is None:
-            from basicsr.data import build_dataset
-            dataset_opt = dict(self.opt['datasets']['train'], phase='train')
-            num_samples = math.ceil(len(build_dataset(dataset_opt)) * dataset_opt.get('dataset_enlarge_ratio', 1) /
+            dataset_opt = self.opt['datasets']['train']
+            num_samples = math.ceil(len(self._train_dataset()) * dataset_opt.get('dataset_enlarge_ratio', 1) /
                                     self.opt.get('world_size', 1))
             self._epoch_length = max(num_samples // dataset_opt['batch_size_per_gpu'], 1)
         return self._epoch_length
