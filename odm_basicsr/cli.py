@@ -84,6 +84,12 @@ def _convert(argv):
     convert_main(argv)
 
 
+@subcommand('prepare', 'make the LMDBs / folders the option files name: prepare div2k | benchmark | demo')
+def _prepare(argv):
+    from .tools.prepare import main as prepare_main
+    prepare_main(argv)
+
+
 def _print_help(prog):
     lines = [f'usage: {prog} <command> [options]', '', 'ODM quantization-aware training for BasicSR.', '',
              'commands:']
