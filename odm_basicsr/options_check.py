@@ -5,6 +5,7 @@ settings that work but are probably not what was meant.
 """
 import difflib
 import inspect
+import os
 import os.path as osp
 import sys
 
@@ -135,8 +136,7 @@ def _check_lmdb(key, path, errors):
         errors.append(f'{key}: {path!r}: an lmdb io_backend needs a folder ending in .lmdb.')
         return
     if not osp.isdir(path):
-        errors.append(f'{key}: {path!r} does not exist. Make it with "basicsr prepare div2k" (DIV2K) or '
-                      '"basicsr prepare demo" (the bundled photos).')
+        errors.append(f'{key}: {path!r} does not exist. {dataset_hint(path)}')
         return
     for name in ('data.mdb', 'meta_info.txt'):
         if not osp.isfile(osp.join(path, name)):
@@ -149,6 +149,46 @@ def _check_lmdb(key, path, errors):
         errors.append(f'{key}: {path}/meta_info.txt lists no images.')
     elif osp.getsize(osp.join(path, 'data.mdb')) < 8192:
         errors.append(f'{key}: {path}/data.mdb is truncated ({osp.getsize(osp.join(path, "data.mdb"))} bytes).')
+
+
+BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100')
+
+
+def dataset_hint(path):
+    """The prepare step that makes a missing dataset path."""
+    parts = osp.normpath(path).split(os.sep)
+    if any('DIV2K' in p for p in parts):
+        root = osp.join(*parts[:next(i for i, p in enumerate(parts) if 'DIV2K' in p) + 1])
+        root = root if osp.basename(root) == 'DIV2K' else osp.dirname(root) or '.'
+        return (f'Make it with "basicsr prepare div2k --root {root}" from the official DIV2K folders '
+                '(https://data.vision.ee.ethz.ch/cvl/DIV2K/).')
+    if 'demo' in parts:
+        root = osp.join(*parts[:parts.index('demo') + 1])
+        return f'Make it with "basicsr prepare demo --root {root}" (photos shipped by scikit-image, no download).'
+    for name in BENCHMARK_SETS:
+        if name in parts:
+            root = osp.join(*parts[:parts.index(name)]) if parts.index(name) else '.'
+            return (f'Make it with "basicsr prepare benchmark --root {root}" from the {name} HR images in '
+                    f'{osp.join(root, name, "HR")}.')
+    return 'Make it with "basicsr prepare div2k", "basicsr prepare benchmark" or "basicsr prepare demo".'
+
+
+def checkpoint_hint(path):
+    """How to obtain a missing pretrained checkpoint, from its path."""
+    name = osp.basename(str(path))
+    parts = osp.normpath(str(path)).split(os.sep)
+    if 'pretrained' in parts and 'odm_basicsr' in parts:
+        return 'It ships with the odm-basicsr repository: run the command from the repository root.'
+    if len(parts) >= 3 and parts[-2] == 'models' and 'experiments' in parts:
+        return (f'It is written by training experiment {parts[-3]!r}: run "basicsr train" with its training option '
+                'file first.')
+    if 'RDN' in name:
+        return ('Convert an FP RDN in EDSR-PyTorch layout with "basicsr convert-checkpoint --arch RDN IN OUT", '
+                'writing to this path.')
+    if name.startswith(('EDSR_', '00')) or 'MSRResNet' in name:
+        return (f'Download {name} from the BasicSR model zoo (docs/ModelZoo.md) into {osp.dirname(str(path))}/, '
+                'or convert an EDSR-PyTorch checkpoint with "basicsr convert-checkpoint".')
+    return 'Download or convert it (basicsr convert-checkpoint), or correct the path.'
 
 
 def _check_paths(opt, is_train, errors):
@@ -164,15 +204,12 @@ def _check_paths(opt, is_train, errors):
             if backend == 'lmdb':
                 _check_lmdb(f'datasets.{phase}.{key}', path, errors)
             elif not osp.isdir(path):
-                errors.append(f'datasets.{phase}.{key}: folder {path!r} does not exist. Benchmark sets are made by '
-                              '"basicsr prepare benchmark", the demo photos by "basicsr prepare demo".')
+                errors.append(f'datasets.{phase}.{key}: folder {path!r} does not exist. {dataset_hint(path)}')
     path_opt = opt.get('path') or {}
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
     if pretrain and not resuming and not osp.isfile(osp.expanduser(str(pretrain))):
-        errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. Download the BasicSR '
-                      'model-zoo file of that name into experiments/pretrained_models/, or convert an EDSR-PyTorch '
-                      'checkpoint with "basicsr convert-checkpoint".')
+        errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. {checkpoint_hint(pretrain)}')
     if path_opt.get('resume_state') and not osp.isfile(osp.expanduser(str(path_opt['resume_state']))):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} does not exist.')
 
@@ -191,6 +228,42 @@ def check_options(opt, is_train=True, warn=None):
     return warnings_found
 
 
+def _yml_value(text):
+    """A --force_yml value as BasicSR reads it: ~/none, true/false, numbers, [lists], else the string."""
+    text = text.strip()
+    if text.lower() in ('~', 'none', 'null'):
+        return None
+    if text.lower() in ('true', 'false'):
+        return text.lower() == 'true'
+    if text.startswith('['):
+        return yaml.safe_load(text)
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def apply_force_yml(opt, argv):
+    """Apply ``--force_yml key1:key2=value ...`` from ``argv`` to ``opt`` (BasicSR applies it after parsing)."""
+    argv = list(argv)
+    if '--force_yml' not in argv:
+        return opt
+    for entry in argv[argv.index('--force_yml') + 1:]:
+        if entry.startswith('-'):
+            break
+        if '=' not in entry:
+            continue
+        keys, value = entry.split('=', 1)
+        node = opt
+        keys = keys.strip().split(':')
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = _yml_value(value)
+    return opt
+
+
 def check_option_file(path, is_train=True, argv=()):
     """Load and validate ``path``; on error print the message and exit with status 2 (nothing is created)."""
     try:
@@ -200,6 +273,7 @@ def check_option_file(path, is_train=True, argv=()):
         raise SystemExit(f'error: {path} is not valid YAML: {err}')
     if not isinstance(opt, dict):
         raise SystemExit(f'error: {path} does not hold a mapping of options.')
+    apply_force_yml(opt, argv)
     if '--auto_resume' in argv:
         opt.setdefault('path', {})['resume_state'] = opt.get('path', {}).get('resume_state') or None
     try:

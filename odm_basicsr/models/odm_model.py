@@ -258,6 +258,10 @@ class ODMModel(SRModel):
                         param.grad.copy_(grad)
                     loss_dict['l_reg'] = l_reg.detach()
                     loss_dict[COOPERATION_STAT_KEYS[self.cooperation]] = stat.detach()
+                    # regularizer strength: lambda * |g_reg| / |g_R| over the network weights (before cooperation)
+                    rec_norm = torch.stack([g.detach().norm() for g in rec_grads[:n_weights]]).norm()
+                    reg_norm = torch.stack([g.detach().norm() for g in reg_grads]).norm()
+                    loss_dict['reg_grad_ratio'] = reg_norm / rec_norm.clamp_min(1e-30)
         finally:
             self._set_collect(False)
 

@@ -313,11 +313,25 @@ def prepare_benchmark(args):
     print('benchmark ready: ' + ', '.join(f'{d} ({len(_images(osp.join(d, "GTmod12")))} images)' for d, _ in found))
 
 
+# ---------------------------------------------------------------------------------------------------- demo
+def _demo_arguments(parser):
+    parser.add_argument('--root', default='datasets/demo', help='output folder (default %(default)s)')
+
+
+def prepare_demo(args):
+    """Demo data from the photos scikit-image ships (no download): x4 train LMDBs and held-out folders."""
+    from odm_basicsr.data.demo import prepare_demo as make_demo
+    paths = make_demo(args.root)
+    print('demo data ready: ' + ', '.join(f'{k}={v}' for k, v in paths.items()))
+
+
 # ---------------------------------------------------------------------------------------------------- main
+
 # name -> (add_arguments(parser), run(args)); run's docstring is the sub-command's help.
 COMMANDS = {
     'div2k': (_div2k_arguments, prepare_div2k),
     'benchmark': (_benchmark_arguments, prepare_benchmark),
+    'demo': (_demo_arguments, prepare_demo),
 }
 
 

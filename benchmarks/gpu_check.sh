@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# GPU checks, for a session that is lent a CUDA machine (one call, well under 8 minutes on one H100/H200):
+#   1. benchmarks/train_speed.py on CUDA (paper-size EDSR-baseline x4 and the proxy; FP, QAT, ODM v1, ODM v2);
+#   2. benchmarks/cuda_parity.py: one quantized forward on CUDA against the CPU result;
+#   3. a short ODM v1 training on CUDA through BasicSR's train_pipeline (demo data, 200 iterations).
+# Results go to OUT_DIR (first argument, else $OUT, else benchmarks/results/gpu); copy them to
+# benchmarks/results/ with the card named. Needs python3 with torch (CUDA), basicsr 1.4.2 and lmdb importable.
+#   bash benchmarks/gpu_check.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-${OUT:-benchmarks/results/gpu}}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+start=$(date +%s)
+step() { echo "=== [$(( $(date +%s) - start )) s] $*"; }
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" \
+  | tee -a "$OUT_DIR/gpu.txt"
+
+step "1. training-step speed on CUDA"
+$PY benchmarks/train_speed.py --device cuda --iters 20 --warmup 5 --json "$OUT_DIR/train_speed_cuda.json" \
+  2>&1 | grep -v -E '^(Write|\s*$)' | tee "$OUT_DIR/train_speed_cuda.txt"
+
+step "2. CUDA vs CPU forward parity"
+$PY benchmarks/cuda_parity.py --json "$OUT_DIR/cuda_parity.json"
+
+step "3. short ODM v1 training on CUDA through basicsr train"
+run_dir=$(mktemp -d)
+ln -s "$PWD/datasets" "$run_dir/datasets"
+(cd "$run_dir" && $PY -m odm_basicsr train -opt "$OLDPWD/options/demo/train_ODM_EDSR_demo_x4_w4a4.yml" \
+   --force_yml name=gpu_check_ODM_demo num_gpu=1 path:pretrain_network_g=~ train:total_iter=200 \
+   val:val_freq=200 logger:save_checkpoint_freq=200 logger:print_freq=50 datasets:train:num_worker_per_gpu=4 \
+   > "$OUT_DIR/gpu_odm_train.txt" 2>&1) || { tail -40 "$OUT_DIR/gpu_odm_train.txt"; exit 1; }
+log=$(ls "$run_dir"/experiments/gpu_check_ODM_demo/train_*.log)
+cp "$log" "$OUT_DIR/gpu_odm_train.log"
+grep -q "Model \[ODMModel\] is created" "$log"
+grep -q "iter:     200" "$log"
+grep -E "sign_conflict_ratio|# psnr" "$log" | tail -3
+grep -q "cuda" <(grep -i "device\|cuda" "$OUT_DIR/gpu_odm_train.txt" "$log" || true) || true
+step "done: results in $OUT_DIR"

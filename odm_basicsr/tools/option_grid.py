@@ -1,0 +1,443 @@
+"""Writes the option-file grid: train/test files for EDSR-baseline, RDN and SRResNet at x2 and x4, in w2a2, w3a3
+and w4a4 (ODM v1 by default), the v2 and plain-QAT twins of the EDSR x4 w4a4 recipe, and the demo files.
+
+The files under options/ are the product; this generator keeps them consistent, and a test checks that every
+file equals what it generates.    python -m odm_basicsr.tools.option_grid [--check]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SCALES = (2, 4)
+BITS = (2, 3, 4)
+DIV2K_MEAN = '[0.4488, 0.4371, 0.4040]'
+
+# Per architecture: the registered ODM arch, its network keys, the FP checkpoint and how to get it, and the v2
+# weight lambda_M of the paper (on 0-255 pixels) where it gives one.
+ARCHS = {
+    'EDSR': {
+        'label': 'EDSR-baseline (64 features, 16 residual blocks)', 'exp': 'EDSR_M', 'type': 'ODMEDSR',
+        'network': ['num_in_ch: 3', 'num_out_ch: 3', 'num_feat: 64', 'num_block: 16', 'upscale: {s}', 'res_scale: 1',
+                    'img_range: 255.', f'rgb_mean: {DIV2K_MEAN}'],
+        'pretrain': {2: 'experiments/pretrained_models/EDSR/EDSR_Mx2_f64b16_DIV2K_official-3ba7b086.pth',
+                     4: 'experiments/pretrained_models/EDSR/EDSR_Mx4_f64b16_DIV2K_official-0c287733.pth'},
+        'pretrain_how': 'BasicSR model zoo (docs/ModelZoo.md), EDSR-M x{s}: download into experiments/pretrained_models/EDSR/',
+        'lambda_m': (1e-5, 'the paper\'s EDSR value'),
+    },
+    'RDN': {
+        'label': 'RDN (16 RDBs x 8 layers, growth 64)', 'exp': 'RDN', 'type': 'ODMRDN',
+        'network': ['num_in_ch: 3', 'num_out_ch: 3', 'num_feat: 64', 'num_block: 16', 'num_layer: 8', 'growth: 64',
+                    'upscale: {s}', 'img_range: 255.', 'rgb_mean: [0., 0., 0.]'],
+        'pretrain': {s: f'experiments/pretrained_models/RDN/RDN_x{s}_converted.pth' for s in SCALES},
+        'pretrain_how': ('BasicSR has no RDN: convert an FP RDN x{s} in EDSR-PyTorch layout (as the DAQ/DDTB/PAMS code '
+                         'bases use) with\n#   basicsr convert-checkpoint --arch RDN <their model_x{s}.pt> '
+                         'experiments/pretrained_models/RDN/RDN_x{s}_converted.pth'),
+        'lambda_m': (1e-6, 'the paper\'s RDN value'),
+    },
+    'SRResNet': {
+        'label': 'SRResNet (BasicSR MSRResNet, 64 features, 16 blocks)', 'exp': 'MSRResNet', 'type': 'ODMMSRResNet',
+        'network': ['num_in_ch: 3', 'num_out_ch: 3', 'num_feat: 64', 'num_block: 16', 'upscale: {s}'],
+        'pretrain': {
+            2: 'experiments/pretrained_models/MSRResNet/002_MSRResNet_x2_f64b16_DIV2K_1000k_B16G1_001pretrain_wandb.pth',
+            4: 'experiments/pretrained_models/MSRResNet/001_MSRResNet_x4_f64b16_DIV2K_1000k_B16G1_wandb.pth'},
+        'pretrain_how': ('BasicSR model zoo (docs/ModelZoo.md), MSRResNet x{s}: download into '
+                         'experiments/pretrained_models/MSRResNet/ under this name'),
+        'lambda_m': (1e-5, 'the paper gives none for SRResNet; its EDSR value is used'),
+    },
+}
+
+VARIANT_HELP = """\
+# Variants (the rest of the file stays as it is):
+#   ODM v2 (ECCV 2024): network_g weight_clip: wcc, offsets: none; train odm_opt regularizer: mismatch,
+#     loss_weight: {lm:.3g} ({lm_src} {lm_raw:g} on 0-255 pixels, / 255 for BasicSR's 0-1 L1),
+#     cooperation: cosine (train_ODMv2_EDSR_x4_w4a4.yml is a complete example).
+#   Plain QAT baseline: network_g weight_clip: max, offsets: none; delete odm_opt and cooperation."""
+
+
+def _fmt(x):
+    return f'{x:.3g}'.replace('e-0', 'e-')
+
+
+def _network_block(arch, s, b, weight_clip, offsets):
+    a = ARCHS[arch]
+    lines = [f'  type: {a["type"]}'] + [f'  {line.format(s=s)}' for line in a['network']]
+    lines += [f'  w_bit: {b}', f'  a_bit: {b}',
+              f'  weight_clip: {weight_clip:<8s}# max | percentile | wcc (v2)',
+              '  scope: body          # the paper\'s scope: the convs of the residual/dense blocks; `all` quantizes every conv',
+              f'  offsets: {offsets:<12s}# v1 distribution offsets: none | shift | scale | auto']
+    return '\n'.join(lines)
+
+
+def _val_metrics(s, indent='  '):
+    return '\n'.join([f'{indent}metrics:', f'{indent}  psnr:', f'{indent}    type: calculate_psnr',
+                      f'{indent}    crop_border: {s}', f'{indent}    test_y_channel: true', f'{indent}  ssim:',
+                      f'{indent}    type: calculate_ssim', f'{indent}    crop_border: {s}',
+                      f'{indent}    test_y_channel: true'])
+
+
+def _odm_block(variant, arch):
+    lm, lm_src = ARCHS[arch]['lambda_m']
+    if variant == 'v1':
+        return """\
+  # ODM v1 regularizer: sum over quantized layers of the mean channel variance of their inputs.
+  # The paper gives no weight for v1; 1e-7 on BasicSR's 0-1 L1 is this project's default (README: the proxy
+  # sweep, benchmarks/proxy_accuracy.py). Features are on the network's internal scale.
+  odm_opt:
+    type: ODMLoss
+    regularizer: variance
+    stat: var
+    loss_weight: !!float 1e-7
+  cooperation: sign    # v1: keep the regularizer gradient only where its sign agrees with the L1 gradient
+  quant_lr_mul: 10     # ranges and offsets at 10x the base learning rate
+  calibration:
+    num_batches: 16    # activation ranges: mean of per-batch P1/P99 over 16 training batches
+    offset_top_k: 0.25 # the quarter of layers with the largest channel mismatch get an offset
+"""
+    if variant == 'v2':
+        return f"""\
+  # ODM v2 regularizer: distance of the quantized layers' inputs to the quantization grid (Frobenius).
+  # lambda_M = {lm:g} ({lm_src}) for an L1 on 0-255 pixels; BasicSR's L1 is on 0-1 pixels, so {lm:g} / 255.
+  odm_opt:
+    type: ODMLoss
+    regularizer: mismatch
+    loss_weight: !!float {_fmt(lm / 255)}
+  cooperation: cosine  # v2: regularizer gradient weighted by (cos(g_R, g_M) + 1) / 2
+  quant_lr_mul: 10     # ranges and WCC gammas at 10x the base learning rate
+  calibration:
+    num_batches: 16    # activation ranges: mean of per-batch P1/P99 over 16 training batches
+"""
+    return """\
+  # Plain QAT: no regularizer (no odm_opt), same quantizer, same calibration, same schedule.
+  quant_lr_mul: 10     # ranges at 10x the base learning rate
+  calibration:
+    num_batches: 16    # activation ranges: mean of per-batch P1/P99 over 16 training batches
+"""
+
+
+VARIANTS = {  # name prefix, weight_clip, offsets, title
+    'v1': ('ODM', 'max', 'auto', 'ODM v1 (the seed paper, arXiv 2307.13337v1):\n#   variance regularizer + sign '
+                                 'cooperation + channel-wise distribution offsets; static ranges.'),
+    'v2': ('ODMv2', 'wcc', 'none', 'ODM v2 (ECCV 2024):\n#   mismatch regularizer + cosine cooperation + weight '
+                                  'clipping correction; static ranges.'),
+    'qat': ('QAT', 'max', 'none', 'Plain quantization-aware training (the baseline): no regularizer, no offsets.'),
+}
+
+
+def train_name(arch, s, b, variant='v1'):
+    return f'{VARIANTS[variant][0]}_{ARCHS[arch]["exp"]}x{s}_w{b}a{b}_DIV2K_60k_B8'
+
+
+def train_file(arch, s, b, variant='v1'):
+    a = ARCHS[arch]
+    prefix, weight_clip, offsets, title = VARIANTS[variant]
+    gt_size = 96 * s // 2 if s == 2 else 192
+    lm, lm_src = a['lambda_m']
+    help_text = VARIANT_HELP.format(lm=lm / 255, lm_src=lm_src, lm_raw=lm) if variant == 'v1' else (
+        f'# Twin of train_ODM_{arch}_x{s}_w{b}a{b}.yml (ODM v1); only the quantizer and train.odm_opt differ.')
+    return f"""\
+# {title}
+# {a['label']} x{s}, W{b}A{b}.
+{help_text}
+# Recipe (ODM.md section 4): 60K iterations, batch 8, HR patch {gt_size}, lr 1e-4 halved every 15K, quantizers at 10x.
+# Data: basicsr prepare div2k --root datasets/DIV2K ; basicsr prepare benchmark --root datasets
+# Run:  basicsr train -opt options/train_{prefix}_{arch}_x{s}_w{b}a{b}.yml   (multi-GPU: torchrun ... --launcher pytorch)
+# Test: basicsr test -opt options/test_ODM_{arch}_x{s}_w{b}a{b}.yml (set its name and checkpoint path for a twin)
+
+# general settings
+name: {train_name(arch, s, b, variant)}
+model_type: ODMModel
+scale: {s}
+num_gpu: 1  # set 0 for CPU
+manual_seed: 10
+
+# dataset and data loader settings
+datasets:
+  train:
+    name: DIV2K
+    type: PairedImageDataset
+    # made by: basicsr prepare div2k --root datasets/DIV2K
+    dataroot_gt: datasets/DIV2K/DIV2K_train_HR_sub.lmdb
+    dataroot_lq: datasets/DIV2K/DIV2K_train_LR_bicubic_X{s}_sub.lmdb
+    io_backend:
+      type: lmdb
+    gt_size: {gt_size}
+    use_hflip: true
+    use_rot: true
+    num_worker_per_gpu: 6
+    batch_size_per_gpu: 8
+    dataset_enlarge_ratio: 100
+    prefetch_mode: ~
+
+  val:
+    name: Set5
+    type: PairedImageDataset
+    # made by: basicsr prepare benchmark --root datasets
+    dataroot_gt: datasets/Set5/GTmod12
+    dataroot_lq: datasets/Set5/LRbicx{s}
+    io_backend:
+      type: disk
+
+# network structures
+network_g:
+{_network_block(arch, s, b, weight_clip, offsets)}
+
+# path
+path:
+  # {a['pretrain_how'].format(s=s)}
+  pretrain_network_g: {a['pretrain'][s]}
+  strict_load_g: true  # an FP checkpoint may lack only quantizer keys; anything else is an error
+  resume_state: ~
+
+# training settings
+train:
+  ema_decay: 0
+  optim_g:
+    type: Adam
+    lr: !!float 1e-4
+    weight_decay: 0
+    betas: [0.9, 0.999]
+  scheduler:
+    type: MultiStepLR
+    milestones: [15000, 30000, 45000]
+    gamma: 0.5
+  total_iter: 60000
+  warmup_iter: -1
+  pixel_opt:
+    type: L1Loss
+    loss_weight: 1.0
+    reduction: mean
+{_odm_block(variant, arch)}
+# validation settings
+val:
+  val_freq: !!float 5e3
+  save_img: false
+{_val_metrics(s)}
+
+# logging settings
+logger:
+  print_freq: 100
+  save_checkpoint_freq: !!float 5e3
+  use_tb_logger: true
+  wandb:
+    project: ~
+    resume_id: ~
+
+# dist training settings
+dist_params:
+  backend: nccl
+  port: 29500
+"""
+
+
+def test_file(arch, s, b):
+    a = ARCHS[arch]
+    sets = ''.join(f"""\
+  test_{i}:
+    name: {name}
+    type: PairedImageDataset
+    dataroot_gt: datasets/{name}/GTmod12
+    dataroot_lq: datasets/{name}/LRbicx{s}
+    io_backend:
+      type: disk
+""" for i, name in enumerate(('Set5', 'Set14', 'B100', 'Urban100'), 1))
+    return f"""\
+# Test an ODM-trained {a['label']} x{s} W{b}A{b} (from train_ODM_{arch}_x{s}_w{b}a{b}.yml) on the four
+# benchmark sets, PSNR/SSIM on the Y channel with a border crop of {s} (the protocol of the published numbers).
+# Data: basicsr prepare benchmark --root datasets
+# Run:  basicsr test -opt options/test_ODM_{arch}_x{s}_w{b}a{b}.yml
+# For the v2 / QAT twins: set network_g weight_clip / offsets as in their training file and point
+# pretrain_network_g at their experiments/<name>/models/net_g_latest.pth.
+name: test_ODM_{a['exp']}x{s}_w{b}a{b}
+model_type: ODMModel
+scale: {s}
+num_gpu: 1  # set 0 for CPU
+manual_seed: 10
+
+datasets:
+{sets}
+# must match the training file's network_g (offsets: the test net loads the selected offsets from the checkpoint)
+network_g:
+{_network_block(arch, s, b, 'max', 'auto')}
+
+path:
+  pretrain_network_g: experiments/{train_name(arch, s, b)}/models/net_g_latest.pth
+  strict_load_g: true
+  param_key_g: params
+
+val:
+  save_img: false
+  suffix: ~
+  pbar: true
+{_val_metrics(s)}
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Demo: the proxy EDSR (32 features, 8 blocks, x4) on the skimage photos, fine-tuned from the shipped FP checkpoint.
+DEMO_FP_CHECKPOINT = 'odm_basicsr/pretrained/EDSR_demo_x4_f32b8_FP.pth'
+DEMO_ITERS = 300
+DEMO_NETWORK = ['num_in_ch: 3', 'num_out_ch: 3', 'num_feat: 32', 'num_block: 8', 'upscale: 4', 'res_scale: 1',
+                'img_range: 255.', f'rgb_mean: {DIV2K_MEAN}']
+DEMO_DATA = """\
+datasets:
+  train:
+    name: demo
+    type: PairedImageDataset
+    # made by: basicsr prepare demo
+    dataroot_gt: datasets/demo/train_HR_sub.lmdb
+    dataroot_lq: datasets/demo/train_LR_bicubic_X4_sub.lmdb
+    io_backend:
+      type: lmdb
+    gt_size: 128
+    use_hflip: true
+    use_rot: true
+    num_worker_per_gpu: 0
+    batch_size_per_gpu: 4
+    dataset_enlarge_ratio: 100
+    prefetch_mode: ~
+
+  val:
+    name: demo_heldout
+    type: PairedImageDataset
+    dataroot_gt: datasets/demo/val/HR
+    dataroot_lq: datasets/demo/val/LRbicx4
+    io_backend:
+      type: disk
+"""
+
+
+def demo_name(variant, b):
+    return f'demo_{VARIANTS[variant][0]}_EDSR_x4_w{b}a{b}'
+
+
+def demo_train_file(variant, b):
+    prefix, weight_clip, offsets, title = VARIANTS[variant]
+    net = '\n'.join([f'  type: ODMEDSR'] + [f'  {line}' for line in DEMO_NETWORK] + [
+        f'  w_bit: {b}', f'  a_bit: {b}', f'  weight_clip: {weight_clip}', '  scope: body', f'  offsets: {offsets}'])
+    return f"""\
+# Demo fine-tune, A SMALL PROXY (not the paper's setting): {title}
+# EDSR 32 features x 8 blocks, x4, W{b}A{b}, {DEMO_ITERS} iterations at batch 4 from the shipped FP checkpoint, on the
+# skimage demo photos (basicsr prepare demo). Run by `make demo`; alone: basicsr train -opt <this file>
+name: {demo_name(variant, b)}
+model_type: ODMModel
+scale: 4
+num_gpu: auto  # 0 on a CPU-only machine
+manual_seed: 10
+
+{DEMO_DATA}
+network_g:
+{net}
+
+path:
+  # this project's FP recipe (options/demo/train_FP_EDSR_demo_x4.yml) trained it; its log is beside it
+  pretrain_network_g: {DEMO_FP_CHECKPOINT}
+  strict_load_g: true
+  resume_state: ~
+
+train:
+  ema_decay: 0
+  optim_g:
+    type: Adam
+    lr: !!float 1e-4
+    weight_decay: 0
+    betas: [0.9, 0.999]
+  scheduler:
+    type: MultiStepLR
+    milestones: [{DEMO_ITERS * 2 // 3}]
+    gamma: 0.5
+  total_iter: {DEMO_ITERS}
+  warmup_iter: -1
+  pixel_opt:
+    type: L1Loss
+    loss_weight: 1.0
+    reduction: mean
+{_odm_block(variant, 'EDSR').replace('num_batches: 16    # activation ranges: mean of per-batch P1/P99 over 16',
+                                     'num_batches: 8     # activation ranges: mean of per-batch P1/P99 over 8')}
+val:
+  val_freq: {DEMO_ITERS // 2}
+  save_img: false
+{_val_metrics(4)}
+
+logger:
+  print_freq: 25
+  save_checkpoint_freq: {DEMO_ITERS}
+  use_tb_logger: true
+  wandb:
+    project: ~
+    resume_id: ~
+
+dist_params:
+  backend: nccl
+  port: 29500
+"""
+
+
+def demo_test_fp_file():
+    net = '\n'.join(['  type: EDSR'] + [f'  {line}' for line in DEMO_NETWORK])
+    val = DEMO_DATA.split('  val:\n', 1)[1]
+    return f"""\
+# Demo: the shipped FP checkpoint on the held-out demo photos (PSNR/SSIM on Y, border crop 4). A SMALL PROXY.
+# Run:  basicsr test -opt options/demo/test_FP_EDSR_demo_x4.yml
+name: demo_FP_EDSR_x4
+model_type: SRModel
+scale: 4
+num_gpu: auto
+manual_seed: 10
+
+datasets:
+  test_1:
+{val.rstrip()}
+network_g:
+{net}
+
+path:
+  pretrain_network_g: {DEMO_FP_CHECKPOINT}
+  strict_load_g: true
+  param_key_g: params
+
+val:
+  save_img: false
+  suffix: ~
+{_val_metrics(4)}
+"""
+
+
+def all_files():
+    """{relative path: text} of every generated option file."""
+    files = {}
+    for arch in ARCHS:
+        for s in SCALES:
+            for b in BITS:
+                files[f'options/train_ODM_{arch}_x{s}_w{b}a{b}.yml'] = train_file(arch, s, b)
+                files[f'options/test_ODM_{arch}_x{s}_w{b}a{b}.yml'] = test_file(arch, s, b)
+    files['options/train_ODMv2_EDSR_x4_w4a4.yml'] = train_file('EDSR', 4, 4, 'v2')
+    files['options/train_QAT_EDSR_x4_w4a4.yml'] = train_file('EDSR', 4, 4, 'qat')
+    for variant in ('v1', 'qat'):
+        for b in (4, 2):
+            files[f'options/demo/train_{VARIANTS[variant][0]}_EDSR_demo_x4_w{b}a{b}.yml'] = demo_train_file(variant, b)
+    files['options/demo/test_FP_EDSR_demo_x4.yml'] = demo_test_fp_file()
+    return files
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--check', action='store_true', help='exit 1 if a file differs from what is generated')
+    args = parser.parse_args(argv)
+    stale = []
+    for rel, text in all_files().items():
+        path = osp.join(REPO, rel)
+        current = open(path).read() if osp.isfile(path) else None
+        if current != text:
+            stale.append(rel)
+            if not args.check:
+                os.makedirs(osp.dirname(path), exist_ok=True)
+                with open(path, 'w') as f:
+                    f.write(text)
+    print(('stale: ' if args.check else 'written: ') + (', '.join(stale) or 'none'))
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
