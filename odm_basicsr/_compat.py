@@ -97,16 +97,18 @@ def _model_to_device(self, net):
 
 
 def _load_network(self, net, load_path, strict=True, param_key='params'):
-    """Wrapper of ``basicsr.models.base_model.BaseModel.load_network``: a missing file or one that needs unsafe
-    unpickling gets a clear message instead of torch's traceback (the load itself stays BasicSR's, safe mode)."""
+    """Wrapper of ``basicsr.models.base_model.BaseModel.load_network``: a missing, corrupt or unsafe file gets a
+    clear message naming it instead of torch's traceback (the load itself stays BasicSR's, safe mode)."""
     import pickle
-    if not osp.isfile(load_path):
-        raise FileNotFoundError(f'Checkpoint {load_path!r} does not exist.')
+
+    from odm_basicsr.utils.safe_load import checkpoint_file_problem, unreadable_message
+    problem = checkpoint_file_problem(load_path)
+    if problem:
+        raise ValueError(f'Checkpoint {problem}.')
     try:
         return _ORIGINAL_LOAD_NETWORK(self, net, load_path, strict, param_key)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f'Refusing to load {load_path!r}: it needs unsafe unpickling (torch.load weights_only=False). '
-                         'Re-save it as a plain {"params": state_dict} of tensors.') from err
+    except (pickle.UnpicklingError, OSError, EOFError) as err:
+        raise ValueError(unreadable_message(load_path, err)) from err
 
 
 _ORIGINAL_LOAD_NETWORK = None

@@ -131,6 +131,19 @@ def _check_train(opt, odm_arch, errors, warn):
         warn('network_g.offsets needs model_type ODMModel: offsets are selected by its calibration.')
 
 
+def _lmdb_pages_bytes(path):
+    """Bytes of pages the LMDB at ``path`` says it holds (None if it cannot be opened)."""
+    import lmdb
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
+    except lmdb.Error:
+        return None
+    try:
+        return (env.info()['last_pgno'] + 1) * env.stat()['psize']
+    finally:
+        env.close()
+
+
 def _check_lmdb(key, path, errors):
     if not path.endswith('.lmdb'):
         errors.append(f'{key}: {path!r}: an lmdb io_backend needs a folder ending in .lmdb.')
@@ -149,6 +162,13 @@ def _check_lmdb(key, path, errors):
         errors.append(f'{key}: {path}/meta_info.txt lists no images.')
     elif osp.getsize(osp.join(path, 'data.mdb')) < 8192:
         errors.append(f'{key}: {path}/data.mdb is truncated ({osp.getsize(osp.join(path, "data.mdb"))} bytes).')
+    else:
+        needed, size = _lmdb_pages_bytes(path), osp.getsize(osp.join(path, 'data.mdb'))
+        if needed is None:
+            errors.append(f'{key}: {path} cannot be opened as an LMDB (re-create it with "basicsr prepare").')
+        elif needed > size:
+            errors.append(f'{key}: {path}/data.mdb is truncated: LMDB holds {needed} bytes of pages, the file has '
+                          f'{size} (re-create it with "basicsr prepare").')
 
 
 BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100')
@@ -191,6 +211,44 @@ def checkpoint_hint(path):
     return 'Download or convert it (basicsr convert-checkpoint), or correct the path.'
 
 
+def _check_checkpoint_fits(opt, path, errors):
+    """Load ``path`` safely and compare it with network_g (keys and shapes), as BasicSR's load_network would pick
+    it (param_key_g, falling back to 'params'; 'module.' stripped). Skipped when strict_load_g is false."""
+    import torch
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from .quant.checkpoint import CheckpointMismatchError, check_state_dict
+    from .utils.safe_load import safe_torch_load
+    path_opt = opt.get('path') or {}
+    if path_opt.get('strict_load_g', True) is False or not isinstance(opt.get('network_g'), dict):
+        return
+    try:
+        ckpt = safe_torch_load(path)
+    except ValueError as err:
+        errors.append(f'path.pretrain_network_g: {err}')
+        return
+    key = path_opt.get('param_key_g', 'params')
+    if isinstance(ckpt, dict) and key is not None:
+        if key not in ckpt and 'params' in ckpt:
+            key = 'params'
+        if key not in ckpt:
+            errors.append(f'path.pretrain_network_g: {path!r} has no {key!r} entry (it holds: '
+                          f'{", ".join(map(str, list(ckpt)[:6]))}); set path.param_key_g.')
+            return
+        ckpt = ckpt[key]
+    state = {(k[7:] if k.startswith('module.') else k): v for k, v in ckpt.items()}
+    try:
+        net_opt = dict(opt['network_g'])
+        # not basicsr's build_network: it would initialise BasicSR's root logger before train_pipeline gives it
+        # its log file. On the meta device: shapes only, no memory, no initialisation cost.
+        with torch.device('meta'):
+            net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+        check_state_dict(net, state)
+    except CheckpointMismatchError as err:
+        errors.append(f'path.pretrain_network_g: {path!r} does not fit network_g ({opt["network_g"].get("type")}).\n'
+                      + '\n'.join('    ' + line for line in str(err).splitlines()[1:]))
+
+
 def _check_paths(opt, is_train, errors):
     for phase, ds in (opt.get('datasets') or {}).items():
         if not isinstance(ds, dict):
@@ -208,8 +266,11 @@ def _check_paths(opt, is_train, errors):
     path_opt = opt.get('path') or {}
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
-    if pretrain and not resuming and not osp.isfile(osp.expanduser(str(pretrain))):
-        errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. {checkpoint_hint(pretrain)}')
+    if pretrain and not resuming:
+        if not osp.isfile(osp.expanduser(str(pretrain))):
+            errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. {checkpoint_hint(pretrain)}')
+        elif not errors:
+            _check_checkpoint_fits(opt, osp.expanduser(str(pretrain)), errors)
     if path_opt.get('resume_state') and not osp.isfile(osp.expanduser(str(path_opt['resume_state']))):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} does not exist.')
 

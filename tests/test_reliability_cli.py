@@ -2,8 +2,7 @@
 with --auto_resume; checkpoints of another scale / architecture, corrupt checkpoints and truncated LMDBs end the
 command with a clear message and leave nothing that looks like a run.
 
-Known gaps are written down as strict xfail tests (they turn into failures, i.e. reminders to drop the marker,
-once the package closes them).
+Every bad input is refused before anything is written, with a message that names it.
 """
 import odm_basicsr  # noqa: F401  (must precede any basicsr import)
 import copy
@@ -176,12 +175,7 @@ def test_kill_after_checkpoint_then_auto_resume_is_bit_identical(kill_and_resume
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason='GAP: the global torch generator is one draw ahead after a resume: '
-                   'ODMModel.resume_training restores it, then BasicSR train_pipeline builds CPUPrefetcher, whose '
-                   'iter(train_loader) draws the DataLoader base seed from it (the uninterrupted run drew that one '
-                   'before the checkpoint). Harmless for these weights (nothing in training draws from it with '
-                   'num_worker 0), not for a model or worker that does')
-def test_gap_torch_generator_state_after_resume_matches(kill_and_resume):
+def test_torch_generator_state_after_resume_matches(kill_and_resume):
     full, resumed = kill_and_resume['full_state']['generators'], kill_and_resume['resumed_state']['generators']
     assert torch.equal(full['torch'], resumed['torch'])
 
@@ -280,81 +274,48 @@ def assert_nothing_resumable(run):
 
 
 MISMATCH_HINTS = {
-    'other-scale': ('Checkpoint does not fit ODMEDSR:', '  missing keys (2): upsample.2.weight, upsample.2.bias',
+    'other-scale': ('does not fit network_g (ODMEDSR)', 'missing keys (2): upsample.2.weight, upsample.2.bias',
                     'the upsampler differs: check upscale (the checkpoint may be for another scale)'),
-    'other-arch': ('Checkpoint does not fit ODMRDN:', '  unexpected keys (12): conv_first.weight',
-                   '  likely cause: the checkpoint belongs to another architecture.'),
+    'other-arch': ('does not fit network_g (ODMRDN)', 'unexpected keys (12): conv_first.weight',
+                   'likely cause: the checkpoint belongs to another architecture.'),
 }
 
 
-@pytest.mark.parametrize('case', MISMATCH)
-def test_checkpoint_of_other_scale_or_architecture_is_a_clear_error(failed_run, case):
-    run = failed_run(case)
+def assert_refused_before_anything_is_written(run):
     assert run.proc.returncode > 0, run.proc.stderr[-3000:]  # an error exit, not a crash by a signal
+    assert 'Traceback' not in run.proc.stderr, run.proc.stderr[-3000:]
+    assert run.written() == []  # no experiments/, results/, tb_logger/ or log
+
+
+@pytest.mark.parametrize('case', MISMATCH)
+def test_checkpoint_of_other_scale_or_architecture_is_refused_before_anything_is_written(failed_run, case):
+    run = failed_run(case)
+    assert_refused_before_anything_is_written(run)
     header, keys, hint = MISMATCH_HINTS[case.split('-', 1)[1]]
-    error = run.error_lines
-    # the last thing printed is the checked-load message (a traceback precedes it: see the xfail test below)
-    assert error[0] == f'odm_basicsr.quant.checkpoint.CheckpointMismatchError: {header}', error
-    assert any(line.startswith(keys) for line in error), error
-    assert error[-1].startswith('  likely cause: ') and hint in error[-1], error
-    # the checkpoint path is in BasicSR's log lines just before the error (not in the error message itself)
-    assert f'model from {run.checkpoint}, with param key' in run.proc.stderr
-    assert_nothing_resumable(run)
+    message = run.proc.stderr
+    assert f"path.pretrain_network_g: '{run.checkpoint}' {header}" in message, message
+    assert keys in message and hint in message, message
 
 
 @pytest.mark.parametrize('case', CORRUPT)
-def test_corrupt_checkpoint_fails_with_an_error_exit(failed_run, case):
+def test_corrupt_checkpoint_is_reported_as_corrupt_before_anything_is_written(failed_run, case):
     run = failed_run(case)
-    assert run.proc.returncode > 0, run.proc.stderr[-3000:]
-    assert run.error_lines and 'Error' in run.error_lines[0].split(':')[0], run.error_lines
-    assert_nothing_resumable(run)
-    if case == 'train-random-bytes-checkpoint':  # the path is named (the diagnosis is wrong: see the xfail test)
-        assert run.error_lines[0].startswith(f"ValueError: Refusing to load '{run.checkpoint}'"), run.error_lines
+    assert_refused_before_anything_is_written(run)
+    message = run.proc.stderr
+    assert f"path.pretrain_network_g: '{run.checkpoint}'" in message, message
+    assert 'unsafe' not in message and 'weights_only' not in message
+    assert any(w in message for w in ('corrupt', 'truncated', 'not a PyTorch checkpoint')), message
 
 
 def test_lmdb_truncated_below_one_page_is_refused_by_the_command_before_anything_is_written(failed_run):
     run = failed_run('train-lmdb-below-one-page')
-    assert run.proc.returncode != 0
+    assert_refused_before_anything_is_written(run)
     assert 'datasets.train.dataroot_gt:' in run.proc.stderr and 'data.mdb is truncated (4096 bytes)' in \
         run.proc.stderr
-    assert 'Traceback' not in run.proc.stderr
-    assert run.written() == []  # no experiments/, tb_logger/ or log
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# known gaps (strict xfail)
-# ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason='GAP: the checkpoint is loaded by BasicSR build_model(), after make_exp_dirs '
-                   'and the logger: experiments/<name>/ (or results/<name>/) with the option copy, a log and empty '
-                   'models/ training_states/ visualization/ is created, and the error is an uncaught traceback '
-                   'whose message does not name the checkpoint file')
-@pytest.mark.parametrize('case', MISMATCH + CORRUPT)
-def test_gap_bad_checkpoint_is_refused_before_anything_is_written(failed_run, case):
-    run = failed_run(case)
-    assert run.proc.returncode != 0
-    assert run.written() == []
-    assert 'Traceback' not in run.proc.stderr
-    assert run.checkpoint in '\n'.join(run.error_lines)
-
-
-@pytest.mark.xfail(strict=True, reason='BUG: odm_basicsr/_compat.py _load_network turns every '
-                   'pickle.UnpicklingError into "it needs unsafe unpickling (torch.load weights_only=False)"; a file '
-                   'of random bytes is reported as an unsafe checkpoint, a truncated one fails with a bare '
-                   '"OSError: [Errno 22] Invalid argument" without its path')
-@pytest.mark.parametrize('case', CORRUPT)
-def test_gap_corrupt_checkpoint_is_reported_as_corrupt(failed_run, case):
-    run = failed_run(case)
-    message = '\n'.join(run.error_lines)
-    assert run.checkpoint in message
-    assert 'unsafe' not in message and 'weights_only' not in message
-    assert any(w in message for w in ('corrupt', 'truncated', 'not a PyTorch checkpoint'))
-
-
-@pytest.mark.xfail(strict=True, reason='BUG: options_check._check_lmdb only catches a data.mdb under 8192 bytes; a '
-                   'data.mdb cut short of the pages LMDB says it holds passes, and reading it kills the process with '
-                   'SIGBUS (exit -7, no message)')
-def test_gap_lmdb_cut_in_half_is_refused(failed_run):
+def test_lmdb_cut_in_half_is_refused_before_anything_is_written(failed_run):
     run = failed_run('train-lmdb-cut-in-half')
-    assert run.proc.returncode > 0, f'exit {run.proc.returncode}'
-    assert 'datasets.train.dataroot_gt:' in run.proc.stderr and 'truncated' in run.proc.stderr
-    assert run.written() == []
+    assert_refused_before_anything_is_written(run)
+    assert 'datasets.train.dataroot_gt:' in run.proc.stderr and 'data.mdb is truncated: LMDB holds' in \
+        run.proc.stderr

@@ -184,7 +184,8 @@ class ODMModel(SRModel):
         random.setstate((states['python'][0], tuple(states['python'][1]), states['python'][2]))
         name, keys, pos, has_gauss, cached = states['numpy']
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        torch.set_rng_state(states['torch'])
+        if 'torch' in states:
+            torch.set_rng_state(states['torch'])
         if 'cuda' in states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states['cuda'])
 
@@ -207,12 +208,25 @@ class ODMModel(SRModel):
     def resume_training(self, resume_state):
         super().resume_training(resume_state)
         if 'generators' in resume_state:
-            self.restore_generator_states(resume_state['generators'])
+            states = dict(resume_state['generators'])
+            # BasicSR builds the CPUPrefetcher after this call, and iter(loader) draws the DataLoader's base seed
+            # from the torch generator once more than the uninterrupted run did. The torch state is therefore
+            # restored at the first feed_data, followed by the one draw the epoch start makes.
+            self._pending_torch_rng_state = states.pop('torch')
+            self.restore_generator_states(states)
         self.skipped_steps = resume_state.get('skipped_steps', 0)
         get_root_logger().info(f'Resumed ODM training at iter {resume_state["iter"]}, epoch {resume_state["epoch"]}; '
                                'generator states restored, calibration not repeated.')
 
     # ------------------------------------------------------------------------------------------------------
+    def feed_data(self, data):
+        pending = getattr(self, '_pending_torch_rng_state', None)
+        if pending is not None:
+            torch.set_rng_state(pending)
+            torch.empty((), dtype=torch.int64).random_()  # the base-seed draw of the epoch's iter(loader)
+            self._pending_torch_rng_state = None
+        super().feed_data(data)
+
     def _all_reduce_grads(self, grads):
         """Average a list of gradient tensors over ranks with one flat all_reduce."""
         flat = _flatten_dense_tensors(grads)
