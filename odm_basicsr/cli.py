@@ -90,6 +90,12 @@ def _prepare(argv):
     prepare_main(argv)
 
 
+@subcommand('export', 'integer export of a trained quantized network: ONNX QDQ or bit-packed checkpoint')
+def _export(argv):
+    from .tools.export_cli import main as export_main
+    export_main(argv)
+
+
 def _print_help(prog):
     lines = [f'usage: {prog} <command> [options]', '', 'ODM quantization-aware training for BasicSR.', '',
              'commands:']

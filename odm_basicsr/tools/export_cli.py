@@ -1,0 +1,135 @@
+"""``basicsr export -opt <test option file> --format onnx|packed``: integer export of a trained quantized network.
+
+onnx:   QuantizeLinear -> DequantizeLinear on every quantized layer's input, int8 weight initializers ->
+        DequantizeLinear, the FP layers in float (needs the ``export`` extra: onnx, onnxruntime).
+packed: the weights as b-bit codes, bit-packed; every other tensor as it is. ``odm_basicsr.quant.export.load_packed``
+        rebuilds a network whose output is bit-identical to the exported one.
+The mappings are described in ``odm_basicsr/quant/export.py``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from .cost_cli import parse_size
+
+EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
+
+
+def _mib(n):
+    return f'{n} bytes ({n / 2**20:.2f} MiB)'
+
+
+def check_options_for_export(path):
+    """Load and validate ``path`` as ``check_option_file(path, is_train=False)`` does, without its datasets (export
+    reads none, so missing test folders are no error). Exits with status 2 and every problem listed."""
+    import yaml
+
+    from odm_basicsr.options_check import OptionError, check_options
+    try:
+        with open(path) as f:
+            opt = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise SystemExit(f'error: {path} is not valid YAML: {err}')
+    if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
+        raise SystemExit(f'error: {path} has no network_g mapping.')
+    try:
+        found = check_options({k: v for k, v in opt.items() if k != 'datasets'}, is_train=False)
+    except OptionError as err:
+        raise SystemExit(f'error in {path}:\n{err}')
+    for message in found:
+        print(f'warning: {message}', file=sys.stderr)
+    return opt
+
+
+def load_network(opt, opt_path):
+    """network_g of ``opt`` with path.pretrain_network_g loaded (safe unpickling; BasicSR's param_key rules)."""
+    import odm_basicsr  # noqa: F401  (registers the ODM archs)
+    from basicsr.archs import build_network
+
+    from odm_basicsr.quant import CheckpointMismatchError
+    from odm_basicsr.utils.safe_load import safe_torch_load
+    path_opt = opt.get('path') or {}
+    ckpt_path = path_opt.get('pretrain_network_g')
+    if not ckpt_path:
+        raise SystemExit(f'error in {opt_path}: path.pretrain_network_g must name the trained quantized checkpoint.')
+    net = build_network(dict(opt['network_g']))
+    try:
+        state = safe_torch_load(osp.expanduser(str(ckpt_path)))
+    except ValueError as err:
+        raise SystemExit(f'error: {err}')
+    key = path_opt.get('param_key_g', 'params')
+    if isinstance(state, dict) and key in state:
+        state = state[key]
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=path_opt.get('strict_load_g', True))
+    except (CheckpointMismatchError, RuntimeError) as err:
+        raise SystemExit(f'error: {ckpt_path} does not fit network_g of {opt_path}:\n{err}')
+    return net.eval()
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog='basicsr export', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-opt', required=True, help='test option file: network_g and path.pretrain_network_g')
+    parser.add_argument('--format', choices=sorted(EXTENSIONS), default='onnx', help='output format (default onnx)')
+    parser.add_argument('--out', help='output file (default: <name><.onnx|.packed.pth> in the current folder)')
+    parser.add_argument('--input-size', type=parse_size, default=(64, 64),
+                        help='LR H x W of the tracing input for onnx (height and width stay dynamic; default 64x64)')
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.opt):
+        raise SystemExit(f'error: option file {args.opt!r} does not exist.')
+
+    opt = check_options_for_export(args.opt)
+    net = load_network(opt, args.opt)
+
+    import torch
+
+    from odm_basicsr.quant import quantized_layers
+    from odm_basicsr.quant import export as qexport
+    try:
+        qexport.check_calibrated(net)
+    except ValueError as err:
+        raise SystemExit(f'error: {args.opt}: {err}')
+    out = args.out or f'{opt.get("name", "network_g")}{EXTENSIONS[args.format]}'
+    if osp.dirname(out):
+        os.makedirs(osp.dirname(out), exist_ok=True)
+    sizes = qexport.size_report(net)
+    layers = quantized_layers(net)
+    print(f'network_g: {opt["network_g"]["type"]}, {len(layers)} quantized layers')
+    if not layers:
+        if args.format == 'packed':
+            raise SystemExit('error: network_g has no quantized layers: nothing to pack (--format onnx writes FP32).')
+        print('note: no quantized layers, the ONNX model is all float32')
+    if args.format == 'packed':
+        written = qexport.save_packed(net, out)
+        print(f'packed checkpoint: {out}: {_mib(written)}')
+        print(f'float32 checkpoint of the same network: {_mib(sizes["float_checkpoint_bytes"])} '
+              f'(packed / float32 = {written / sizes["float_checkpoint_bytes"]:.3f})')
+        print(f'quantized weights: {sizes["quant_weight_packed_bytes"]} bytes packed vs '
+              f'{sizes["quant_weight_float_bytes"]} bytes float32 ({sizes["quant_weight_ratio"]:.3f})')
+        return
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise SystemExit('error: ONNX export needs onnx and onnxruntime: pip install "odm-basicsr[export]"')
+    channels = opt['network_g'].get('num_in_ch', 3)
+    example = torch.rand(1, channels, *args.input_size, generator=torch.Generator().manual_seed(0))
+    info = qexport.export_onnx(net, example, out)
+    print(f'onnx model: {out}: {_mib(info["bytes"])} (opset 13, checked), {info["quantize_linear"]} QuantizeLinear, '
+          f'{info["dequantize_linear"]} DequantizeLinear, {info["int8_weight_initializers"]} int8 weight initializers')
+    print(f'float32 checkpoint of the same network: {_mib(sizes["float_checkpoint_bytes"])}')
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    import numpy as np
+    session = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
+    got = session.run(None, {'lr': example.numpy()})[0]
+    with torch.no_grad():
+        want = net(example).numpy()
+    mse = float(np.mean((got - want)**2))
+    psnr = 10 * np.log10(1.0 / mse) if mse > 0 else float('inf')
+    print(f'onnxruntime vs PyTorch on a random {args.input_size[0]}x{args.input_size[1]} input: '
+          f'max |diff| {np.abs(got - want).max():.3g}, PSNR {psnr:.1f} dB')
