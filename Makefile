@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast clean
+.PHONY: install test test-fast demo options clean
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
+
+# The main job end to end on scikit-image photos (no download): FP vs w4a4 / w2a2, ODM vs plain QAT. A small proxy.
+demo: install
+	$(PY) -m odm_basicsr demo
+
+# Regenerate options/ from odm_basicsr/tools/option_grid.py (a test checks they agree).
+options: install
+	$(PY) -m odm_basicsr.tools.option_grid
 
 clean:
 	rm -rf experiments results tb_logger datasets/demo

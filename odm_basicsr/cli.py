@@ -90,6 +90,12 @@ def _prepare(argv):
     prepare_main(argv)
 
 
+@subcommand('demo', 'the main job end to end on photos scikit-image ships: FP, w4a4, w2a2, ODM vs plain QAT')
+def _demo(argv):
+    from .tools.demo import main as demo_main
+    demo_main(argv)
+
+
 @subcommand('export', 'integer export of a trained quantized network: ONNX QDQ or bit-packed checkpoint')
 def _export(argv):
     from .tools.export_cli import main as export_main

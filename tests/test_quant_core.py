@@ -217,3 +217,30 @@ def test_cost_report_equals_hand_computation():
     assert report['total']['storage_bits'] == storage
     assert report['total']['params'] == sum(p.numel() for n, p in net.named_parameters()
                                             if 'quantizer' not in n)
+
+
+@pytest.mark.parametrize('bits', [2, 4, 8])
+def test_fused_fake_quantize_matches_the_straight_through_composite(bits):
+    """The fused op's forward equals the composite round_ste expression bit for bit, and its hand-written
+    gradients (x: 1 inside the range; l: [x<l] + (t-r)/L; u: [x>u] - (t-r)/L) equal autograd's on the composite."""
+    from odm_basicsr.quant.quantizer import round_ste
+
+    def composite(x, lower, upper):
+        step = (upper - lower) / (2**bits - 1)
+        return round_ste((torch.minimum(torch.maximum(x, lower), upper) - lower) / step) * step + lower
+
+    torch.manual_seed(bits)
+    x0 = torch.randn(2, 8, 10, 10, dtype=torch.float64) * 3
+    grads = []
+    for fn in (fake_quantize, lambda x, lo, up, b: composite(x, lo, up)):
+        x = x0.clone().requires_grad_()
+        lower = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+        upper = torch.tensor(3.5, dtype=torch.float64, requires_grad=True)
+        out = fn(x, lower, upper, bits)
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out))
+        grads.append((out.detach(), x.grad, lower.grad, upper.grad))
+    (out_f, gx_f, gl_f, gu_f), (out_c, gx_c, gl_c, gu_c) = grads
+    assert torch.equal(out_f, out_c)
+    assert torch.allclose(gx_f, gx_c, atol=1e-12)
+    assert torch.allclose(gl_f, gl_c, atol=1e-9) and torch.allclose(gu_f, gu_c, atol=1e-9)
+    assert abs(float(gl_f)) > 1e-3 and abs(float(gu_f)) > 1e-3  # the range really receives gradient

@@ -15,35 +15,38 @@ import torch
 COOPERATION_MODES = ('sign', 'cosine', 'none')
 
 
+def _flatten(grads):
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _unflatten(flat, like):
+    return [part.view_as(g) for part, g in zip(torch.split(flat, [g.numel() for g in like]), like)]
+
+
 def cosine_similarity(grads_a, grads_b, eps=1e-20):
     """cos between the concatenations of two gradient lists (0-dim tensor)."""
-    dot = sum((a * b).sum() for a, b in zip(grads_a, grads_b))
-    norm_a = sum(a.pow(2).sum() for a in grads_a).sqrt()
-    norm_b = sum(b.pow(2).sum() for b in grads_b).sqrt()
-    return dot / (norm_a * norm_b).clamp_min(eps)
+    a, b = _flatten(grads_a), _flatten(grads_b)
+    return torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(eps)
 
 
 def combine_sign(grads_rec, grads_reg):
-    combined, conflicts, active = [], 0, 0
-    for g_r, g_v in zip(grads_rec, grads_reg):
-        agree = torch.sign(g_v) == torch.sign(g_r)
-        combined.append(g_r + g_v * agree)
-        nonzero = g_v != 0
-        conflicts = conflicts + (nonzero & ~agree).sum()
-        active = active + nonzero.sum()
-    ratio = torch.as_tensor(conflicts, dtype=torch.float32) / max(float(active), 1.0)
-    return combined, ratio
+    rec, reg = _flatten(grads_rec), _flatten(grads_reg)
+    agree = torch.sign(reg) == torch.sign(rec)
+    nonzero = reg != 0
+    ratio = (nonzero & ~agree).sum().float() / nonzero.sum().clamp_min(1).float()
+    return _unflatten(rec + reg * agree, grads_rec), ratio
 
 
 def combine_cosine(grads_rec, grads_reg):
-    cos = cosine_similarity(grads_rec, grads_reg)
-    weight = (cos + 1) / 2
-    return [g_r + weight * g_v for g_r, g_v in zip(grads_rec, grads_reg)], cos
+    rec, reg = _flatten(grads_rec), _flatten(grads_reg)
+    cos = torch.dot(rec, reg) / (rec.norm() * reg.norm()).clamp_min(1e-20)
+    return _unflatten(rec + (cos + 1) / 2 * reg, grads_rec), cos
 
 
 def combine_none(grads_rec, grads_reg):
-    cos = cosine_similarity(grads_rec, grads_reg)
-    return [g_r + g_v for g_r, g_v in zip(grads_rec, grads_reg)], cos
+    rec, reg = _flatten(grads_rec), _flatten(grads_reg)
+    cos = torch.dot(rec, reg) / (rec.norm() * reg.norm()).clamp_min(1e-20)
+    return _unflatten(rec + reg, grads_rec), cos
 
 
 def combine_gradients(grads_rec, grads_reg, mode):

@@ -1,0 +1,296 @@
+"""Proxy accuracy: what ODM gains over plain QAT, what each part contributes, and how strong the regularizer is.
+
+A SMALL PROXY, not the paper's setting. Model: EDSR with 32 features and 8 residual blocks, x4 (the demo's FP
+checkpoint, odm_basicsr/pretrained/EDSR_demo_x4_f32b8_FP.pth, trained by options/demo/train_FP_EDSR_demo_x4.yml).
+Data: the demo photos (basicsr prepare demo): 10 skimage photos for training, chelsea/camera/brick held out.
+Every variant starts from that FP checkpoint and is fine-tuned with the same iterations, data order and seed, at
+w4a4 and w2a2, from the demo option files (options/demo/train_QAT_EDSR_demo_x4_w{b}a{b}.yml) with only the
+quantizer and regularizer keys changed. Training runs in this process through BasicSR's build_model /
+optimize_parameters; evaluation is BasicSR's validation (calculate_psnr / calculate_ssim, Y channel, crop 4).
+
+Metrics: PSNR/SSIM against HR (the paper's metric) and PSNR against the FP model's own output (fidelity).
+Logged over training: reg_grad_ratio = lambda |g_reg| / |g_R| and the cooperation statistic.
+
+    python benchmarks/proxy_accuracy.py --quick     # 1 seed, short fine-tunes (<= 20 min on 2 CPU cores)
+    python benchmarks/proxy_accuracy.py             # full: 2 seeds, longer fine-tunes
+"""
+import argparse
+import copy
+import json
+import math
+import os.path as osp
+import random
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from common import REPO, demo_data, load_yaml, markdown_table, write_json
+
+FP_CHECKPOINT = osp.join(REPO, 'odm_basicsr', 'pretrained', 'EDSR_demo_x4_f32b8_FP.pth')
+V1_WEIGHT = 1e-7            # this project's v1 default (the paper gives none)
+V2_WEIGHT = 1e-5 / 255      # the paper's EDSR lambda_M on 0-255 pixels, converted to BasicSR's 0-1 L1
+
+# name -> (network keys, odm_opt or None, cooperation)
+VARIANTS = {
+    'plain QAT': ({'weight_clip': 'max', 'offsets': 'none'}, None, 'none'),
+    'WCC only': ({'weight_clip': 'wcc', 'offsets': 'none'}, None, 'none'),
+    'offsets only': ({'weight_clip': 'max', 'offsets': 'auto'}, None, 'none'),
+    'naive variance': ({'weight_clip': 'max', 'offsets': 'none'},
+                       {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'none'),
+    'naive mismatch': ({'weight_clip': 'max', 'offsets': 'none'},
+                       {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'none'),
+    'ODM v1': ({'weight_clip': 'max', 'offsets': 'auto'},
+               {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'sign'),
+    'ODM v2': ({'weight_clip': 'wcc', 'offsets': 'none'},
+               {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
+}
+SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation on, cooperation off)
+    'v1 variance': ('ODM v1', 'sign', V1_WEIGHT),
+    'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),
+}
+
+
+def build_options(variant, bits, iters, seed, weight=None, cooperation=None):
+    net_keys, odm_opt, coop = VARIANTS[variant]
+    paths = demo_data()
+    opt = load_yaml(f'options/demo/train_QAT_EDSR_demo_x4_w{bits}a{bits}.yml')
+    opt['network_g'].update(net_keys)
+    train = opt['train']
+    if odm_opt:
+        train['odm_opt'] = dict(odm_opt, type='ODMLoss')
+        if weight is not None:
+            train['odm_opt']['loss_weight'] = weight
+    train['cooperation'] = cooperation or coop
+    if net_keys['offsets'] != 'none':
+        train['calibration']['offset_top_k'] = 0.25
+    train['total_iter'] = iters
+    train['scheduler']['milestones'] = [iters * 2 // 3]
+    opt.update(name=f'proxy_{variant}', num_gpu=0, manual_seed=seed, is_train=True, dist=False, rank=0,
+               world_size=1, auto_resume=False)
+    opt['path'] = {'pretrain_network_g': FP_CHECKPOINT, 'strict_load_g': True, 'resume_state': None,
+                   'param_key_g': 'params'}
+    opt['datasets']['train'].update(dataroot_gt=paths['train_gt'], dataroot_lq=paths['train_lq'], phase='train',
+                                    scale=4, num_worker_per_gpu=0)
+    opt['datasets']['val'].update(dataroot_gt=paths['val_gt'], dataroot_lq=paths['val_lq'], phase='val', scale=4)
+    return opt
+
+
+class Evaluator:
+    """BasicSR validation (PSNR/SSIM on Y) plus fidelity: PSNR of the output against the FP model's output."""
+
+    def __init__(self, opt):
+        from basicsr.data import build_dataloader, build_dataset
+        from basicsr.utils import tensor2img
+        self.tensor2img = tensor2img
+        val_opt = opt['datasets']['val']
+        self.loader = build_dataloader(build_dataset(val_opt), val_opt, num_gpu=0, dist=False, sampler=None, seed=0)
+        self.fp_outputs = None
+
+    def outputs(self, net):
+        outs = []
+        net.eval()
+        with torch.no_grad():
+            for data in self.loader:
+                outs.append(self.tensor2img(net(data['lq'])))
+        net.train()
+        return outs
+
+    def __call__(self, model, it):
+        from basicsr.metrics import calculate_psnr
+        model.validation(self.loader, it, None, save_img=False)
+        result = {k: float(v) for k, v in model.metric_results.items()}
+        if self.fp_outputs is not None:
+            outs = self.outputs(model.get_bare_model(model.net_g))
+            result['fidelity'] = float(np.mean([calculate_psnr(o, f, 4, test_y_channel=True)
+                                                for o, f in zip(outs, self.fp_outputs)]))
+        return result
+
+
+def fine_tune(opt, evaluator, curve_points):
+    """Train ``opt`` in this process (BasicSR model and dataset, fixed data order); returns the metrics."""
+    from basicsr.data import build_dataset
+    from basicsr.models import build_model
+    from basicsr.utils import set_random_seed
+    seed = opt['manual_seed']
+    set_random_seed(seed)
+    model = build_model(opt)
+    dataset_opt = opt['datasets']['train']
+    loader = torch.utils.data.DataLoader(build_dataset(dataset_opt), batch_size=dataset_opt['batch_size_per_gpu'],
+                                         shuffle=True, num_workers=0, drop_last=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    random.seed(seed)  # BasicSR's crops and flips use python's random
+    np.random.seed(seed)
+    total = opt['train']['total_iter']
+    stats, curve, it = {}, [], 0
+    t0 = time.time()
+    while it < total:
+        for data in loader:
+            it += 1
+            model.feed_data(data)
+            model.optimize_parameters(it)
+            model.update_learning_rate(it, warmup_iter=-1)
+            for key in ('reg_grad_ratio', 'sign_conflict_ratio', 'grad_cos', 'l_pix'):
+                if key in model.log_dict:
+                    stats.setdefault(key, []).append(float(model.log_dict[key]))
+            if it in curve_points:
+                curve.append((it, evaluator(model, it)['psnr']))
+            if it == total:
+                break
+    result = evaluator(model, total)
+    result['train_s'] = time.time() - t0
+    result['curve'] = curve
+    result['means'] = {k: statistics.fmean(v) for k, v in stats.items()}
+    return result
+
+
+def fp_reference(opt, evaluator):
+    """The FP checkpoint's metrics on the held-out photos; stores its outputs for the fidelity metric."""
+    from basicsr.archs import build_network
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from odm_basicsr.quant import set_quantization
+    net = build_network(copy.deepcopy(opt['network_g']))
+    net.load_state_dict(torch.load(FP_CHECKPOINT, map_location='cpu', weights_only=True)['params'], strict=False)
+    set_quantization(net, False)  # quantizers off and offsets not selected: exactly the FP EDSR function
+    evaluator.fp_outputs = evaluator.outputs(net)
+    gts = [evaluator.tensor2img(data['gt']) for data in evaluator.loader]
+    psnr = [calculate_psnr(o, g, 4, test_y_channel=True) for o, g in zip(evaluator.fp_outputs, gts)]
+    ssim = [calculate_ssim(o, g, 4, test_y_channel=True) for o, g in zip(evaluator.fp_outputs, gts)]
+    return {'psnr': float(np.mean(psnr)), 'ssim': float(np.mean(ssim)), 'fidelity': math.inf}
+
+
+def mean_spread(values):
+    return (statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(values, digits=2):
+    mean, spread = mean_spread(values)
+    return f'{mean:.{digits}f}' + (f' ± {spread:.{digits}f}' if len(values) > 1 else '')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='1 seed and short fine-tunes (<= 20 min on 2 cores)')
+    parser.add_argument('--iters', type=int, default=None, help='fine-tuning iterations (quick 150, full 600)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=None, help='seeds (quick: 10; full: 10 11)')
+    parser.add_argument('--bits', type=int, nargs='+', default=[4, 2])
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument('--no-sweep', action='store_true', help='skip the regularizer-weight sweep')
+    parser.add_argument('--sweep-mults', type=float, nargs='+', default=[1, 10, 100])
+    parser.add_argument('--json', default=osp.join(REPO, 'benchmarks', 'results', 'proxy_accuracy.json'))
+    args = parser.parse_args()
+    iters = args.iters or (150 if args.quick else 600)
+    seeds = args.seeds or ([10] if args.quick else [10, 11])
+    curve_points = sorted({max(1, iters * k // 6) for k in range(1, 7)})
+    import logging
+
+    import odm_basicsr  # noqa: F401
+    from odm_basicsr.tools.demo import bicubic_metrics
+    logging.getLogger('basicsr').setLevel(logging.ERROR)  # BasicSR lists every quantizer key it did not load
+
+    start = time.time()
+    paths = demo_data()
+    base_opt = build_options('plain QAT', 4, iters, seeds[0])
+    evaluator = Evaluator(base_opt)
+    bicubic = bicubic_metrics(paths['val_gt'], paths['val_lq'])
+    fp = fp_reference(base_opt, evaluator)
+    print(f'bicubic {bicubic["psnr"]:.2f} dB, FP {fp["psnr"]:.2f} dB on the held-out photos', flush=True)
+
+    runs = []  # dicts: variant, bits, seed, weight_mult, cooperation, result
+
+    def run(variant, bits, seed, mult=1.0, cooperation=None):
+        weight = None
+        if VARIANTS[variant][1]:
+            weight = VARIANTS[variant][1]['loss_weight'] * mult
+        opt = build_options(variant, bits, iters, seed, weight, cooperation)
+        res = fine_tune(opt, evaluator, curve_points)
+        entry = {'variant': variant, 'bits': bits, 'seed': seed, 'weight_mult': mult,
+                 'cooperation': opt['train']['cooperation'], 'loss_weight': weight, 'result': res}
+        runs.append(entry)
+        print(f'[{time.time() - start:6.0f} s] w{bits}a{bits} {variant:15s} x{mult:<5g} coop={entry["cooperation"]:6s} '
+              f'seed {seed}: PSNR {res["psnr"]:.3f} SSIM {res["ssim"]:.4f} fidelity {res["fidelity"]:.2f} '
+              + ' '.join(f'{k} {v:.3g}' for k, v in res['means'].items()), flush=True)
+        return entry
+
+    for bits in args.bits:
+        for variant in args.variants:
+            for seed in seeds:
+                run(variant, bits, seed)
+    if not args.no_sweep:
+        for label, (variant, coop, _) in SWEEP.items():
+            for mult in args.sweep_mults:
+                for cooperation in (coop, 'none'):
+                    if mult == 1 and variant in args.variants and cooperation == coop and 2 in args.bits:
+                        continue  # already run above
+                    for seed in seeds[:1]:
+                        run(variant, 2, seed, mult, cooperation)
+
+    # ---- tables
+    def select(variant, bits, mult=1.0, cooperation=None):
+        return [r for r in runs if r['variant'] == variant and r['bits'] == bits and r['weight_mult'] == mult
+                and (cooperation is None or r['cooperation'] == cooperation)]
+
+    rows = [['bicubic', '-', f'{bicubic["psnr"]:.2f}', f'{bicubic["ssim"]:.4f}', '-', '-', '-'],
+            ['FP (EDSR 32x8)', '32', f'{fp["psnr"]:.2f}', f'{fp["ssim"]:.4f}', '(reference)', '-', '-']]
+    for bits in args.bits:
+        for variant in args.variants:
+            sel = select(variant, bits, cooperation=VARIANTS[variant][2])
+            if not sel:
+                continue
+            means = [r['result']['means'] for r in sel]
+            ratio = [m['reg_grad_ratio'] for m in means if 'reg_grad_ratio' in m]
+            coop = [m.get('sign_conflict_ratio', m.get('grad_cos')) for m in means
+                    if 'sign_conflict_ratio' in m or 'grad_cos' in m]
+            rows.append([variant, f'w{bits}a{bits}', fmt([r['result']['psnr'] for r in sel]),
+                         fmt([r['result']['ssim'] for r in sel], 4), fmt([r['result']['fidelity'] for r in sel]),
+                         f'{statistics.fmean(ratio):.3g}' if ratio else '-',
+                         f'{statistics.fmean(coop):.3f}' if coop else '-'])
+    header = ['variant', 'bits', 'PSNR vs HR (dB)', 'SSIM', 'PSNR vs FP output (dB)', 'λ|g_reg|/|g_R|',
+              'cooperation stat']
+    main_table = markdown_table(header, rows)
+    sweep_rows = []
+    for label, (variant, coop, base) in SWEEP.items():
+        for mult in args.sweep_mults:
+            for cooperation in (coop, 'none'):
+                sel = select(variant, 2, mult, cooperation)
+                if not sel:
+                    continue
+                r = sel[0]
+                sweep_rows.append([label, f'{base * mult:.3g} (x{mult:g})', cooperation,
+                                   f'{r["result"]["psnr"]:.3f}', f'{r["result"]["fidelity"]:.2f}',
+                                   f'{r["result"]["means"].get("reg_grad_ratio", float("nan")):.3g}'])
+    sweep_table = markdown_table(['regularizer', 'weight', 'cooperation', 'PSNR (dB)', 'PSNR vs FP', 'λ|g_reg|/|g_R|'],
+                                 sweep_rows) if sweep_rows else ''
+    qat_curves = [r for r in runs if r['variant'] == 'plain QAT' and r['weight_mult'] == 1.0]
+    curve_table = markdown_table(['bits', 'seed'] + [f'it {it}' for it in curve_points],
+                                 [[f'w{r["bits"]}a{r["bits"]}', r['seed']] + [f'{p:.3f}' for _, p in r['result']['curve']]
+                                  for r in qat_curves])
+    # ---- validity conditions of the proxy
+    checks = []
+    checks.append(('bicubic row present', True, f'{bicubic["psnr"]:.2f} dB'))
+    gain = fp['psnr'] - bicubic['psnr']
+    checks.append(('FP beats bicubic by >= 1.0 dB', gain >= 1.0, f'{gain:+.2f} dB'))
+    for r in qat_curves:
+        tail = [p for _, p in r['result']['curve'][-3:]]
+        plateau = max(tail) - min(tail) < 0.1
+        checks.append((f'plain QAT w{r["bits"]}a{r["bits"]} plateau (last 3 curve points within 0.1 dB)', plateau,
+                       ', '.join(f'{p:.3f}' for p in tail)))
+    print(f'\n## Proxy accuracy ({iters} fine-tuning iterations, seeds {seeds}; A SMALL PROXY)\n')
+    print(main_table)
+    if sweep_table:
+        print('\n### Regularizer weight sweep (w2a2)\n')
+        print(sweep_table)
+    print('\n### Plain QAT validation curve (PSNR vs HR)\n')
+    print(curve_table)
+    print('\n### Validity conditions\n')
+    for name, ok, detail in checks:
+        print(f'- [{"x" if ok else " "}] {name}: {detail}')
+    print(f'\n(total {time.time() - start:.0f} s)')
+    write_json(args.json, {'iters': iters, 'seeds': seeds, 'bicubic': bicubic, 'fp': fp, 'runs': runs,
+                           'checks': [{'name': n, 'ok': o, 'detail': d} for n, o, d in checks],
+                           'tables': {'main': main_table, 'sweep': sweep_table, 'qat_curve': curve_table}})
+
+
+if __name__ == '__main__':
+    main()
