@@ -29,7 +29,8 @@ import torch
 from common import REPO, demo_data, load_yaml, markdown_table, write_json
 
 FP_CHECKPOINT = osp.join(REPO, 'odm_basicsr', 'pretrained', 'EDSR_demo_x4_f32b8_FP.pth')
-V1_WEIGHT = 1e-7            # this project's v1 default (the paper gives none)
+V1_WEIGHT = 1e-6            # this project's v1 default (the paper gives none; chosen from this sweep)
+V1_SWEEP_BASE = 1e-7        # the sweep's x1 for v1: the project's first placeholder
 V2_WEIGHT = 1e-5 / 255      # the paper's EDSR lambda_M on 0-255 pixels, converted to BasicSR's 0-1 L1
 
 # name -> (network keys, odm_opt or None, cooperation)
@@ -46,8 +47,8 @@ VARIANTS = {
     'ODM v2': ({'weight_clip': 'wcc', 'offsets': 'none'},
                {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
 }
-SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation on, cooperation off)
-    'v1 variance': ('ODM v1', 'sign', V1_WEIGHT),
+SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
+    'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),
 }
 
@@ -120,10 +121,11 @@ def fine_tune(opt, evaluator, curve_points):
     loader = torch.utils.data.DataLoader(build_dataset(dataset_opt), batch_size=dataset_opt['batch_size_per_gpu'],
                                          shuffle=True, num_workers=0, drop_last=True,
                                          generator=torch.Generator().manual_seed(seed))
+    at_calibration = evaluator(model, 0)  # quantized, calibrated (offsets selected), before any fine-tuning step
     random.seed(seed)  # BasicSR's crops and flips use python's random
     np.random.seed(seed)
     total = opt['train']['total_iter']
-    stats, curve, it = {}, [], 0
+    stats, curve, it = {}, [(0, at_calibration['psnr'])], 0
     t0 = time.time()
     while it < total:
         for data in loader:
@@ -140,6 +142,7 @@ def fine_tune(opt, evaluator, curve_points):
                 break
     result = evaluator(model, total)
     result['train_s'] = time.time() - t0
+    result['at_calibration'] = at_calibration
     result['curve'] = curve
     result['means'] = {k: statistics.fmean(v) for k, v in stats.items()}
     return result
@@ -199,17 +202,17 @@ def main():
 
     runs = []  # dicts: variant, bits, seed, weight_mult, cooperation, result
 
-    def run(variant, bits, seed, mult=1.0, cooperation=None):
-        weight = None
-        if VARIANTS[variant][1]:
-            weight = VARIANTS[variant][1]['loss_weight'] * mult
+    def run(variant, bits, seed, weight=None, cooperation=None, mult=None):
+        """Fine-tune one variant; ``weight`` overrides its regularizer weight (``mult`` labels it in the sweep)."""
         opt = build_options(variant, bits, iters, seed, weight, cooperation)
         res = fine_tune(opt, evaluator, curve_points)
-        entry = {'variant': variant, 'bits': bits, 'seed': seed, 'weight_mult': mult,
-                 'cooperation': opt['train']['cooperation'], 'loss_weight': weight, 'result': res}
+        used = opt['train'].get('odm_opt', {}).get('loss_weight')
+        entry = {'variant': variant, 'bits': bits, 'seed': seed, 'weight_mult': mult, 'sweep': mult is not None,
+                 'cooperation': opt['train']['cooperation'], 'loss_weight': used, 'result': res}
         runs.append(entry)
-        print(f'[{time.time() - start:6.0f} s] w{bits}a{bits} {variant:15s} x{mult:<5g} coop={entry["cooperation"]:6s} '
-              f'seed {seed}: PSNR {res["psnr"]:.3f} SSIM {res["ssim"]:.4f} fidelity {res["fidelity"]:.2f} '
+        print(f'[{time.time() - start:6.0f} s] w{bits}a{bits} {variant:15s} λ={used if used is not None else "-"!s:9s} '
+              f'coop={entry["cooperation"]:6s} seed {seed}: PSNR {res["psnr"]:.3f} SSIM {res["ssim"]:.4f} '
+              f'fidelity {res["fidelity"]:.2f} (after calibration {res["at_calibration"]["psnr"]:.3f}) '
               + ' '.join(f'{k} {v:.3g}' for k, v in res['means'].items()), flush=True)
         return entry
 
@@ -218,21 +221,25 @@ def main():
             for seed in seeds:
                 run(variant, bits, seed)
     if not args.no_sweep:
-        for label, (variant, coop, _) in SWEEP.items():
+        for label, (variant, coop, base) in SWEEP.items():
             for mult in args.sweep_mults:
                 for cooperation in (coop, 'none'):
-                    if mult == 1 and variant in args.variants and cooperation == coop and 2 in args.bits:
-                        continue  # already run above
                     for seed in seeds[:1]:
-                        run(variant, 2, seed, mult, cooperation)
+                        done = [r for r in runs if r['variant'] == variant and r['bits'] == 2 and r['seed'] == seed
+                                and r['cooperation'] == cooperation and r['loss_weight'] is not None
+                                and math.isclose(r['loss_weight'], base * mult, rel_tol=1e-9)]
+                        if done:
+                            runs.append(dict(done[0], weight_mult=mult, sweep=True))
+                        else:
+                            run(variant, 2, seed, base * mult, cooperation, mult)
 
     # ---- tables
-    def select(variant, bits, mult=1.0, cooperation=None):
-        return [r for r in runs if r['variant'] == variant and r['bits'] == bits and r['weight_mult'] == mult
+    def select(variant, bits, cooperation=None):
+        return [r for r in runs if r['variant'] == variant and r['bits'] == bits and not r['sweep']
                 and (cooperation is None or r['cooperation'] == cooperation)]
 
-    rows = [['bicubic', '-', f'{bicubic["psnr"]:.2f}', f'{bicubic["ssim"]:.4f}', '-', '-', '-'],
-            ['FP (EDSR 32x8)', '32', f'{fp["psnr"]:.2f}', f'{fp["ssim"]:.4f}', '(reference)', '-', '-']]
+    rows = [['bicubic', '-', '-', f'{bicubic["psnr"]:.2f}', f'{bicubic["ssim"]:.4f}', '-', '-', '-'],
+            ['FP (EDSR 32x8)', '32', '-', f'{fp["psnr"]:.2f}', f'{fp["ssim"]:.4f}', '(reference)', '-', '-']]
     for bits in args.bits:
         for variant in args.variants:
             sel = select(variant, bits, cooperation=VARIANTS[variant][2])
@@ -242,18 +249,20 @@ def main():
             ratio = [m['reg_grad_ratio'] for m in means if 'reg_grad_ratio' in m]
             coop = [m.get('sign_conflict_ratio', m.get('grad_cos')) for m in means
                     if 'sign_conflict_ratio' in m or 'grad_cos' in m]
-            rows.append([variant, f'w{bits}a{bits}', fmt([r['result']['psnr'] for r in sel]),
+            rows.append([variant, f'w{bits}a{bits}', fmt([r['result']['at_calibration']['psnr'] for r in sel]),
+                         fmt([r['result']['psnr'] for r in sel]),
                          fmt([r['result']['ssim'] for r in sel], 4), fmt([r['result']['fidelity'] for r in sel]),
                          f'{statistics.fmean(ratio):.3g}' if ratio else '-',
                          f'{statistics.fmean(coop):.3f}' if coop else '-'])
-    header = ['variant', 'bits', 'PSNR vs HR (dB)', 'SSIM', 'PSNR vs FP output (dB)', 'λ|g_reg|/|g_R|',
-              'cooperation stat']
+    header = ['variant', 'bits', 'PSNR after calibration', 'PSNR vs HR (dB)', 'SSIM', 'PSNR vs FP output (dB)',
+              'λ|g_reg|/|g_R|', 'cooperation stat']
     main_table = markdown_table(header, rows)
     sweep_rows = []
     for label, (variant, coop, base) in SWEEP.items():
         for mult in args.sweep_mults:
             for cooperation in (coop, 'none'):
-                sel = select(variant, 2, mult, cooperation)
+                sel = [r for r in runs if r['sweep'] and r['variant'] == variant and r['weight_mult'] == mult
+                       and r['cooperation'] == cooperation]
                 if not sel:
                     continue
                 r = sel[0]
@@ -262,8 +271,8 @@ def main():
                                    f'{r["result"]["means"].get("reg_grad_ratio", float("nan")):.3g}'])
     sweep_table = markdown_table(['regularizer', 'weight', 'cooperation', 'PSNR (dB)', 'PSNR vs FP', 'λ|g_reg|/|g_R|'],
                                  sweep_rows) if sweep_rows else ''
-    qat_curves = [r for r in runs if r['variant'] == 'plain QAT' and r['weight_mult'] == 1.0]
-    curve_table = markdown_table(['bits', 'seed'] + [f'it {it}' for it in curve_points],
+    qat_curves = [r for r in runs if r['variant'] == 'plain QAT' and not r['sweep']]
+    curve_table = markdown_table(['bits', 'seed'] + [f'it {it}' for it in [0] + curve_points],
                                  [[f'w{r["bits"]}a{r["bits"]}', r['seed']] + [f'{p:.3f}' for _, p in r['result']['curve']]
                                   for r in qat_curves])
     # ---- validity conditions of the proxy

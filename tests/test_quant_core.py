@@ -244,3 +244,27 @@ def test_fused_fake_quantize_matches_the_straight_through_composite(bits):
     assert torch.allclose(gx_f, gx_c, atol=1e-12)
     assert torch.allclose(gl_f, gl_c, atol=1e-9) and torch.allclose(gu_f, gu_c, atol=1e-9)
     assert abs(float(gl_f)) > 1e-3 and abs(float(gu_f)) > 1e-3  # the range really receives gradient
+
+
+def test_offset_gate_state_follows_enable_load_and_refresh():
+    """Layers whose offset calibration left off skip the offset arithmetic (exactly X' = X); a state dict that
+    switches an offset on takes effect on load, and refresh() picks up buffers written in place."""
+    torch.manual_seed(0)
+    plain = QuantConv2d(4, 4, 3, padding=1, w_bit=4, a_bit=4)
+    gated = QuantConv2d(4, 4, 3, padding=1, w_bit=4, a_bit=4, offsets=True)
+    gated.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 4, 8, 8) + 3
+    assert not gated.offset.active and torch.equal(gated(x), plain(x))
+    gated.offset.enable('shift', shift=torch.full((4,), 3.0))
+    assert gated.offset.active and not torch.equal(gated(x), plain(x))
+    fresh = QuantConv2d(4, 4, 3, padding=1, w_bit=4, a_bit=4, offsets=True)
+    fresh.load_state_dict(gated.state_dict())
+    assert fresh.offset.active and torch.equal(fresh(x), gated(x))
+    copy_target = QuantConv2d(4, 4, 3, padding=1, w_bit=4, a_bit=4, offsets=True)
+    for name, buf in gated.named_buffers():
+        dict(copy_target.named_buffers())[name].copy_(buf)
+    for name, p in gated.named_parameters():
+        dict(copy_target.named_parameters())[name].data.copy_(p.data)
+    assert not copy_target.offset.active  # in-place writes bypass the mirror ...
+    copy_target.offset.refresh()
+    assert copy_target.offset.active and torch.equal(copy_target(x), gated(x))  # ... until refresh()

@@ -4,7 +4,7 @@ from .calibrate import calibrate, offset_scores, select_offsets
 from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMismatchError, check_state_dict,
                          convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn)
 from .convert import (SCOPES, is_quantizer_param, quantize_modules, quantize_network, quantized_layers,
-                      set_quantization)
+                      refresh_offsets, set_quantization)
 from .cooperation import COOPERATION_MODES, combine_gradients, cosine_similarity
 from .cost import cost_report, format_cost_report
 from .layers import OFFSET_MODES, ChannelOffset, QuantConv2d, QuantLinear
@@ -15,6 +15,7 @@ from .regularizers import REGULARIZERS, VARIANCE_STATS, mismatch_loss, variance_
 __all__ = [
     'ActQuantizer', 'WeightQuantizer', 'QuantConv2d', 'QuantLinear', 'ChannelOffset', 'fake_quantize', 'round_ste',
     'percentile', 'check_bits', 'quantize_modules', 'quantize_network', 'quantized_layers', 'set_quantization',
+    'refresh_offsets',
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
     'variance_loss', 'mismatch_loss', 'combine_gradients', 'cosine_similarity', 'check_state_dict',
     'CheckedLoadMixin', 'CheckpointMismatchError', 'convert_edsr_pytorch_edsr', 'convert_edsr_pytorch_rdn',

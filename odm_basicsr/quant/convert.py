@@ -94,3 +94,11 @@ def set_quantization(net, enabled):
 def is_quantizer_param(name):
     """True for parameter/buffer names that belong to quantizer state (ranges, gamma, offsets)."""
     return any(part in ('act_quantizer', 'weight_quantizer', 'offset') for part in name.split('.'))
+
+
+def refresh_offsets(net):
+    """Re-read every ChannelOffset's on/off state from its buffers (after a broadcast or an in-place copy)."""
+    for _, layer in quantized_layers(net):
+        if getattr(layer, 'offset', None) is not None:
+            layer.offset.refresh()
+    return net

@@ -31,6 +31,17 @@ class ChannelOffset(nn.Module):
         self.scale = nn.Parameter(torch.ones(num_channels))
         self.register_buffer('shift_on', torch.tensor(0.0))
         self.register_buffer('scale_on', torch.tensor(0.0))
+        self.active = False  # python mirror of the buffers (no device sync per forward); see refresh()
+
+    def refresh(self):
+        """Re-read ``active`` from the gate buffers; call after writing them other than by enable() or
+        load_state_dict() (e.g. a broadcast or an in-place copy)."""
+        self.active = bool(float(self.shift_on) > 0 or float(self.scale_on) > 0)
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.refresh()
 
     @property
     def kind(self):
@@ -55,6 +66,7 @@ class ChannelOffset(nn.Module):
                 self.scale_on.fill_(1.0)
             else:
                 raise ValueError(f'offset kind must be shift or scale, got {kind!r}')
+        self.active = True
 
 
 class QuantConv2d(nn.Conv2d):
@@ -97,8 +109,9 @@ class QuantConv2d(nn.Conv2d):
         return layer.to(conv.weight.device)
 
     def quantizer_input(self, x):
-        """X' = (X - o) / a, and the offset pair (o, a) or None."""
-        if self.offset is None:
+        """X' = (X - o) / a, and the offset pair (o, a) or None (no offset, or one that calibration left off: then
+        X' = X exactly, and the per-element offset arithmetic is skipped)."""
+        if self.offset is None or not self.offset.active:
             return x, None
         shift, scale = self.offset.effective()
         return (x - shift.view(1, -1, 1, 1)) / scale.view(1, -1, 1, 1), (shift, scale)
