@@ -77,6 +77,24 @@ def _val_metrics(s, indent='  '):
                       f'{indent}    test_y_channel: true'])
 
 
+def _train_head(milestones, total_iter):
+    """The optimizer / schedule part of ``train:`` (Adam at 1e-4, halved at the milestones)."""
+    return f"""\
+train:
+  ema_decay: 0
+  optim_g:
+    type: Adam
+    lr: !!float 1e-4
+    weight_decay: 0
+    betas: [0.9, 0.999]
+  scheduler:
+    type: MultiStepLR
+    milestones: [{milestones}]
+    gamma: 0.5
+  total_iter: {total_iter}
+"""
+
+
 def _odm_block(variant, arch):
     lm, lm_src = ARCHS[arch]['lambda_m']
     if variant == 'v1':
@@ -191,19 +209,7 @@ path:
   resume_state: ~
 
 # training settings
-train:
-  ema_decay: 0
-  optim_g:
-    type: Adam
-    lr: !!float 1e-4
-    weight_decay: 0
-    betas: [0.9, 0.999]
-  scheduler:
-    type: MultiStepLR
-    milestones: [15000, 30000, 45000]
-    gamma: 0.5
-  total_iter: 60000
-  warmup_iter: -1
+{_train_head('15000, 30000, 45000', 60000)}  warmup_iter: -1
   pixel_opt:
     type: L1Loss
     loss_weight: 1.0
@@ -336,19 +342,7 @@ path:
   strict_load_g: true
   resume_state: ~
 
-train:
-  ema_decay: 0
-  optim_g:
-    type: Adam
-    lr: !!float 1e-4
-    weight_decay: 0
-    betas: [0.9, 0.999]
-  scheduler:
-    type: MultiStepLR
-    milestones: [{DEMO_ITERS * 2 // 3}]
-    gamma: 0.5
-  total_iter: {DEMO_ITERS}
-  warmup_iter: -1
+{_train_head(DEMO_ITERS * 2 // 3, DEMO_ITERS)}  warmup_iter: -1
   pixel_opt:
     type: L1Loss
     loss_weight: 1.0
