@@ -4,6 +4,7 @@ Networks are small ODMEDSR / ODMRDN with random weights, calibrated on crops of 
 input is another real photo (chelsea), downscaled. Run with -s to see the PSNR and size lines.
 """
 import math
+import os.path as osp
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from odm_basicsr.data.photos import bicubic_downscale, load_photo
 from odm_basicsr.quant import calibrate, quantized_layers
 from odm_basicsr.quant import export as qexport
 
-from conftest import run_cli, save_basicsr_checkpoint, write_options
+from conftest import REPO, run_cli, save_basicsr_checkpoint, write_options
 
 EDSR = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=16, num_block=2, upscale=2)
 RDN = dict(type='ODMRDN', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, num_layer=2, growth=8, upscale=2)
@@ -213,3 +214,36 @@ def test_cli_refuses_uncalibrated_checkpoint(tmp_path):
     assert proc.returncode != 0
     assert 'never calibrated' in proc.stderr, proc.stderr
     assert not (tmp_path / 'uncalibrated.packed.pth').exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arch', ['EDSR', 'RDN'])
+def test_cli_export_of_the_grid_option_files_runs_in_onnxruntime(arch, photos, tmp_path):
+    """The real test option files (EDSR-baseline 64x16, RDN 16x8x64, x4 w4a4, ODM v1): a calibrated checkpoint of
+    that architecture is written where the file expects the trained one, ``basicsr export`` writes ONNX and packed
+    files, onnxruntime matches the fake-quant output (>= 45 dB) and the packed file rebuilds it bit-identically."""
+    import yaml
+    ort = pytest.importorskip('onnxruntime')
+    option_file = osp.join(REPO, 'options', f'test_ODM_{arch}_x4_w4a4.yml')
+    with open(option_file) as f:
+        opt = yaml.safe_load(f)
+    torch.manual_seed(0)
+    net = build_network(dict(opt['network_g'])).eval()
+    lr = photos[0][0][:, :, :24, :24]  # small crops keep the 22M-parameter RDN quick
+    calibrate(net, [lr, photos[0][1][:, :, :24, :24]], offset_mode='auto', offset_top_k=0.25, progress=False)
+    ckpt = tmp_path / opt['path']['pretrain_network_g']
+    ckpt.parent.mkdir(parents=True)
+    save_basicsr_checkpoint(net, ckpt)
+    test = photos[1][..., :20, :28]
+    proc = run_cli(['export', '-opt', option_file, '--format', 'onnx', '--out', 'model.onnx', '--input-size', '16x16'],
+                   cwd=tmp_path)
+    assert 'QuantizeLinear' in proc.stdout, proc.stdout
+    session = ort.InferenceSession(str(tmp_path / 'model.onnx'), providers=['CPUExecutionProvider'])
+    with torch.no_grad():
+        want = net(test)
+    assert psnr(session.run(None, {'lr': test.numpy()})[0], want.numpy()) >= 45
+    proc = run_cli(['export', '-opt', option_file, '--format', 'packed', '--out', 'model.packed.pth'], cwd=tmp_path)
+    assert 'packed / float32' in proc.stdout, proc.stdout
+    fresh = qexport.load_packed(str(tmp_path / 'model.packed.pth'), build_network(dict(opt['network_g'])).eval())
+    with torch.no_grad():
+        assert torch.equal(fresh(test), want)
