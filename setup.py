@@ -29,6 +29,7 @@ setup(
         'pyyaml',
         'tensorboard',
         'scikit-image',
+        'Pillow',
         'tqdm',
         'setuptools; python_version >= "3.12"',
     ],
