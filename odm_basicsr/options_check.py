@@ -218,25 +218,15 @@ def _check_checkpoint_fits(opt, path, errors):
     from basicsr.utils.registry import ARCH_REGISTRY
 
     from .quant.checkpoint import CheckpointMismatchError, check_state_dict
-    from .utils.safe_load import safe_torch_load
+    from .utils.safe_load import load_network_state
     path_opt = opt.get('path') or {}
     if path_opt.get('strict_load_g', True) is False or not isinstance(opt.get('network_g'), dict):
         return
     try:
-        ckpt = safe_torch_load(path)
+        state = load_network_state(path, path_opt.get('param_key_g', 'params'))
     except ValueError as err:
         errors.append(f'path.pretrain_network_g: {err}')
         return
-    key = path_opt.get('param_key_g', 'params')
-    if isinstance(ckpt, dict) and key is not None:
-        if key not in ckpt and 'params' in ckpt:
-            key = 'params'
-        if key not in ckpt:
-            errors.append(f'path.pretrain_network_g: {path!r} has no {key!r} entry (it holds: '
-                          f'{", ".join(map(str, list(ckpt)[:6]))}); set path.param_key_g.')
-            return
-        ckpt = ckpt[key]
-    state = {(k[7:] if k.startswith('module.') else k): v for k, v in ckpt.items()}
     try:
         net_opt = dict(opt['network_g'])
         # not basicsr's build_network: it would initialise BasicSR's root logger before train_pipeline gives it
@@ -325,8 +315,10 @@ def apply_force_yml(opt, argv):
     return opt
 
 
-def check_option_file(path, is_train=True, argv=()):
-    """Load and validate ``path``; on error print the message and exit with status 2 (nothing is created)."""
+def load_option_file(path):
+    """The option dict of ``path``; exits with a clear message if it is missing, not YAML or not a mapping."""
+    if not osp.isfile(path):
+        raise SystemExit(f'error: option file {path!r} does not exist.')
     try:
         with open(path) as f:
             opt = yaml.safe_load(f)
@@ -334,11 +326,26 @@ def check_option_file(path, is_train=True, argv=()):
         raise SystemExit(f'error: {path} is not valid YAML: {err}')
     if not isinstance(opt, dict):
         raise SystemExit(f'error: {path} does not hold a mapping of options.')
+    return opt
+
+
+def check_option_file(path, is_train=True, argv=(), sections=None):
+    """Load and validate ``path``; on error print the message and exit with status 2 (nothing is created).
+
+    Args:
+        argv: the command's flags (``--force_yml`` and ``--auto_resume`` are applied before checking).
+        sections (tuple | None): validate only these top-level keys (e.g. no ``datasets`` for a command that reads
+            no data); None validates everything.
+    Returns:
+        dict: the whole option dict.
+    """
+    opt = load_option_file(path)
     apply_force_yml(opt, argv)
     if '--auto_resume' in argv:
         opt.setdefault('path', {})['resume_state'] = opt.get('path', {}).get('resume_state') or None
+    checked = opt if sections is None else {k: v for k, v in opt.items() if k in sections}
     try:
-        found = check_options(opt, is_train=is_train)
+        found = check_options(checked, is_train=is_train)
     except OptionError as err:
         raise SystemExit(f'error in {path}:\n{err}')
     for message in found:

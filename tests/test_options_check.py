@@ -3,6 +3,7 @@ import copy
 import os
 
 import pytest
+import yaml
 
 from conftest import base_options, write_options
 from odm_basicsr.cli import main
@@ -113,3 +114,37 @@ def test_cost_command_prints_per_layer_and_totals(capsys, tmp_path):
     out = capsys.readouterr().out
     assert '| body.0.conv1 | 4/4 |' in out and '| conv_first | 32/32 |' in out and '**total**' in out
     assert 'BitOPs ratio quantized/FP' in out
+
+
+def test_option_file_loading_errors_are_clear(tmp_path):
+    """Every command (train, test, cost, export) loads option files through load_option_file."""
+    from odm_basicsr.options_check import check_option_file, load_option_file
+    with pytest.raises(SystemExit, match="option file '.*missing.yml' does not exist"):
+        load_option_file(str(tmp_path / 'missing.yml'))
+    bad = tmp_path / 'bad.yml'
+    bad.write_text('network_g: [unclosed\n')
+    with pytest.raises(SystemExit, match='is not valid YAML'):
+        load_option_file(str(bad))
+    scalar = tmp_path / 'scalar.yml'
+    scalar.write_text('just a string\n')
+    with pytest.raises(SystemExit, match='does not hold a mapping of options'):
+        check_option_file(str(scalar), is_train=False)
+
+
+def test_sections_limit_what_is_validated(tmp_path):
+    """A command that reads no data (export, cost) validates network_g and path but not the test folders."""
+    from odm_basicsr.options_check import check_option_file
+    opt = {'name': 'x', 'model_type': 'ODMModel', 'scale': 2,
+           'network_g': {'type': 'ODMEDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
+                         'upscale': 2, 'w_bit': 4, 'a_bit': 4},
+           'datasets': {'test_1': {'name': 's', 'type': 'PairedImageDataset', 'dataroot_gt': str(tmp_path / 'no_gt'),
+                                   'dataroot_lq': str(tmp_path / 'no_lq'), 'io_backend': {'type': 'disk'}}}}
+    path = tmp_path / 'opt.yml'
+    path.write_text(yaml.safe_dump(opt))
+    with pytest.raises(SystemExit, match='no_gt'):
+        check_option_file(str(path), is_train=False)
+    assert check_option_file(str(path), is_train=False, sections=('model_type', 'network_g', 'path'))['name'] == 'x'
+    opt['network_g']['w_bit'] = 9
+    path.write_text(yaml.safe_dump(opt))
+    with pytest.raises(SystemExit, match='w_bit'):
+        check_option_file(str(path), is_train=False, sections=('network_g',))

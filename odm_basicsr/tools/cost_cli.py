@@ -2,8 +2,6 @@
 import argparse
 import json
 
-import yaml
-
 
 def parse_size(text):
     try:
@@ -25,15 +23,12 @@ def main(argv):
     import odm_basicsr  # noqa: F401
     from basicsr.archs import build_network
 
-    from odm_basicsr.options_check import OptionError, check_options
+    from odm_basicsr.options_check import check_option_file
     from odm_basicsr.quant import cost_report, format_cost_report
-    with open(args.opt) as f:
-        opt = yaml.safe_load(f)
+    opt = check_option_file(args.opt, is_train=False, sections=('network_g',))
+    if not isinstance(opt.get('network_g'), dict):
+        raise SystemExit(f'error: {args.opt} has no network_g mapping.')
     network_opt = dict(opt['network_g'])
-    try:
-        check_options({'network_g': network_opt}, is_train=False)
-    except OptionError as err:
-        raise SystemExit(f'error in {args.opt}:\n{err}')
     net = build_network(dict(network_opt))
     channels = network_opt.get('num_in_ch', 3)
     report = cost_report(net, (channels, *args.size))

@@ -9,7 +9,6 @@ The mappings are described in ``odm_basicsr/quant/export.py``.
 import argparse
 import os
 import os.path as osp
-import sys
 
 from .cost_cli import parse_size
 
@@ -20,48 +19,21 @@ def _mib(n):
     return f'{n} bytes ({n / 2**20:.2f} MiB)'
 
 
-def check_options_for_export(path):
-    """Load and validate ``path`` as ``check_option_file(path, is_train=False)`` does, without its datasets (export
-    reads none, so missing test folders are no error). Exits with status 2 and every problem listed."""
-    import yaml
-
-    from odm_basicsr.options_check import OptionError, check_options
-    try:
-        with open(path) as f:
-            opt = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        raise SystemExit(f'error: {path} is not valid YAML: {err}')
-    if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
-        raise SystemExit(f'error: {path} has no network_g mapping.')
-    try:
-        found = check_options({k: v for k, v in opt.items() if k != 'datasets'}, is_train=False)
-    except OptionError as err:
-        raise SystemExit(f'error in {path}:\n{err}')
-    for message in found:
-        print(f'warning: {message}', file=sys.stderr)
-    return opt
-
-
 def load_network(opt, opt_path):
     """network_g of ``opt`` with path.pretrain_network_g loaded (safe unpickling; BasicSR's param_key rules)."""
-    import odm_basicsr  # noqa: F401  (registers the ODM archs)
     from basicsr.archs import build_network
 
     from odm_basicsr.quant import CheckpointMismatchError
-    from odm_basicsr.utils.safe_load import safe_torch_load
+    from odm_basicsr.utils.safe_load import load_network_state
     path_opt = opt.get('path') or {}
     ckpt_path = path_opt.get('pretrain_network_g')
     if not ckpt_path:
         raise SystemExit(f'error in {opt_path}: path.pretrain_network_g must name the trained quantized checkpoint.')
     net = build_network(dict(opt['network_g']))
     try:
-        state = safe_torch_load(osp.expanduser(str(ckpt_path)))
+        state = load_network_state(osp.expanduser(str(ckpt_path)), path_opt.get('param_key_g', 'params'))
     except ValueError as err:
         raise SystemExit(f'error: {err}')
-    key = path_opt.get('param_key_g', 'params')
-    if isinstance(state, dict) and key in state:
-        state = state[key]
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
     try:
         net.load_state_dict(state, strict=path_opt.get('strict_load_g', True))
     except (CheckpointMismatchError, RuntimeError) as err:
@@ -78,10 +50,12 @@ def main(argv):
     parser.add_argument('--input-size', type=parse_size, default=(64, 64),
                         help='LR H x W of the tracing input for onnx (height and width stay dynamic; default 64x64)')
     args = parser.parse_args(argv)
-    if not osp.isfile(args.opt):
-        raise SystemExit(f'error: option file {args.opt!r} does not exist.')
-
-    opt = check_options_for_export(args.opt)
+    import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
+    from odm_basicsr.options_check import check_option_file
+    # export reads no data: missing test folders are no error
+    opt = check_option_file(args.opt, is_train=False, sections=('model_type', 'network_g', 'path'))
+    if not isinstance(opt.get('network_g'), dict):
+        raise SystemExit(f'error: {args.opt} has no network_g mapping.')
     net = load_network(opt, args.opt)
 
     import torch

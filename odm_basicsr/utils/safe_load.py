@@ -39,3 +39,18 @@ def safe_torch_load(path, map_location='cpu'):
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
         raise ValueError(unreadable_message(path, err)) from err
+
+
+def load_network_state(path, param_key='params'):
+    """The network state dict in checkpoint ``path``, picked as BasicSR's ``load_network`` picks it: the entry
+    ``param_key`` (falling back to 'params'; None takes the file as it is), with 'module.' prefixes stripped.
+    Raises ValueError (naming the file) for unreadable files and missing entries."""
+    ckpt = safe_torch_load(path)
+    if isinstance(ckpt, dict) and param_key is not None:
+        if param_key not in ckpt and 'params' in ckpt:
+            param_key = 'params'
+        if param_key not in ckpt:
+            raise ValueError(f'{path!r} has no {param_key!r} entry (it holds: {", ".join(map(str, list(ckpt)[:6]))}); '
+                             'set path.param_key_g.')
+        ckpt = ckpt[param_key]
+    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in ckpt.items()}
