@@ -16,7 +16,6 @@ Logged over training: reg_grad_ratio = lambda |g_reg| / |g_R| and the cooperatio
 """
 import argparse
 import copy
-import json
 import math
 import os.path as osp
 import random
@@ -109,8 +108,10 @@ class Evaluator:
         return result
 
 
-def fine_tune(opt, evaluator, curve_points):
-    """Train ``opt`` in this process (BasicSR model and dataset, fixed data order); returns the metrics."""
+def training_steps(opt):
+    """BasicSR's model for ``opt`` (built, checkpoint loaded, calibrated) and a generator that trains it for
+    train.total_iter iterations on a fixed data order (seed opt['manual_seed']), yielding each iteration number
+    after its step."""
     from basicsr.data import build_dataset
     from basicsr.models import build_model
     from basicsr.utils import set_random_seed
@@ -121,26 +122,38 @@ def fine_tune(opt, evaluator, curve_points):
     loader = torch.utils.data.DataLoader(build_dataset(dataset_opt), batch_size=dataset_opt['batch_size_per_gpu'],
                                          shuffle=True, num_workers=0, drop_last=True,
                                          generator=torch.Generator().manual_seed(seed))
-    at_calibration = evaluator(model, 0)  # quantized, calibrated (offsets selected), before any fine-tuning step
-    random.seed(seed)  # BasicSR's crops and flips use python's random
-    np.random.seed(seed)
     total = opt['train']['total_iter']
-    stats, curve, it = {}, [(0, at_calibration['psnr'])], 0
+
+    def steps():
+        random.seed(seed)  # BasicSR's crops and flips use python's random
+        np.random.seed(seed)
+        it = 0
+        while True:
+            for data in loader:
+                it += 1
+                model.feed_data(data)
+                model.optimize_parameters(it)
+                model.update_learning_rate(it, warmup_iter=-1)
+                yield it
+                if it == total:
+                    return
+
+    return model, steps()
+
+
+def fine_tune(opt, evaluator, curve_points):
+    """Train ``opt`` in this process (BasicSR model and dataset, fixed data order); returns the metrics."""
+    model, steps = training_steps(opt)
+    at_calibration = evaluator(model, 0)  # quantized, calibrated (offsets selected), before any fine-tuning step
+    stats, curve = {}, [(0, at_calibration['psnr'])]
     t0 = time.time()
-    while it < total:
-        for data in loader:
-            it += 1
-            model.feed_data(data)
-            model.optimize_parameters(it)
-            model.update_learning_rate(it, warmup_iter=-1)
-            for key in ('reg_grad_ratio', 'sign_conflict_ratio', 'grad_cos', 'l_pix'):
-                if key in model.log_dict:
-                    stats.setdefault(key, []).append(float(model.log_dict[key]))
-            if it in curve_points:
-                curve.append((it, evaluator(model, it)['psnr']))
-            if it == total:
-                break
-    result = evaluator(model, total)
+    for it in steps:
+        for key in ('reg_grad_ratio', 'sign_conflict_ratio', 'grad_cos', 'l_pix'):
+            if key in model.log_dict:
+                stats.setdefault(key, []).append(float(model.log_dict[key]))
+        if it in curve_points:
+            curve.append((it, evaluator(model, it)['psnr']))
+    result = evaluator(model, opt['train']['total_iter'])
     result['train_s'] = time.time() - t0
     result['at_calibration'] = at_calibration
     result['curve'] = curve

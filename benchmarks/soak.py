@@ -11,15 +11,12 @@ BasicSR's build_model / optimize_parameters on the demo photos (as benchmarks/pr
 import argparse
 import math
 import os.path as osp
-import random
 import resource
 import time
 
-import numpy as np
-import torch
 
 from common import REPO, markdown_table, write_json
-from proxy_accuracy import VARIANTS, Evaluator, build_options
+from proxy_accuracy import VARIANTS, Evaluator, build_options, training_steps
 
 
 def rss_mib():
@@ -40,44 +37,27 @@ def main():
     import logging
 
     import odm_basicsr  # noqa: F401
-    from basicsr.data import build_dataset
-    from basicsr.models import build_model
-    from basicsr.utils import set_random_seed
     logging.getLogger('basicsr').setLevel(logging.ERROR)
 
     opt = build_options(args.variant, args.bits, args.iters, seed=10)
     opt['train']['scheduler']['milestones'] = [args.iters + 1]  # constant learning rate: drift shows, not decay
     evaluator = Evaluator(opt)
-    set_random_seed(10)
-    model = build_model(opt)
-    dataset_opt = opt['datasets']['train']
-    loader = torch.utils.data.DataLoader(build_dataset(dataset_opt), batch_size=dataset_opt['batch_size_per_gpu'],
-                                         shuffle=True, num_workers=0, drop_last=True,
-                                         generator=torch.Generator().manual_seed(10))
-    random.seed(10)
-    np.random.seed(10)
-    rows, nonfinite, it, baseline = [], [], 0, None
+    model, steps = training_steps(opt)
+    rows, nonfinite, baseline = [], [], None
     start = time.time()
-    while it < args.iters:
-        for data in loader:
-            it += 1
-            model.feed_data(data)
-            model.optimize_parameters(it)
-            model.update_learning_rate(it, warmup_iter=-1)
-            bad = [k for k, v in model.log_dict.items() if not math.isfinite(float(v))]
-            if bad:
-                nonfinite.append((it, bad))
-            if it == args.warmup:
-                baseline = rss_mib()
-            if it % args.every == 0 or it == args.iters:
-                psnr = evaluator(model, it)['psnr']
-                row = {'iter': it, 'rss_mib': rss_mib(), 'psnr': psnr, 'elapsed_s': time.time() - start,
-                       **{k: float(v) for k, v in model.log_dict.items()}}
-                rows.append(row)
-                print(f'iter {it:5d}  rss {row["rss_mib"]:7.1f} MiB  PSNR {psnr:.3f}  l_pix {row["l_pix"]:.4f}  '
-                      f'{row["elapsed_s"]:.0f} s', flush=True)
-            if it == args.iters:
-                break
+    for it in steps:
+        bad = [k for k, v in model.log_dict.items() if not math.isfinite(float(v))]
+        if bad:
+            nonfinite.append((it, bad))
+        if it == args.warmup:
+            baseline = rss_mib()
+        if it % args.every == 0 or it == args.iters:
+            psnr = evaluator(model, it)['psnr']
+            row = {'iter': it, 'rss_mib': rss_mib(), 'psnr': psnr, 'elapsed_s': time.time() - start,
+                   **{k: float(v) for k, v in model.log_dict.items()}}
+            rows.append(row)
+            print(f'iter {it:5d}  rss {row["rss_mib"]:7.1f} MiB  PSNR {psnr:.3f}  l_pix {row["l_pix"]:.4f}  '
+                  f'{row["elapsed_s"]:.0f} s', flush=True)
     growth = rows[-1]['rss_mib'] - (baseline if baseline is not None else rows[0]['rss_mib'])
     checks = {
         'memory flat': (growth < args.max_growth_mib, f'RSS +{growth:.1f} MiB after iter {args.warmup} '
