@@ -41,16 +41,21 @@ def bicubic_downscale(img, scale):
     return np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)
 
 
+def tile_origins(h, w, crop, step):
+    """Row-major top-left corners of crop x crop tiles with stride ``step`` over an h x w image, the last row and
+    column flush with the edge (BasicSR's extract_subimages with threshold 0)."""
+    def starts(n):
+        out = list(range(0, n - crop + 1, step))
+        if out and out[-1] != n - crop:
+            out.append(n - crop)
+        return out
+
+    return [(y, x) for y in starts(h) for x in starts(w)]
+
+
 def sub_images(img, crop, step):
-    """Overlapping crop x crop tiles with the given step (BasicSR extract_subimages, threshold 0)."""
-    h, w = img.shape[:2]
-    ys = list(range(0, h - crop + 1, step))
-    xs = list(range(0, w - crop + 1, step))
-    if ys and ys[-1] != h - crop:
-        ys.append(h - crop)
-    if xs and xs[-1] != w - crop:
-        xs.append(w - crop)
-    return [img[y:y + crop, x:x + crop] for y in ys for x in xs]
+    """The crop x crop tiles of ``img`` at ``tile_origins``."""
+    return [img[y:y + crop, x:x + crop] for y, x in tile_origins(*img.shape[:2], crop, step)]
 
 
 def write_png(path, rgb):

@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import odm_basicsr  # noqa: F401  (compat fixes before any basicsr import)
-from odm_basicsr.data.photos import bicubic_downscale, mod_crop, write_png
+from odm_basicsr.data.photos import bicubic_downscale, mod_crop, tile_origins, write_png
 
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 DIV2K_URL = 'https://data.vision.ee.ethz.ch/cvl/DIV2K/'
@@ -119,20 +119,8 @@ def _derived_folder(dst, sources, mod, scale, workers, what, extras_ok=False):
 
 
 # ------------------------------------------------------------------------------------- sub-images and LMDBs
-def _tile_origins(h, w, crop, step):
-    """Row-major top-left corners of crop x crop tiles with stride ``step``, the last row and column flush with
-    the image edge (BasicSR's extract_subimages with threshold 0; same tiles as ``photos.sub_images``)."""
-    def starts(n):
-        out = list(range(0, n - crop + 1, step))
-        if out and out[-1] != n - crop:
-            out.append(n - crop)
-        return out
-
-    return [(y, x) for y in starts(h) for x in starts(w)]
-
-
 def _tile_keys(stem, hr_size, crop, step):
-    return [f'{stem}_s{i:03d}' for i in range(1, len(_tile_origins(*hr_size, crop, step)) + 1)]
+    return [f'{stem}_s{i:03d}' for i in range(1, len(tile_origins(*hr_size, crop, step)) + 1)]
 
 
 def _write_tiles(job):
@@ -140,7 +128,7 @@ def _write_tiles(job):
     Returns (out_dir, number written)."""
     src, out_dir, stem, hr_size, scale, crop, step = job
     todo = [(osp.join(out_dir, key + '.png'), yx)
-            for key, yx in zip(_tile_keys(stem, hr_size, crop, step), _tile_origins(*hr_size, crop, step))
+            for key, yx in zip(_tile_keys(stem, hr_size, crop, step), tile_origins(*hr_size, crop, step))
             if not osp.isfile(osp.join(out_dir, key + '.png'))]
     if todo:
         img, size = _read_rgb(src), crop // scale
