@@ -95,6 +95,25 @@ train:
 """
 
 
+def _logging_tail(print_freq, save_checkpoint_freq):
+    """The logger and dist_params sections that end every training file."""
+    return f"""\
+# logging settings
+logger:
+  print_freq: {print_freq}
+  save_checkpoint_freq: {save_checkpoint_freq}
+  use_tb_logger: true
+  wandb:
+    project: ~
+    resume_id: ~
+
+# dist training settings
+dist_params:
+  backend: nccl
+  port: 29500
+"""
+
+
 def _odm_block(variant, arch):
     lm, lm_src = ARCHS[arch]['lambda_m']
     if variant == 'v1':
@@ -221,20 +240,7 @@ val:
   save_img: false
 {_val_metrics(s)}
 
-# logging settings
-logger:
-  print_freq: 100
-  save_checkpoint_freq: !!float 5e3
-  use_tb_logger: true
-  wandb:
-    project: ~
-    resume_id: ~
-
-# dist training settings
-dist_params:
-  backend: nccl
-  port: 29500
-"""
+{_logging_tail(100, '!!float 5e3')}"""
 
 
 def test_file(arch, s, b):
@@ -320,7 +326,7 @@ def demo_name(variant, b):
 
 def demo_train_file(variant, b):
     prefix, weight_clip, offsets, title = VARIANTS[variant]
-    net = '\n'.join([f'  type: ODMEDSR'] + [f'  {line}' for line in DEMO_NETWORK] + [
+    net = '\n'.join(['  type: ODMEDSR'] + [f'  {line}' for line in DEMO_NETWORK] + [
         f'  w_bit: {b}', f'  a_bit: {b}', f'  weight_clip: {weight_clip}', '  scope: body', f'  offsets: {offsets}'])
     return f"""\
 # Demo fine-tune, A SMALL PROXY (not the paper's setting): {title}
@@ -354,18 +360,7 @@ val:
   save_img: false
 {_val_metrics(4)}
 
-logger:
-  print_freq: 25
-  save_checkpoint_freq: {DEMO_ITERS}
-  use_tb_logger: true
-  wandb:
-    project: ~
-    resume_id: ~
-
-dist_params:
-  backend: nccl
-  port: 29500
-"""
+{_logging_tail(25, DEMO_ITERS)}"""
 
 
 def demo_test_fp_file():
