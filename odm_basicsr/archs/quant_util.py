@@ -1,17 +1,49 @@
-"""What every ODM quantized arch shares: quantizing its body in place, and checked checkpoint loading."""
+"""What every ODM quantized arch shares: the default (paper-compatible) layer scopes of the known BasicSR archs,
+quantizing a network's body in place, and checked checkpoint loading."""
 from odm_basicsr.quant import CheckedLoadMixin, quantize_network
 
 
+def _srvgg_body(net):
+    """SRVGGNetCompact: body = [conv_first, act, (conv, act) x num_conv, conv_last]; the num_conv middle convs."""
+    return [f'body.{i}' for i in range(2, len(net.body) - 1, 2)]
+
+
+# Per arch (the registry name of the FP arch): the convs (or linears) inside the residual / dense / attention
+# blocks of the body, as fnmatch patterns, or a function of the built network that lists them. Head, tail,
+# upsampler and everything outside the blocks stay FP: the scope of the published PAMS / DAQ / DDTB / ODM numbers.
+BODY_SCOPES = {
+    'EDSR': ('body.*.conv1', 'body.*.conv2'),
+    'MSRResNet': ('body.*.conv1', 'body.*.conv2'),
+    'RDN': ('rdbs.*.convs.*', ),
+    'RRDBNet': ('body.*.rdb*.conv*', ),
+    'RCAN': ('body.*.residual_group.*.rcab.0', 'body.*.residual_group.*.rcab.2'),
+    'SRVGGNetCompact': _srvgg_body,
+}
+
+
+def body_scope(arch_name, net):
+    """The default body patterns of ``arch_name`` for the built ``net``, or None for an arch without one."""
+    scope = BODY_SCOPES.get(arch_name)
+    if scope is None:
+        return None
+    return list(scope(net)) if callable(scope) else list(scope)
+
+
 class QuantizedArchMixin(CheckedLoadMixin):
-    """Mixed into an FP BasicSR arch (before it in the bases). Subclasses set ``body_patterns``: the
-    paper-compatible scope, the convs inside the residual/dense blocks of the body."""
+    """Mixed into an FP BasicSR arch (before it in the bases). Subclasses set ``fp_arch``, the registry name of the
+    FP arch whose entry of ``BODY_SCOPES`` is the paper-compatible scope."""
 
-    body_patterns = ()
+    fp_arch = None
 
-    def quantize(self, w_bit=4, a_bit=4, weight_clip='max', scope='body', outer_bit=None, offsets='none'):
+    def quantize(self, w_bit=4, a_bit=4, weight_clip='max', scope='body', outer_bit=None, offsets='none',
+                 weight_granularity='layer'):
         """Swap the layers of ``scope`` for quantized ones (see ``odm_basicsr.quant.quantize_network``)."""
         self.quant_config = dict(w_bit=w_bit, a_bit=a_bit, weight_clip=weight_clip, scope=scope, outer_bit=outer_bit,
-                                 offsets=offsets)
-        self.quantized_names = quantize_network(self, list(self.body_patterns), w_bit, a_bit, weight_clip, scope,
-                                                outer_bit, offsets)
+                                 offsets=offsets, weight_granularity=weight_granularity)
+        body = body_scope(self.fp_arch, self)
+        if body is None and (scope == 'body' or outer_bit is not None):
+            raise ValueError(f'{self.fp_arch} has no default body scope: set scope to all or to a list of layer-name '
+                             'patterns (outer_bit needs a body scope).')
+        self.quantized_names = quantize_network(self, body or [], w_bit, a_bit, weight_clip, scope, outer_bit, offsets,
+                                                weight_granularity)
         self.quantizer_state_loaded = False

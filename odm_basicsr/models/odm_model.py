@@ -14,7 +14,8 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from odm_basicsr.quant import calibrate, combine_gradients, is_quantizer_param, quantized_layers, refresh_offsets
+from odm_basicsr.quant import (calibrate, combine_gradients, is_quantizer_param, quantized_layers,
+                               refresh_quantizer_state)
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'none': 'grad_cos'}
 
@@ -133,7 +134,7 @@ class ODMModel(SRModel):
             with torch.no_grad():
                 for tensor in list(net.parameters()) + list(net.buffers()):
                     dist.broadcast(tensor.data, src=0)
-            refresh_offsets(net)
+            refresh_quantizer_state(net)
         for name, kind, score in report['offsets']:
             logger.info(f'Distribution offset: {name} <- {kind} (mismatch score {score:.4f})')
         if offset_mode != 'none':
@@ -154,7 +155,7 @@ class ODMModel(SRModel):
         ema_buffers = dict(self.net_g_ema.named_buffers())
         for name, buf in net.named_buffers():
             ema_buffers[name].data.copy_(buf.data)
-        refresh_offsets(self.net_g_ema)
+        refresh_quantizer_state(self.net_g_ema)
 
     # ------------------------------------------------------------------------------------------------------
     # exact resumption: BasicSR saves no generator state and restarts the interrupted epoch

@@ -1,21 +1,23 @@
 """The quantization core: quantizers, quantized layers, conversion, calibration, regularizers, gradient
 cooperation, cost accounting and checked checkpoint loading. Imports nothing from BasicSR."""
-from .calibrate import calibrate, offset_scores, select_offsets
+from .calibrate import RANGE_METHODS, calibrate, offset_scores, select_offsets
 from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMismatchError, check_state_dict,
                          convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn)
-from .convert import (SCOPES, is_quantizer_param, quantize_modules, quantize_network, quantized_layers,
-                      refresh_offsets, set_quantization)
+from .convert import (SCOPES, ScopeError, is_quantizer_param, layer_names, quantize_modules, quantize_network,
+                      quantized_layers, refresh_quantizer_state, set_quantization)
 from .cooperation import COOPERATION_MODES, combine_gradients, cosine_similarity
 from .cost import cost_report, format_cost_report
 from .layers import OFFSET_MODES, ChannelOffset, QuantConv2d, QuantLinear
-from .quantizer import (MAX_BITS, MIN_BITS, WEIGHT_CLIP_MODES, ActQuantizer, WeightQuantizer, check_bits,
-                        fake_quantize, percentile, round_ste)
+from .quantizer import (MAX_BITS, MIN_BITS, WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, ActQuantizer,
+                        UncalibratedQuantizerError, WeightQuantizer, channel_percentile, check_bits, fake_quantize,
+                        percentile, round_ste)
 from .regularizers import REGULARIZERS, VARIANCE_STATS, mismatch_loss, variance_loss
 
 __all__ = [
     'ActQuantizer', 'WeightQuantizer', 'QuantConv2d', 'QuantLinear', 'ChannelOffset', 'fake_quantize', 'round_ste',
     'percentile', 'check_bits', 'quantize_modules', 'quantize_network', 'quantized_layers', 'set_quantization',
-    'refresh_offsets',
+    'refresh_quantizer_state', 'ScopeError', 'layer_names', 'UncalibratedQuantizerError', 'channel_percentile',
+    'WEIGHT_GRANULARITIES', 'RANGE_METHODS',
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
     'variance_loss', 'mismatch_loss', 'combine_gradients', 'cosine_similarity', 'check_state_dict',
     'CheckedLoadMixin', 'CheckpointMismatchError', 'convert_edsr_pytorch_edsr', 'convert_edsr_pytorch_rdn',

@@ -1,9 +1,22 @@
 """Calibration: activation ranges from a handful of batches, and selection of distribution offsets.
 
-Both passes run the FP function (quantizers off), so every layer sees the same statistics whatever its
-position. Ranges: the mean over batches of the per-batch 1st / 99th percentiles of each quantized layer's input
-X' (taken after its offset). Offsets (ODM v1): per layer, the spread across channels of the channel means
-(shift) and of the channel standard deviations (scale), each divided by the layer's P99 - P1 range.
+Ranges are measured on each quantized layer's input X' (taken after its offset), with one of three methods:
+
+- ``mse`` (default): the range [l, u] that minimises the mean squared quantization error of X' at the layer's own
+  bit-width, searched over clipping candidates (coordinate descent on u, then l; l stays at min(X') when X' is
+  non-negative, e.g. after a ReLU, so that zero stays on the grid). The error is measured on a weighted sample of
+  X': the ``TAIL_COUNT`` largest and smallest values of every batch exactly, and a uniform draw of the rest.
+  This is the clipping search of the SR post-training quantization literature (PTQ4SR, 2DQuant): it clips hard at
+  2 bits and hardly at all at 8 bits, where rare large features cost more than the finer grid gains.
+- ``percentile`` (the paper's, ODM.md section 1): the mean over batches of the per-batch 1st / 99th percentiles.
+- ``minmax``: the smallest and largest value seen.
+
+By default every layer sees the FP function (quantizers off), so its statistics do not depend on its position.
+With ``sequential=True`` a second pass repeats the measurement with the quantizers on and the first pass's ranges
+in place, so that each layer sees the inputs its quantized predecessors really produce.
+
+Offsets (ODM v1): per layer, the spread across channels of the channel means (shift) and of the channel standard
+deviations (scale), each divided by the layer's P99 - P1 range.
 """
 import torch
 from tqdm import tqdm
@@ -12,9 +25,16 @@ from .convert import quantized_layers, set_quantization
 from .quantizer import percentile
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
+RANGE_METHODS = ('mse', 'percentile', 'minmax')
+DEFAULT_RANGE_METHOD = 'mse'
+TAIL_COUNT = 256  # exact extreme values kept per batch and side by the mse observer
+SAMPLE_COUNT = 8192  # uniformly drawn values kept per batch by the mse observer
+SEARCH_CANDIDATES = 100  # clipping candidates per coordinate-descent step
+SEARCH_ROUNDS = 2
 
 
 class _RangeObserver:
+    """``percentile``: the mean over batches of the per-batch P1 / P99."""
 
     def __init__(self):
         self.lows, self.highs = [], []
@@ -25,6 +45,115 @@ class _RangeObserver:
 
     def result(self):
         return torch.stack(self.lows).mean().item(), torch.stack(self.highs).mean().item()
+
+    def range_for(self, bits):
+        return self.result()
+
+
+class _MinMaxObserver:
+    """``minmax``: the smallest and largest value over all batches."""
+
+    def __init__(self):
+        self.low, self.high = float('inf'), float('-inf')
+
+    def __call__(self, x):
+        x = x.detach()
+        self.low, self.high = min(self.low, x.min().item()), max(self.high, x.max().item())
+
+    def range_for(self, bits):
+        return self.low, self.high
+
+
+class _SampleObserver(_MinMaxObserver):
+    """``mse``: a weighted sample of X' (exact tails, uniform draw of the rest) and the range that minimises its
+    quantization error. The draw is seeded, so calibration is deterministic."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.values, self.weights = [], []
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x):
+        super().__call__(x)
+        flat = x.detach().reshape(-1).float().cpu()
+        n = flat.numel()
+        if n <= 2 * TAIL_COUNT + SAMPLE_COUNT:
+            self.values.append(flat)
+            self.weights.append(torch.ones_like(flat))
+            return
+        tails = torch.cat((flat.topk(TAIL_COUNT, largest=False).indices, flat.topk(TAIL_COUNT).indices))
+        in_middle = torch.ones(n, dtype=torch.bool)
+        in_middle[tails] = False
+        drawn = torch.randint(0, n, (SAMPLE_COUNT, ), generator=self.generator)
+        drawn = drawn[in_middle[drawn]]  # uniform over the elements outside the exact tails
+        self.values.append(torch.cat((flat[tails], flat[drawn])))
+        self.weights.append(torch.cat((torch.ones(2 * TAIL_COUNT), torch.full((drawn.numel(), ),
+                                                                                (n - 2 * TAIL_COUNT) / max(drawn.numel(), 1)))))
+
+    def range_for(self, bits):
+        return mse_range(torch.cat(self.values), torch.cat(self.weights), bits)
+
+
+def quantization_error(values, weights, lowers, uppers, bits):
+    """Weighted mean squared error of quantizing ``values`` (M,) to b bits on each range [lowers[k], uppers[k]].
+
+    Returns (K,) errors, one per candidate; the grid is ``fake_quantize``'s (round half to even, levels l + i·s)."""
+    levels = 2**bits - 1
+    lowers, uppers = lowers.view(-1, 1), torch.maximum(uppers, lowers + 1e-8).view(-1, 1)
+    step = (uppers - lowers) / levels
+    clipped = torch.minimum(torch.maximum(values.view(1, -1), lowers), uppers)
+    quantized = torch.round((clipped - lowers) / step) * step + lowers
+    return ((quantized - values.view(1, -1))**2 * weights.view(1, -1)).sum(dim=1) / weights.sum()
+
+
+def _weighted_quantiles(values, weights, fractions):
+    order = torch.argsort(values)
+    cumulative = torch.cumsum(weights[order], 0) / weights.sum()
+    index = torch.searchsorted(cumulative, fractions.clamp(0, 1)).clamp(max=values.numel() - 1)
+    return values[order][index]
+
+
+def _candidates(values, weights, anchor, extreme, upper_side):
+    """Clipping candidates between the median and ``extreme``: a linear grid plus tail quantiles, so that both
+    heavy tails and dense cores are resolved."""
+    tail = torch.logspace(-0.3, -7, SEARCH_CANDIDATES // 2, dtype=torch.float64).float()  # 0.5 .. 1e-7
+    quantiles = _weighted_quantiles(values, weights, 1 - tail if upper_side else tail)
+    linear = torch.linspace(0, 1, SEARCH_CANDIDATES - SEARCH_CANDIDATES // 2)
+    grid = anchor + (extreme - anchor) * linear
+    return torch.unique(torch.cat((quantiles, grid, torch.tensor([extreme]))))
+
+
+def mse_range(values, weights, bits):
+    """The (l, u) of minimal weighted quantization error for the sample ``values`` (M,) with ``weights`` (M,).
+
+    Non-negative samples keep l = min (zero stays a grid level after a ReLU) and search u alone. Otherwise the
+    search starts from the best joint shrink of [min, max] towards the median, then refines by coordinate descent
+    (u over candidates with l fixed, then l with u fixed, ``SEARCH_ROUNDS`` times)."""
+    values, weights = values.float(), weights.float()
+    low, high = values.min(), values.max()
+    if float(high - low) <= 0:
+        return float(low), float(high)
+    median = _weighted_quantiles(values, weights, torch.tensor([0.5]))[0]
+    upper_cands = _candidates(values, weights, median, high, True)
+    upper_cands = upper_cands[upper_cands > median] if bool((upper_cands > median).any()) else upper_cands
+    if low >= 0:
+        errors = quantization_error(values, weights, low.expand_as(upper_cands), upper_cands, bits)
+        return float(low), float(upper_cands[errors.argmin()])
+    lower_cands = _candidates(values, weights, median, low, False)
+    lower_cands = lower_cands[lower_cands < median] if bool((lower_cands < median).any()) else lower_cands
+    shrink = torch.cat((torch.logspace(-4, 0, SEARCH_CANDIDATES // 2), torch.linspace(0.01, 1, SEARCH_CANDIDATES // 2)))
+    lowers, uppers = median - (median - low) * shrink, median + (high - median) * shrink
+    best = quantization_error(values, weights, lowers, uppers, bits).argmin()
+    lower, upper = lowers[best], uppers[best]
+    for _ in range(SEARCH_ROUNDS):
+        errors = quantization_error(values, weights, lower.expand_as(upper_cands), upper_cands, bits)
+        upper = upper_cands[errors.argmin()]
+        errors = quantization_error(values, weights, lower_cands, upper.expand_as(lower_cands), bits)
+        lower = lower_cands[errors.argmin()]
+    return float(lower), float(upper)
+
+
+OBSERVERS = {'mse': _SampleObserver, 'percentile': _RangeObserver, 'minmax': _MinMaxObserver}
 
 
 class _ChannelObserver(_RangeObserver):
@@ -96,7 +225,7 @@ def select_offsets(scores, mode, top_k=None, threshold=None):
 
 
 def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_threshold=None, progress=True,
-              reduce_fn=None):
+              reduce_fn=None, method=DEFAULT_RANGE_METHOD, sequential=False):
     """Initialise activation ranges (and offsets) of ``net`` in place.
 
     Args:
@@ -105,9 +234,13 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
         offset_mode (str): 'none' | 'shift' | 'scale' | 'auto'.
         offset_top_k, offset_threshold: the selection rule, see ``select_offsets``.
         reduce_fn (callable | None): averages a tensor over data-parallel ranks (identity when None).
+        method (str): 'mse' | 'percentile' | 'minmax', see the module docstring.
+        sequential (bool): repeat the range measurement with the quantizers on (see the module docstring).
     Returns:
-        dict: 'ranges' {layer: (l, u)}, 'offsets' [(name, kind, score)], 'scores' {layer: {...}}.
+        dict: 'ranges' {layer: (l, u)}, 'offsets' [(name, kind, score)], 'scores' {layer: {...}}, 'method'.
     """
+    if method not in RANGE_METHODS:
+        raise ValueError(f'calibration method must be one of {RANGE_METHODS}, got {method!r}.')
     reduce_fn = reduce_fn or (lambda t: t)
     batches = list(batches)
     if not batches:
@@ -116,7 +249,7 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
     was_training = net.training
     net.eval()
     set_quantization(net, False)
-    report = {'offsets': [], 'scores': {}}
+    report = {'offsets': [], 'scores': {}, 'method': method, 'sequential': bool(sequential)}
     try:
         if offset_mode != 'none':
             offset_layers = {n: m for n, m in layers.items() if m.offset is not None}
@@ -136,15 +269,18 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
                 layers[name].offset.enable(
                     kind, shift=s['mean'] - s['layer_mean'], scale=(s['std'] / s['layer_std'].clamp_min(1e-8)).clamp(
                         1e-2, 1e2))
-        observers = {n: _RangeObserver() for n in layers}
-        _run(net, batches, observers, 'calibration (activation ranges)', progress)
-        report['ranges'] = {}
-        for name, obs in observers.items():
-            low, high = obs.result()
-            low = reduce_fn(torch.tensor(low, dtype=torch.float64)).item()
-            high = reduce_fn(torch.tensor(high, dtype=torch.float64)).item()
-            layers[name].act_quantizer.set_range(low, high)
-            report['ranges'][name] = (low, high)
+        for quantized_pass in ((False, True) if sequential else (False, )):
+            if quantized_pass:
+                set_quantization(net, True)
+            observers = {n: OBSERVERS[method]() for n in layers}
+            _run(net, batches, observers, f'calibration (activation ranges, {method})', progress)
+            report['ranges'] = {}
+            for name, obs in observers.items():
+                low, high = obs.range_for(layers[name].act_quantizer.bits)
+                low = reduce_fn(torch.tensor(low, dtype=torch.float64)).item()
+                high = reduce_fn(torch.tensor(high, dtype=torch.float64)).item()
+                layers[name].act_quantizer.set_range(low, high)
+                report['ranges'][name] = (low, high)
     finally:
         set_quantization(net, True)
         net.train(was_training)

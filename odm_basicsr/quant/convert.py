@@ -15,7 +15,8 @@ def _set_submodule(root, name, module):
     setattr(parent, child, module)
 
 
-def quantize_modules(net, patterns, w_bit, a_bit, weight_clip='max', offsets='none', exclude=()):
+def quantize_modules(net, patterns, w_bit, a_bit, weight_clip='max', offsets='none', exclude=(),
+                     weight_granularity='layer'):
     """Replace every nn.Conv2d / nn.Linear whose qualified name matches one of ``patterns`` (fnmatch, e.g.
     ``body.*.conv1``) by its quantized twin, sharing the same weight/bias Parameters. Layers already
     quantized and names matching ``exclude`` are left alone.
@@ -29,7 +30,8 @@ def quantize_modules(net, patterns, w_bit, a_bit, weight_clip='max', offsets='no
     check_bits('a_bit', a_bit)
     if offsets not in OFFSET_MODES:
         raise ValueError(f'offsets must be one of {OFFSET_MODES}, got {offsets!r}.')
-    quant_kwargs = dict(w_bit=w_bit, a_bit=a_bit, weight_clip=weight_clip, offsets=offsets != 'none')
+    quant_kwargs = dict(w_bit=w_bit, a_bit=a_bit, weight_clip=weight_clip, offsets=offsets != 'none',
+                        weight_granularity=weight_granularity)
     converted, matched_patterns = [], set()
     for name, module in list(net.named_modules()):
         if isinstance(module, QUANT_LAYER_TYPES) or not isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -43,17 +45,32 @@ def quantize_modules(net, patterns, w_bit, a_bit, weight_clip='max', offsets='no
         else:
             quant_kwargs_linear = dict(quant_kwargs, offsets=False)
             new = QuantLinear.from_float(module, **quant_kwargs_linear)
+        new.act_quantizer.layer_name = name
         _set_submodule(net, name, new)
         converted.append(name)
     unmatched = [p for p in patterns if p not in matched_patterns and p != '*']
     if unmatched:
-        raise ValueError(f'quantization pattern(s) {unmatched} matched no conv/linear layer of '
-                         f'{type(net).__name__}.')
+        raise ScopeError(unmatched, type(net).__name__, layer_names(net))
     return converted
 
 
+class ScopeError(ValueError):
+    """Scope patterns that match no conv/linear layer; the message lists the layer names there are."""
+
+    def __init__(self, patterns, arch, names):
+        self.patterns, self.arch, self.names = list(patterns), arch, list(names)
+        shown = ', '.join(self.names[:24]) + (f' ... ({len(self.names)} in all)' if len(self.names) > 24 else '')
+        super().__init__(f'quantization pattern(s) {self.patterns} matched no conv/linear layer of {arch}. '
+                         f'Its conv/linear layers are: {shown or "none"}.')
+
+
+def layer_names(net):
+    """Qualified names of the conv/linear layers of ``net`` (quantized or not), in network order."""
+    return [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
 def quantize_network(net, body_patterns, w_bit, a_bit, weight_clip='max', scope='body', outer_bit=None,
-                     offsets='none'):
+                     offsets='none', weight_granularity='layer'):
     """Quantize ``net`` for a layer scope.
 
     Args:
@@ -63,19 +80,21 @@ def quantize_network(net, body_patterns, w_bit, a_bit, weight_clip='max', scope=
         outer_bit (int | None): with scope 'all' or a list, the W/A bit-width of the layers outside
             ``body_patterns`` (e.g. 8 for 8-bit head/tail). None: the same w_bit / a_bit.
         offsets (str): 'none' | 'shift' | 'scale' | 'auto'; which offsets calibration may enable on body layers.
+        weight_granularity (str): 'layer' | 'channel': one weight clip value per layer or per output channel.
     Returns:
         list[str]: names of all quantized layers.
     """
     if isinstance(scope, str) and scope not in SCOPES:
         raise ValueError(f'scope must be one of {SCOPES} or a list of layer-name patterns, got {scope!r}.')
+    granularity = dict(weight_granularity=weight_granularity)
     if isinstance(scope, str) and scope == 'body':
-        return quantize_modules(net, body_patterns, w_bit, a_bit, weight_clip, offsets)
+        return quantize_modules(net, body_patterns, w_bit, a_bit, weight_clip, offsets, **granularity)
     patterns = ['*'] if scope == 'all' else list(scope)
     if outer_bit is None:
-        return quantize_modules(net, patterns, w_bit, a_bit, weight_clip, offsets)
+        return quantize_modules(net, patterns, w_bit, a_bit, weight_clip, offsets, **granularity)
     check_bits('outer_bit', outer_bit)
-    names = quantize_modules(net, body_patterns, w_bit, a_bit, weight_clip, offsets)
-    return names + quantize_modules(net, patterns, outer_bit, outer_bit, weight_clip, 'none')
+    names = quantize_modules(net, body_patterns, w_bit, a_bit, weight_clip, offsets, **granularity)
+    return names + quantize_modules(net, patterns, outer_bit, outer_bit, weight_clip, 'none', **granularity)
 
 
 def quantized_layers(net):
@@ -96,9 +115,11 @@ def is_quantizer_param(name):
     return any(part in ('act_quantizer', 'weight_quantizer', 'offset') for part in name.split('.'))
 
 
-def refresh_offsets(net):
-    """Re-read every ChannelOffset's on/off state from its buffers (after a broadcast or an in-place copy)."""
+def refresh_quantizer_state(net):
+    """Re-read the python mirrors of quantizer buffers (offset gates, calibration flags) after a broadcast or an
+    in-place copy of the buffers."""
     for _, layer in quantized_layers(net):
+        layer.act_quantizer.refresh()
         if getattr(layer, 'offset', None) is not None:
             layer.offset.refresh()
     return net

@@ -3,7 +3,8 @@
     BitOPs  = sum over conv/linear layers of MACs x b_w x b_a     (FP layers count 32 x 32)
     storage = sum over parameters of their bits                   (weights at b_w, biases and FP tensors at 32)
               + inference-time quantizer scalars at 32 bits each: activation l and u, the weight clip u_w
-              (WCC's gamma folds into u_w: no extra storage or BitOPs)
+              (one per layer, or one per output channel with weight_granularity 'channel'; WCC's gamma folds
+              into u_w: no extra storage or BitOPs)
               + distribution offsets: 32 bits per channel of each enabled kind.
     An enabled offset costs one FP32-by-activation operation per input element: H x W x C x 32 x b_a BitOPs.
 MACs are counted for one input of the stated size (N = 1).
@@ -45,7 +46,10 @@ def cost_report(net, input_shape):
             macs = _macs(module, output)
             weight_bits = module.weight.numel() * w_bit
             bias_bits = module.bias.numel() * FP_BITS if module.bias is not None else 0
-            quant_bits = 3 * FP_BITS if quantized else 0
+            # activation l and u, plus u_w: one per layer, or one per output channel
+            weight_clips = (module.weight.shape[0] if quantized and module.weight_quantizer.granularity == 'channel'
+                            else 1)
+            quant_bits = (2 + weight_clips) * FP_BITS if quantized else 0
             offset_bits, offset_ops, offset_kind = 0, 0, 'none'
             if quantized and module.offset is not None and module.offset.kind != 'none':
                 offset_kind = module.offset.kind
@@ -68,13 +72,21 @@ def cost_report(net, input_shape):
             hooks.append(module.register_forward_hook(hook(name)))
     device = next(net.parameters()).device
     was_training = net.training
+    # the cost depends on shapes and bit-widths only: run the shape pass with quantizers off (no calibration needed)
+    quantizers = [q for m in net.modules() if isinstance(m, QUANT_LAYER_TYPES)
+                  for q in (m.act_quantizer, m.weight_quantizer)]
+    enabled = [q.enabled for q in quantizers]
     net.eval()
     try:
+        for q in quantizers:
+            q.enabled = False
         with torch.no_grad():
             net(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
+        for q, on in zip(quantizers, enabled):
+            q.enabled = on
         net.train(was_training)
     # FP parameters outside conv/linear layers (none in EDSR/RDN/MSRResNet, but counted if present)
     quantizer_ids = {id(p) for m in net.modules() if isinstance(m, QUANT_LAYER_TYPES)

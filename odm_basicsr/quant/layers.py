@@ -85,15 +85,16 @@ class QuantConv2d(nn.Conv2d):
         w_bit, a_bit (int): bit-widths, 2-8.
         weight_clip (str): 'max' | 'percentile' | 'wcc', see WeightQuantizer.
         offsets (bool): allocate a ChannelOffset (off until calibration selects this layer).
+        weight_granularity (str): 'layer' | 'channel' (one u_w per output channel), see WeightQuantizer.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
-                 padding_mode='zeros', w_bit=4, a_bit=4, weight_clip='max', offsets=False):
+                 padding_mode='zeros', w_bit=4, a_bit=4, weight_clip='max', offsets=False, weight_granularity='layer'):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
         if padding_mode != 'zeros':
             raise ValueError('QuantConv2d supports zero padding only')
         self.act_quantizer = ActQuantizer(a_bit)
-        self.weight_quantizer = WeightQuantizer(w_bit, weight_clip)
+        self.weight_quantizer = WeightQuantizer(w_bit, weight_clip, weight_granularity)
         self.offset = ChannelOffset(in_channels) if offsets else None
         self.observer = None  # callable(X') used by calibration
         self.collect_input = False  # keep X' of the current forward for the regularizer
@@ -138,12 +139,13 @@ class QuantConv2d(nn.Conv2d):
 class QuantLinear(nn.Linear):
     """nn.Linear with fake-quantized input activations and weights. Input (..., in_features)."""
 
-    def __init__(self, in_features, out_features, bias=True, w_bit=4, a_bit=4, weight_clip='max', offsets=False):
+    def __init__(self, in_features, out_features, bias=True, w_bit=4, a_bit=4, weight_clip='max', offsets=False,
+                 weight_granularity='layer'):
         super().__init__(in_features, out_features, bias)
         if offsets:
             raise ValueError('distribution offsets are implemented for conv layers only')
         self.act_quantizer = ActQuantizer(a_bit)
-        self.weight_quantizer = WeightQuantizer(w_bit, weight_clip)
+        self.weight_quantizer = WeightQuantizer(w_bit, weight_clip, weight_granularity)
         self.offset = None
         self.observer = None
         self.collect_input = False

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 MIN_BITS, MAX_BITS = 2, 8
 WEIGHT_CLIP_MODES = ('max', 'percentile', 'wcc')
+WEIGHT_GRANULARITIES = ('layer', 'channel')
 MIN_RANGE_WIDTH = 1e-4  # activation ranges narrower than this are widened (guards u <= l)
 
 
@@ -17,6 +18,10 @@ def check_bits(key, value):
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
         raise ValueError(f'{key} must be an integer bit-width from {MIN_BITS} to {MAX_BITS}, got {value!r}.')
     return value
+
+
+class UncalibratedQuantizerError(RuntimeError):
+    """A quantized forward ran with activation ranges that were never calibrated (the placeholder [-1, 1])."""
 
 
 def round_ste(x):
@@ -42,6 +47,7 @@ class _FakeQuantize(torch.autograd.Function):
         rounded = torch.round(scaled)
         below, above = x < lower, x > upper
         ctx.levels = levels
+        ctx.range_shapes = (lower.shape, upper.shape)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             ctx.save_for_backward(below, above, scaled - rounded)
         else:
@@ -54,10 +60,18 @@ class _FakeQuantize(torch.autograd.Function):
         grad_x = grad.masked_fill(below | above, 0) if ctx.needs_input_grad[0] else None
         grad_lower = grad_upper = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            residual = (grad * ctx.saved_tensors[2]).sum() / ctx.levels
-            grad_lower = grad.masked_fill(~below, 0).sum() + residual
-            grad_upper = grad.masked_fill(~above, 0).sum() - residual
+            lower_shape, upper_shape = ctx.range_shapes
+            residual = grad * ctx.saved_tensors[2] / ctx.levels
+            grad_lower = _sum_to_shape(grad.masked_fill(~below, 0) + residual, lower_shape)
+            grad_upper = _sum_to_shape(grad.masked_fill(~above, 0) - residual, upper_shape)
         return grad_x, grad_lower, grad_upper, None
+
+
+def _sum_to_shape(tensor, shape):
+    """Sum ``tensor`` over the dimensions that a range of ``shape`` was broadcast along (0-dim: everything)."""
+    if len(shape) == 0:
+        return tensor.sum()
+    return tensor.sum_to_size(shape)
 
 
 def fake_quantize(x, lower, upper, bits):
@@ -65,8 +79,9 @@ def fake_quantize(x, lower, upper, bits):
 
     Args:
         x (Tensor): any shape.
-        lower, upper (Tensor): 0-dim range bounds, same units as x; gradients flow to both (straight-through
-            rounding, see ``_FakeQuantize``).
+        lower, upper (Tensor): range bounds, same units as x: 0-dim (per tensor) or broadcastable to x, e.g.
+            (C_out, 1, 1, 1) per output channel of a conv weight. Gradients flow to both, summed over the elements
+            each bound covers (straight-through rounding, see ``_FakeQuantize``).
         bits (int): bit-width.
     Returns:
         Tensor of x's shape whose values lie on the grid lower + k * s, k = 0 .. 2^bits - 1.
@@ -81,11 +96,20 @@ def percentile(x, q):
     return flat.kthvalue(k).values
 
 
+def channel_percentile(x, q):
+    """Nearest-rank ``q``-th percentile of each slice ``x[c]`` along dim 0: shape (C, 1, ..., 1), x.dim() dims."""
+    rows = x.detach().reshape(x.shape[0], -1)
+    k = min(max(int(round(q / 100.0 * rows.shape[1])), 1), rows.shape[1])
+    return rows.kthvalue(k, dim=1).values.view(-1, *([1] * (x.dim() - 1)))
+
+
 class ActQuantizer(nn.Module):
     """Asymmetric activation quantizer with one learnable range [lower, upper] per layer.
 
     The range is initialised by calibration (``calibrated`` becomes True) and trained with the quantizer
-    learning rate. At inference it is static: no input-dependent statistics.
+    learning rate. At inference it is static: no input-dependent statistics. A forward with the quantizer
+    enabled before any calibration (or before a checkpoint with quantizer state was loaded) raises
+    ``UncalibratedQuantizerError``: the placeholder range [-1, 1] would clip almost every feature silently.
 
     Args:
         bits (int): bit-width, 2-8.
@@ -98,6 +122,18 @@ class ActQuantizer(nn.Module):
         self.upper = nn.Parameter(torch.tensor(1.0))
         self.register_buffer('calibrated', torch.tensor(False))
         self.enabled = True
+        self.layer_name = ''  # set by quantize_modules; names the layer in errors
+        self.is_calibrated = False  # python mirror of the buffer (no device sync per forward); see refresh()
+
+    def refresh(self):
+        """Re-read ``is_calibrated`` from the buffer; call after writing it other than by set_range() or
+        load_state_dict() (e.g. a broadcast or an in-place copy)."""
+        self.is_calibrated = bool(self.calibrated)
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.refresh()
 
     def valid_range(self):
         """(lower, upper) with upper >= lower + MIN_RANGE_WIDTH, differentiable in both."""
@@ -107,6 +143,13 @@ class ActQuantizer(nn.Module):
     def forward(self, x):
         if not self.enabled:
             return x
+        if not self.is_calibrated:
+            where = f' of layer {self.layer_name!r}' if self.layer_name else ''
+            raise UncalibratedQuantizerError(
+                f'the activation quantizer{where} was never calibrated: its range is the placeholder [-1, 1], which '
+                'clips almost every feature. Calibrate first ("basicsr calibrate -opt FILE" writes '
+                'net_g_calibrated.pth; ODMModel training calibrates by itself), or load a checkpoint that carries '
+                'quantizer state (net_g_calibrated.pth or a trained net_g_*.pth).')
         lower, upper = self.valid_range()
         return fake_quantize(x, lower, upper, self.bits)
 
@@ -121,39 +164,50 @@ class ActQuantizer(nn.Module):
             self.lower.fill_(float(lower))
             self.upper.fill_(float(max(upper, lower + MIN_RANGE_WIDTH)))
             self.calibrated.fill_(True)
+        self.is_calibrated = True
 
     def extra_repr(self):
         return f'bits={self.bits}'
 
 
 class WeightQuantizer(nn.Module):
-    """Symmetric per-layer weight quantizer on [-u_w, u_w] with 2^bits levels (no zero level).
+    """Symmetric weight quantizer on [-u_w, u_w] with 2^bits levels (no zero level), per layer or per output
+    channel.
 
     Args:
         bits (int): bit-width, 2-8.
         weight_clip (str): how u_w is set, recomputed from the current weights at every call and never
             differentiated:
             ``max``: u_w = max|W|;  ``percentile``: u_w = P99(|W|);
-            ``wcc``: u_w = P99(|W|) * gamma, gamma a learnable scalar initialised to 1 (ODM v2 weight clipping
-            correction; gamma folds into u_w at inference).
+            ``wcc``: u_w = P99(|W|) * gamma, gamma a learnable scalar per layer initialised to 1 (ODM v2 weight
+            clipping correction; gamma folds into u_w at inference).
+        granularity (str): ``layer`` (one u_w per layer, the paper's) or ``channel`` (one u_w per output channel,
+            the statistic taken over that channel's weights; WCC's gamma stays one scalar per layer).
     """
 
-    def __init__(self, bits, weight_clip='max'):
+    def __init__(self, bits, weight_clip='max', granularity='layer'):
         super().__init__()
         self.bits = check_bits('w_bit', bits)
         if weight_clip not in WEIGHT_CLIP_MODES:
             raise ValueError(f'weight_clip must be one of {WEIGHT_CLIP_MODES}, got {weight_clip!r}.')
+        if granularity not in WEIGHT_GRANULARITIES:
+            raise ValueError(f'weight_granularity must be one of {WEIGHT_GRANULARITIES}, got {granularity!r}.')
         self.weight_clip = weight_clip
+        self.granularity = granularity
         if weight_clip == 'wcc':
             self.gamma = nn.Parameter(torch.tensor(1.0))
         self.enabled = True
 
     def clip_value(self, weight):
-        """u_w (0-dim tensor) for ``weight``; only gamma carries gradient."""
+        """u_w for ``weight`` (C_out, ...): 0-dim (layer) or (C_out, 1, ..., 1) (channel); only gamma carries
+        gradient."""
         magnitude = weight.detach().abs()
+        per_channel = self.granularity == 'channel'
         if self.weight_clip == 'max':
-            return magnitude.max().clamp_min(1e-8)
-        base = percentile(magnitude, 99.0).clamp_min(1e-8)
+            base = magnitude.reshape(magnitude.shape[0], -1).amax(dim=1).view(
+                -1, *([1] * (weight.dim() - 1))) if per_channel else magnitude.max()
+            return base.clamp_min(1e-8)
+        base = (channel_percentile(magnitude, 99.0) if per_channel else percentile(magnitude, 99.0)).clamp_min(1e-8)
         if self.weight_clip == 'wcc':
             return base * self.gamma.abs().clamp_min(1e-3)
         return base
@@ -165,4 +219,4 @@ class WeightQuantizer(nn.Module):
         return fake_quantize(weight, -upper, upper, self.bits)
 
     def extra_repr(self):
-        return f'bits={self.bits}, weight_clip={self.weight_clip}'
+        return f'bits={self.bits}, weight_clip={self.weight_clip}, granularity={self.granularity}'
