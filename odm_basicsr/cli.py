@@ -72,6 +72,13 @@ def _test(argv):
     _run_pipeline(argv, is_train=False)
 
 
+@subcommand('calibrate', 'post-training quantization: calibrate network_g from its FP checkpoint, write '
+            'net_g_calibrated.pth, report PSNR/SSIM and fidelity')
+def _calibrate(argv):
+    from .tools.calibrate_cli import main as calibrate_main
+    calibrate_main(argv)
+
+
 @subcommand('cost', 'print BitOPs and storage of an option file\'s network, FP vs quantized')
 def _cost(argv):
     from .tools.cost_cli import main as cost_main

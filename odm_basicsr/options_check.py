@@ -11,12 +11,12 @@ import sys
 
 import yaml
 
-from .quant import (COOPERATION_MODES, OFFSET_MODES, REGULARIZERS, SCOPES, VARIANCE_STATS, WEIGHT_CLIP_MODES,
-                    check_bits)
+from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS, SCOPES, VARIANCE_STATS,
+                    WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, check_bits)
 
-ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN')
+ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMQuant')
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'calibration', 'max_skipped_steps')
-CALIBRATION_KEYS = ('num_batches', 'offset_top_k', 'offset_threshold')
+CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold')
 ODM_LOSS_KEYS = ('type', 'regularizer', 'stat', 'loss_weight')
 
 
@@ -57,6 +57,8 @@ def _check_network(opt, errors):
     cls = ARCH_REGISTRY.get(arch)
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
     _unknown_keys('network_g', [k for k in net if k != 'type'], allowed, errors)
+    if arch == 'ODMQuant' and not _check_inner_arch(net.get('arch'), errors):
+        return True
     for key in ('w_bit', 'a_bit'):
         if key in net:
             _bits(f'network_g.{key}', net[key], errors)
@@ -66,12 +68,59 @@ def _check_network(opt, errors):
         _choice('network_g.weight_clip', net['weight_clip'], WEIGHT_CLIP_MODES, errors)
     if 'offsets' in net:
         _choice('network_g.offsets', net['offsets'], OFFSET_MODES, errors)
+    if 'weight_granularity' in net:
+        _choice('network_g.weight_granularity', net['weight_granularity'], WEIGHT_GRANULARITIES, errors)
     scope = net.get('scope', 'body')
     if isinstance(scope, str):
         _choice('network_g.scope', scope, SCOPES, errors)
     elif not (isinstance(scope, list) and all(isinstance(p, str) for p in scope)):
         errors.append(f'network_g.scope: must be body, all or a list of layer-name patterns, got {scope!r}.')
+    if not errors:
+        _check_builds(net, errors)
     return True
+
+
+def _check_inner_arch(inner, errors):
+    """ODMQuant's ``arch`` block: a registered FP arch and its constructor keys. True if it can be built."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    if not isinstance(inner, dict) or 'type' not in inner:
+        errors.append(f'network_g.arch: must be a mapping with the FP arch\'s type and arguments, got {inner!r}.')
+        return False
+    try:
+        cls = ARCH_REGISTRY.get(inner['type'])
+    except KeyError:
+        names = list(ARCH_REGISTRY._obj_map)
+        errors.append(f'network_g.arch.type: {inner["type"]!r} is not a registered arch'
+                      f'{_did_you_mean(str(inner["type"]), names)}.')
+        return False
+    if inner['type'] in ODM_ARCHS:
+        errors.append(f'network_g.arch.type: {inner["type"]} is already quantized; give its FP arch.')
+        return False
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        before = len(errors)
+        _unknown_keys('network_g.arch', [k for k in inner if k != 'type'], [p for p in params if p != 'self'], errors)
+        return len(errors) == before
+    return True
+
+
+def _check_builds(net, errors):
+    """Build network_g on the meta device (shapes only): scope patterns that match no layer, and constructor errors,
+    are reported with their key."""
+    import torch
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from .quant import ScopeError
+    net_opt = dict(net)
+    try:
+        with torch.device('meta'):
+            ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+    except ScopeError as err:
+        shown = ', '.join(err.names[:40]) + (f' ... ({len(err.names)} in all)' if len(err.names) > 40 else '')
+        errors.append(f'network_g.scope: pattern(s) {err.patterns} match no conv/linear layer of {err.arch}. Its '
+                      f'layers are: {shown}.')
+    except (TypeError, ValueError, AssertionError, KeyError) as err:
+        errors.append(f'network_g: the network cannot be built from these options: {err}')
 
 
 def _check_train(opt, odm_arch, errors, warn):
@@ -95,6 +144,10 @@ def _check_train(opt, odm_arch, errors, warn):
             errors.append('train.calibration: must be a mapping (num_batches, offset_top_k, offset_threshold).')
             cal = {}
         _unknown_keys('train.calibration', cal, CALIBRATION_KEYS, errors)
+        if 'method' in cal:
+            _choice('train.calibration.method', cal['method'], RANGE_METHODS, errors)
+        if 'sequential' in cal and not isinstance(cal['sequential'], bool):
+            errors.append(f'train.calibration.sequential: must be true or false, got {cal["sequential"]!r}.')
         num = cal.get('num_batches', 8)
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             errors.append(f'train.calibration.num_batches: must be an integer >= 1, got {num!r}.')
@@ -211,7 +264,7 @@ def checkpoint_hint(path):
     return 'Download or convert it (basicsr convert-checkpoint), or correct the path.'
 
 
-def _check_checkpoint_fits(opt, path, errors):
+def _check_checkpoint_fits(opt, path, errors, is_train=True):
     """Load ``path`` safely and compare it with network_g (keys and shapes), as BasicSR's load_network would pick
     it (param_key_g, falling back to 'params'; 'module.' stripped). Skipped when strict_load_g is false."""
     import torch
@@ -233,15 +286,30 @@ def _check_checkpoint_fits(opt, path, errors):
         # its log file. On the meta device: shapes only, no memory, no initialisation cost.
         with torch.device('meta'):
             net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
-        check_state_dict(net, state)
+        missing_quant = check_state_dict(net, state)
+        if not is_train and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
+            errors.append(f'path.pretrain_network_g: {path!r} has no quantizer state (it is an FP checkpoint), so the '
+                          f'quantized network_g ({opt["network_g"].get("type")}) would run with uncalibrated [-1, 1] '
+                          'activation ranges. Calibrate it first: "basicsr calibrate -opt <training option file>" '
+                          'writes experiments/<name>/models/net_g_calibrated.pth; or test a trained net_g_*.pth.')
+        elif not is_train and any(k.endswith('act_quantizer.calibrated') and not bool(v)
+                                  for k, v in state.items()):
+            errors.append(f'path.pretrain_network_g: {path!r} holds quantizer state that was never calibrated '
+                          '([-1, 1] activation ranges). Calibrate first: "basicsr calibrate -opt <training option '
+                          'file>".')
     except CheckpointMismatchError as err:
         errors.append(f'path.pretrain_network_g: {path!r} does not fit network_g ({opt["network_g"].get("type")}).\n'
                       + '\n'.join('    ' + line for line in str(err).splitlines()[1:]))
 
 
 def _check_paths(opt, is_train, errors):
-    for phase, ds in (opt.get('datasets') or {}).items():
+    blocks = [(f'datasets.{phase}', ds) for phase, ds in (opt.get('datasets') or {}).items()]
+    cal = (opt.get('train') or {}).get('calibration') if is_train else None
+    if isinstance(cal, dict) and cal.get('dataset') is not None:
+        blocks.append(('train.calibration.dataset', cal['dataset']))
+    for phase, ds in blocks:
         if not isinstance(ds, dict):
+            errors.append(f'{phase}: must be a BasicSR dataset mapping.')
             continue
         backend = (ds.get('io_backend') or {}).get('type', 'disk')
         for key in ('dataroot_gt', 'dataroot_lq'):
@@ -250,19 +318,34 @@ def _check_paths(opt, is_train, errors):
                 continue
             path = osp.expanduser(str(path))
             if backend == 'lmdb':
-                _check_lmdb(f'datasets.{phase}.{key}', path, errors)
+                _check_lmdb(f'{phase}.{key}', path, errors)
             elif not osp.isdir(path):
-                errors.append(f'datasets.{phase}.{key}: folder {path!r} does not exist. {dataset_hint(path)}')
+                errors.append(f'{phase}.{key}: folder {path!r} does not exist. {dataset_hint(path)}')
     path_opt = opt.get('path') or {}
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
-    if pretrain and not resuming:
+    if pretrain and not resuming and is_train and _inside_experiment(opt, pretrain):
+        errors.append(f'path.pretrain_network_g: {pretrain!r} lies inside experiments/{opt.get("name")}/, which BasicSR '
+                      'archives (renames) when this run starts. Copy the checkpoint elsewhere (e.g. '
+                      'experiments/pretrained_models/) or give the run another name.')
+    elif pretrain and not resuming:
         if not osp.isfile(osp.expanduser(str(pretrain))):
             errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. {checkpoint_hint(pretrain)}')
         elif not errors:
-            _check_checkpoint_fits(opt, osp.expanduser(str(pretrain)), errors)
+            _check_checkpoint_fits(opt, osp.expanduser(str(pretrain)), errors, is_train)
     if path_opt.get('resume_state') and not osp.isfile(osp.expanduser(str(path_opt['resume_state']))):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} does not exist.')
+
+
+def _inside_experiment(opt, path):
+    """True if ``path`` lies in experiments/<name>/ of the working directory (the folder a new run archives)."""
+    if not opt.get('name'):
+        return False
+    folder = osp.abspath(osp.join('experiments', str(opt['name'])))
+    states = osp.join(folder, 'training_states')
+    if osp.isdir(states) and any(f.endswith('.state') for f in os.listdir(states)):
+        return False  # an --auto_resume run continues in the folder instead of archiving it
+    return osp.abspath(osp.expanduser(str(path))).startswith(folder + os.sep)
 
 
 def check_options(opt, is_train=True, warn=None):

@@ -14,7 +14,8 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from odm_basicsr.quant import (calibrate, combine_gradients, is_quantizer_param, quantized_layers,
+from odm_basicsr.data.calibration import calibration_batches
+from odm_basicsr.quant import (DEFAULT_RANGE_METHOD, calibrate, combine_gradients, is_quantizer_param, quantized_layers,
                                refresh_quantizer_state)
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'none': 'grad_cos'}
@@ -30,8 +31,11 @@ class ODMModel(SRModel):
         cooperation (str): 'sign' (v1) | 'cosine' (v2) | 'none': how the regularizer gradient joins the
             reconstruction gradient over the network weights. The regularizer never trains quantizer parameters.
         quant_lr_mul (float): learning-rate multiplier of quantizer parameters (ranges, gamma, offsets). Default 10.
-        calibration (dict): num_batches (default 8) training batches for the activation ranges, and for networks
-            built with ``offsets`` the selection rule offset_top_k (fraction of layers) or offset_threshold.
+        calibration (dict): num_batches (default 8) batches for the activation ranges, from ``dataset`` (a BasicSR
+            dataset block) if given, else from datasets.train; method ('mse',
+            default | 'percentile', the paper's | 'minmax') and sequential (default false), see
+            ``odm_basicsr.quant.calibrate``; for networks built with ``offsets`` the selection rule offset_top_k
+            (fraction of layers) or offset_threshold.
         max_skipped_steps (int): consecutive non-finite steps tolerated before training stops. Default 5.
     """
 
@@ -93,20 +97,6 @@ class ODMModel(SRModel):
         from basicsr.data import build_dataset
         return build_dataset(dict(self.opt['datasets']['train'], phase='train'))
 
-    def _calibration_batches(self, num_batches):
-        dataset = self._train_dataset()
-        dataset_opt = self.opt['datasets']['train']
-        generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + self.opt['rank'])
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=dataset_opt.get('batch_size_per_gpu', 1), shuffle=True, num_workers=0,
-            generator=generator, drop_last=False)
-        batches = []
-        for data in loader:
-            batches.append(data['lq'].to(self.device))
-            if len(batches) == num_batches:
-                break
-        return batches
-
     def _average_over_ranks(self, tensor):
         if not self.opt['dist']:
             return tensor
@@ -125,11 +115,13 @@ class ODMModel(SRModel):
         if offset_mode != 'none' and top_k is None and threshold is None:
             top_k = 0.25
         rng_states = self.generator_states()
-        batches = self._calibration_batches(num_batches)
+        batches = calibration_batches(self.opt, num_batches, self.device, self.opt['rank'])
         self.restore_generator_states(rng_states)  # calibration must not change the training data stream
-        logger.info(f'Calibrating {len(self.quant_layers)} quantized layers on {len(batches)} training batches.')
+        logger.info(f'Calibrating {len(self.quant_layers)} quantized layers on {len(batches)} training batches '
+                    f'(method {cal_opt.get("method", DEFAULT_RANGE_METHOD)}).')
         report = calibrate(net, batches, offset_mode, top_k, threshold, progress=self.opt['rank'] == 0,
-                           reduce_fn=self._average_over_ranks)
+                           reduce_fn=self._average_over_ranks, method=cal_opt.get('method', DEFAULT_RANGE_METHOD),
+                           sequential=bool(cal_opt.get('sequential', False)))
         if self.opt['dist']:
             with torch.no_grad():
                 for tensor in list(net.parameters()) + list(net.buffers()):

@@ -1,6 +1,6 @@
 """The quantization core: quantizers, quantized layers, conversion, calibration, regularizers, gradient
 cooperation, cost accounting and checked checkpoint loading. Imports nothing from BasicSR."""
-from .calibrate import RANGE_METHODS, calibrate, offset_scores, select_offsets
+from .calibrate import DEFAULT_RANGE_METHOD, RANGE_METHODS, calibrate, offset_scores, select_offsets
 from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMismatchError, check_state_dict,
                          convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn)
 from .convert import (SCOPES, ScopeError, is_quantizer_param, layer_names, quantize_modules, quantize_network,
@@ -17,7 +17,7 @@ __all__ = [
     'ActQuantizer', 'WeightQuantizer', 'QuantConv2d', 'QuantLinear', 'ChannelOffset', 'fake_quantize', 'round_ste',
     'percentile', 'check_bits', 'quantize_modules', 'quantize_network', 'quantized_layers', 'set_quantization',
     'refresh_quantizer_state', 'ScopeError', 'layer_names', 'UncalibratedQuantizerError', 'channel_percentile',
-    'WEIGHT_GRANULARITIES', 'RANGE_METHODS',
+    'WEIGHT_GRANULARITIES', 'RANGE_METHODS', 'DEFAULT_RANGE_METHOD',
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
     'variance_loss', 'mismatch_loss', 'combine_gradients', 'cosine_similarity', 'check_state_dict',
     'CheckedLoadMixin', 'CheckpointMismatchError', 'convert_edsr_pytorch_edsr', 'convert_edsr_pytorch_rdn',

@@ -1,13 +1,17 @@
 """Calibration: activation ranges from a handful of batches, and selection of distribution offsets.
 
-Ranges are measured on each quantized layer's input X' (taken after its offset), with one of three methods:
+Ranges are measured on each quantized layer's input X' (taken after its offset), with one of these methods:
 
-- ``mse`` (default): the range [l, u] that minimises the mean squared quantization error of X' at the layer's own
+- ``auto`` (default): the three methods below are measured in one pass, and the one whose quantized network output
+  is closest (mean squared error) to the FP output on the calibration batches is kept. No single per-layer rule
+  wins everywhere (benchmarks/ptq_fidelity.py): per-layer MSE is best at 2-6 bits, but at 8 bits some networks
+  prefer the unclipped min/max range, because clipping errors are correlated and add up through the next layers.
+- ``mse``: the range [l, u] that minimises the mean squared quantization error of X' at the layer's own
   bit-width, searched over clipping candidates (coordinate descent on u, then l; l stays at min(X') when X' is
   non-negative, e.g. after a ReLU, so that zero stays on the grid). The error is measured on a weighted sample of
   X': the ``TAIL_COUNT`` largest and smallest values of every batch exactly, and a uniform draw of the rest.
   This is the clipping search of the SR post-training quantization literature (PTQ4SR, 2DQuant): it clips hard at
-  2 bits and hardly at all at 8 bits, where rare large features cost more than the finer grid gains.
+  2 bits and little at 8 bits.
 - ``percentile`` (the paper's, ODM.md section 1): the mean over batches of the per-batch 1st / 99th percentiles.
 - ``minmax``: the smallest and largest value seen.
 
@@ -25,12 +29,13 @@ from .convert import quantized_layers, set_quantization
 from .quantizer import percentile
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
-RANGE_METHODS = ('mse', 'percentile', 'minmax')
-DEFAULT_RANGE_METHOD = 'mse'
+RANGE_METHODS = ('auto', 'mse', 'percentile', 'minmax')
+DEFAULT_RANGE_METHOD = 'auto'
 TAIL_COUNT = 256  # exact extreme values kept per batch and side by the mse observer
 SAMPLE_COUNT = 8192  # uniformly drawn values kept per batch by the mse observer
 SEARCH_CANDIDATES = 100  # clipping candidates per coordinate-descent step
 SEARCH_ROUNDS = 2
+ERROR_POWER = 2.0  # the search minimises mean |x - q(x)|^p: 2 is the mean squared error
 
 
 class _RangeObserver:
@@ -103,7 +108,7 @@ def quantization_error(values, weights, lowers, uppers, bits):
     step = (uppers - lowers) / levels
     clipped = torch.minimum(torch.maximum(values.view(1, -1), lowers), uppers)
     quantized = torch.round((clipped - lowers) / step) * step + lowers
-    return ((quantized - values.view(1, -1))**2 * weights.view(1, -1)).sum(dim=1) / weights.sum()
+    return ((quantized - values.view(1, -1)).abs()**ERROR_POWER * weights.view(1, -1)).sum(dim=1) / weights.sum()
 
 
 def _weighted_quantiles(values, weights, fractions):
@@ -154,6 +159,18 @@ def mse_range(values, weights, bits):
 
 
 OBSERVERS = {'mse': _SampleObserver, 'percentile': _RangeObserver, 'minmax': _MinMaxObserver}
+AUTO_CANDIDATES = ('mse', 'percentile', 'minmax')
+
+
+class _AllObserver:
+    """``auto``: one observer of each candidate method, fed from the same forward pass."""
+
+    def __init__(self):
+        self.observers = {m: OBSERVERS[m]() for m in AUTO_CANDIDATES}
+
+    def __call__(self, x):
+        for obs in self.observers.values():
+            obs(x)
 
 
 class _ChannelObserver(_RangeObserver):
@@ -224,6 +241,48 @@ def select_offsets(scores, mode, top_k=None, threshold=None):
     return ranked[:max(1, int(round(top_k * len(ranked))))]
 
 
+def _set_ranges(layers, ranges, reduce_fn):
+    """Average ``ranges`` {layer: (l, u)} over ranks, set them, and return them."""
+    out = {}
+    for name, (low, high) in ranges.items():
+        low = reduce_fn(torch.tensor(low, dtype=torch.float64)).item()
+        high = reduce_fn(torch.tensor(high, dtype=torch.float64)).item()
+        layers[name].act_quantizer.set_range(low, high)
+        out[name] = (low, high)
+    return out
+
+
+def _measure_ranges(net, batches, layers, method, reduce_fn, progress):
+    """One pass of ``method``'s observers; sets and returns the ranges."""
+    observers = {n: OBSERVERS[method]() for n in layers}
+    _run(net, batches, observers, f'calibration (activation ranges, {method})', progress)
+    return _set_ranges(layers, {n: o.range_for(layers[n].act_quantizer.bits) for n, o in observers.items()},
+                       reduce_fn)
+
+
+def _choose_method(net, batches, layers, report, reduce_fn, progress):
+    """``auto``: measure the ranges of every candidate method in one FP pass, then keep the method whose quantized
+    network output is closest (mean squared error) to the FP output on the calibration batches. Sets the ranges and
+    records 'candidates' {method: output error} and 'chosen' in ``report``; returns the chosen method."""
+    observers = {n: _AllObserver() for n in layers}
+    _run(net, batches, observers, 'calibration (activation ranges, auto)', progress)
+    with torch.no_grad():
+        reference = [net(batch) for batch in batches]
+    candidates, errors = {}, {}
+    for method in AUTO_CANDIDATES:
+        candidates[method] = _set_ranges(layers, {n: o.observers[method].range_for(layers[n].act_quantizer.bits)
+                                                  for n, o in observers.items()}, reduce_fn)
+        set_quantization(net, True)
+        with torch.no_grad():
+            error = sum(float(((net(b) - r)**2).mean()) for b, r in zip(batches, reference)) / len(batches)
+        set_quantization(net, False)
+        errors[method] = reduce_fn(torch.tensor(error, dtype=torch.float64)).item()
+    chosen = min(AUTO_CANDIDATES, key=lambda m: errors[m])
+    report['ranges'] = _set_ranges(layers, candidates[chosen], lambda t: t)
+    report['candidates'], report['chosen'] = errors, chosen
+    return chosen
+
+
 def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_threshold=None, progress=True,
               reduce_fn=None, method=DEFAULT_RANGE_METHOD, sequential=False):
     """Initialise activation ranges (and offsets) of ``net`` in place.
@@ -234,10 +293,11 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
         offset_mode (str): 'none' | 'shift' | 'scale' | 'auto'.
         offset_top_k, offset_threshold: the selection rule, see ``select_offsets``.
         reduce_fn (callable | None): averages a tensor over data-parallel ranks (identity when None).
-        method (str): 'mse' | 'percentile' | 'minmax', see the module docstring.
+        method (str): 'auto' | 'mse' | 'percentile' | 'minmax', see the module docstring.
         sequential (bool): repeat the range measurement with the quantizers on (see the module docstring).
     Returns:
-        dict: 'ranges' {layer: (l, u)}, 'offsets' [(name, kind, score)], 'scores' {layer: {...}}, 'method'.
+        dict: 'ranges' {layer: (l, u)}, 'offsets' [(name, kind, score)], 'scores' {layer: {...}}, 'method', and for
+        'auto' the method 'chosen' and the output error of each of the 'candidates'.
     """
     if method not in RANGE_METHODS:
         raise ValueError(f'calibration method must be one of {RANGE_METHODS}, got {method!r}.')
@@ -269,18 +329,14 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
                 layers[name].offset.enable(
                     kind, shift=s['mean'] - s['layer_mean'], scale=(s['std'] / s['layer_std'].clamp_min(1e-8)).clamp(
                         1e-2, 1e2))
-        for quantized_pass in ((False, True) if sequential else (False, )):
-            if quantized_pass:
-                set_quantization(net, True)
-            observers = {n: OBSERVERS[method]() for n in layers}
-            _run(net, batches, observers, f'calibration (activation ranges, {method})', progress)
-            report['ranges'] = {}
-            for name, obs in observers.items():
-                low, high = obs.range_for(layers[name].act_quantizer.bits)
-                low = reduce_fn(torch.tensor(low, dtype=torch.float64)).item()
-                high = reduce_fn(torch.tensor(high, dtype=torch.float64)).item()
-                layers[name].act_quantizer.set_range(low, high)
-                report['ranges'][name] = (low, high)
+        if method == 'auto':
+            chosen = _choose_method(net, batches, layers, report, reduce_fn, progress)
+        else:
+            chosen = method
+            report['ranges'] = _measure_ranges(net, batches, layers, chosen, reduce_fn, progress)
+        if sequential:  # once more, each layer seeing the inputs of its quantized predecessors
+            set_quantization(net, True)
+            report['ranges'] = _measure_ranges(net, batches, layers, chosen, reduce_fn, progress)
     finally:
         set_quantization(net, True)
         net.train(was_training)

@@ -30,7 +30,8 @@ def main(argv):
         raise SystemExit(f'error: {args.opt} has no network_g mapping.')
     network_opt = dict(opt['network_g'])
     net = build_network(dict(network_opt))
-    channels = network_opt.get('num_in_ch', 3)
+    inner = network_opt.get('arch') if isinstance(network_opt.get('arch'), dict) else {}  # ODMQuant
+    channels = network_opt.get('num_in_ch', inner.get('num_in_ch', inner.get('in_chans', 3)))
     report = cost_report(net, (channels, *args.size))
     print(f'network_g: {network_opt["type"]} ({args.opt})')
     print(format_cost_report(report, per_layer=not args.totals_only))

@@ -1,0 +1,49 @@
+"""The calibration batches of an option file: LR inputs from ``train.calibration.dataset`` if given, else from
+``datasets.train``, drawn in a seeded order that leaves the training data stream untouched."""
+import random
+
+import numpy as np
+import torch
+
+
+def calibration_dataset_opt(opt):
+    """(key, dataset block) of the data calibration reads; key names it in messages."""
+    cal = (opt.get('train') or {}).get('calibration') or {}
+    if isinstance(cal, dict) and isinstance(cal.get('dataset'), dict):
+        return 'train.calibration.dataset', dict(cal['dataset'])
+    train = (opt.get('datasets') or {}).get('train')
+    if isinstance(train, dict):
+        return 'datasets.train', dict(train)
+    return None, None
+
+
+def calibration_batches(opt, num_batches, device, rank=0):
+    """Up to ``num_batches`` LR batches (N, C, h, w) on ``device``.
+
+    The loader shuffles with its own generator seeded by ``manual_seed + rank``, and the dataset's random crops and
+    flips draw from the python / numpy generators seeded the same way; their states are restored afterwards, so the
+    batches are reproducible and the training data stream is untouched.
+    """
+    from basicsr.data import build_dataset
+    key, dataset_opt = calibration_dataset_opt(opt)
+    if dataset_opt is None:
+        raise ValueError('calibration needs data: a datasets.train block or a train.calibration.dataset block.')
+    dataset_opt.setdefault('scale', opt.get('scale'))
+    dataset = build_dataset(dict(dataset_opt, phase='train'))
+    generator = torch.Generator().manual_seed(int(opt.get('manual_seed') or 0) + rank)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=dataset_opt.get('batch_size_per_gpu', 1), shuffle=True,
+                                         num_workers=0, generator=generator, drop_last=False)
+    seed = int(opt.get('manual_seed') or 0) + rank
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    batches = []
+    try:
+        for data in loader:
+            batches.append(data['lq'].to(device))
+            if len(batches) == num_batches:
+                break
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+    return batches

@@ -1,0 +1,140 @@
+"""``basicsr calibrate -opt <training option file>``: calibration alone, as post-training quantization (PTQ).
+
+Builds network_g, loads path.pretrain_network_g (the FP checkpoint), calibrates the activation ranges on
+``train.calibration.dataset`` or ``datasets.train`` (train.calibration: num_batches, method, sequential), and writes
+``experiments/<name>/models/net_g_calibrated.pth`` ({'params': state_dict} with the quantizer state): a checkpoint
+that ``basicsr test`` and ``basicsr export`` accept, and a start for fine-tuning (copy it out of experiments/<name>/
+first: a training run of the same name archives that folder). With a ``datasets.val`` block it then reports
+PSNR / SSIM (val.metrics, as BasicSR computes them) of the FP and the quantized network, and the fidelity of the
+quantized output to the FP output: PSNR in dB of the [0, 1] outputs, border of ``scale`` pixels cropped.
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+
+
+def fidelity_psnr(output, reference, crop_border):
+    """PSNR (dB) of ``output`` against ``reference``, both (N, C, H, W) in [0, 1], borders cropped."""
+    if crop_border:
+        output = output[..., crop_border:-crop_border, crop_border:-crop_border]
+        reference = reference[..., crop_border:-crop_border, crop_border:-crop_border]
+    mse = float(((output.clamp(0, 1) - reference.clamp(0, 1))**2).mean())
+    return float('inf') if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def evaluate(net, dataset_opt, metrics_opt, scale, device):
+    """Mean metrics over a paired dataset for the quantized net and its FP function, and the fidelity between them.
+
+    Returns:
+        dict: {'fp': {metric: value}, 'quantized': {metric: value}, 'fidelity_db': float, 'images': int}.
+    """
+    import torch
+    from basicsr.data import build_dataset
+    from basicsr.metrics import calculate_metric
+    from basicsr.utils import tensor2img
+
+    from odm_basicsr.quant import set_quantization
+    dataset = build_dataset(dict(dataset_opt, phase='val', scale=scale))
+    sums = {'fp': {}, 'quantized': {}}
+    fidelity = []
+    net.eval()
+    for index in range(len(dataset)):
+        data = dataset[index]
+        lq = data['lq'].unsqueeze(0).to(device)
+        with torch.no_grad():
+            set_quantization(net, False)
+            fp_out = net(lq).cpu()
+            set_quantization(net, True)
+            q_out = net(lq).cpu()
+        fidelity.append(fidelity_psnr(q_out, fp_out, scale))
+        gt = tensor2img(data['gt'].unsqueeze(0))
+        for key, out in (('fp', fp_out), ('quantized', q_out)):
+            img = tensor2img(out)
+            for name, opt in (metrics_opt or {}).items():
+                value = calculate_metric(dict(img=img, img2=gt), dict(opt))
+                sums[key][name] = sums[key].get(name, 0.0) + float(value)
+    count = len(dataset)
+    return {
+        'fp': {k: v / count for k, v in sums['fp'].items()},
+        'quantized': {k: v / count for k, v in sums['quantized'].items()},
+        'fidelity_db': sum(fidelity) / max(count, 1),
+        'images': count,
+    }
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog='basicsr calibrate', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-opt', required=True, help='training option file: network_g, path.pretrain_network_g, data')
+    parser.add_argument('--out', help='output checkpoint (default experiments/<name>/models/net_g_calibrated.pth)')
+    parser.add_argument('--force_yml', nargs='+', default=None, help='BasicSR-style overrides: key1:key2=value')
+    args = parser.parse_args(argv)
+    import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
+    from odm_basicsr.options_check import check_option_file
+    forced = ['--force_yml'] + args.force_yml if args.force_yml else []
+    opt = check_option_file(args.opt, is_train=True, argv=forced,
+                            sections=('name', 'model_type', 'scale', 'network_g', 'path', 'datasets', 'train'))
+    if not isinstance(opt.get('network_g'), dict):
+        raise SystemExit(f'error: {args.opt} has no network_g mapping.')
+    if not (opt.get('path') or {}).get('pretrain_network_g'):
+        raise SystemExit(f'error in {args.opt}: path.pretrain_network_g must name the FP checkpoint to calibrate.')
+    from odm_basicsr.data.calibration import calibration_dataset_opt
+    data_key, _ = calibration_dataset_opt(opt)
+    if data_key is None:
+        raise SystemExit(f'error in {args.opt}: calibration needs data: a datasets.train block or a '
+                         'train.calibration.dataset block.')
+    cal_opt = dict((opt.get('train') or {}).get('calibration') or {})
+
+    import torch
+
+    from odm_basicsr.data.calibration import calibration_batches
+    from odm_basicsr.quant import DEFAULT_RANGE_METHOD, calibrate, quantized_layers
+    from odm_basicsr.tools.export_cli import load_network
+    net = load_network(opt, args.opt)
+    if not quantized_layers(net):
+        raise SystemExit(f'error: network_g of {args.opt} ({opt["network_g"]["type"]}) has no quantized layers: '
+                         'use an ODM arch (ODMEDSR, ODMRDN, ODMMSRResNet) or ODMQuant.')
+    use_cuda = opt.get('num_gpu', 'auto') != 0 and torch.cuda.is_available()
+    device = torch.device('cuda' if use_cuda else 'cpu')
+    net = net.to(device)
+    torch.manual_seed(int(opt.get('manual_seed') or 0))
+    num_batches = int(cal_opt.get('num_batches', 8))
+    method = cal_opt.get('method', DEFAULT_RANGE_METHOD)
+    offset_mode = getattr(net, 'quant_config', {}).get('offsets', 'none')
+    top_k, threshold = cal_opt.get('offset_top_k'), cal_opt.get('offset_threshold')
+    if offset_mode != 'none' and top_k is None and threshold is None:
+        top_k = 0.25
+    batches = calibration_batches(opt, num_batches, device)
+    print(f'calibrating {len(quantized_layers(net))} quantized layers of {type(net).__name__} on {len(batches)} '
+          f'batches of {data_key} (method {method}{", sequential" if cal_opt.get("sequential") else ""})')
+    report = calibrate(net, batches, offset_mode, top_k, threshold, progress=True, method=method,
+                       sequential=bool(cal_opt.get('sequential', False)))
+
+    out = args.out or osp.join('experiments', str(opt['name']), 'models', 'net_g_calibrated.pth')
+    os.makedirs(osp.dirname(out) or '.', exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    torch.save({'params': state}, out + '.tmp')
+    os.replace(out + '.tmp', out)
+    print(f'wrote {out} (params: network weights and quantizer state)')
+    summary = {'option_file': args.opt, 'checkpoint': out, 'method': method, 'batches': len(batches),
+               'offsets': [list(o) for o in report['offsets']],
+               'ranges': {name: list(r) for name, r in report['ranges'].items()}}
+
+    val_opt = (opt.get('datasets') or {}).get('val')
+    if isinstance(val_opt, dict):
+        metrics_opt = (opt.get('val') or {}).get('metrics') or {}
+        result = evaluate(net, val_opt, metrics_opt, opt.get('scale', 1), device)
+        summary['validation'] = dict(result, dataset=val_opt.get('name'))
+        print(f'validation on {val_opt.get("name")} ({result["images"]} images):')
+        print('| network | ' + ' | '.join(metrics_opt) + ' | fidelity to FP (dB) |')
+        print('|---|' + '---|' * (len(metrics_opt) + 1))
+        for key, label in (('fp', 'FP'), ('quantized', 'quantized (calibrated)')):
+            values = ' | '.join(f'{result[key][m]:.4f}' for m in metrics_opt)
+            fid = '-' if key == 'fp' else f'{result["fidelity_db"]:.2f}'
+            print(f'| {label} | {values} | {fid} |')
+    summary_path = osp.join(osp.dirname(out), 'calibration.json')
+    with open(summary_path, 'w') as f:
+        json.dump(summary, f, indent=2)
+    print(f'wrote {summary_path}')
