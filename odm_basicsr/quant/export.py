@@ -78,7 +78,8 @@ def grid_weight(codes, upper, bits):
 
 
 def weight_grid(layer):
-    """Unsigned codes k (uint8, weight shape) and clip value u (0-dim float32) with q_w(W·a) = k·step - u."""
+    """Unsigned codes k (uint8, weight shape) and clip value u (0-dim, or (C_out, 1, 1, 1) per channel; float32)
+    with q_w(W·a) = k·step - u."""
     quantizer = layer.weight_quantizer
     if isinstance(quantizer, FrozenWeightQuantizer):
         return quantizer.codes.clone(), quantizer.upper.clone()
@@ -99,8 +100,9 @@ def fold_layer(layer):
         dict with
         w_bits, a_bits (int);
         weight_codes (int8, (C_out, C_in/groups, kh, kw)): odd m (b <= 7) or j = k - 128 (b = 8);
-        weight_scale (0-dim float32), weight_offset (0-dim float32: 0, or step/2 for b = 8): W_q = codes·scale + offset;
-        weight_k (uint8, same shape), weight_upper (0-dim): the exact form k·step - u;
+        weight_scale, weight_offset (float32: 0, or step/2 for b = 8): W_q = codes·scale + offset; 0-dim, or
+        (C_out, 1, 1, 1) with weight_granularity 'channel';
+        weight_k (uint8, same shape), weight_upper (0-dim or (C_out, 1, 1, 1)): the exact form k·step - u;
         act_lower, act_upper, act_scale (0-dim float32), act_zero_point (0), act_qmax (L): the uint8 grid of X';
         in_shift, in_scale ((C_in,) float32 or None): X' = (X - o) / a; post_add ((C_in,) or None): o / a;
         bias ((C_out,) or None); int_bias ((C_out,)): b + sum W_q·(l + o/a), exact for interior pixels.
@@ -153,14 +155,20 @@ class _ActQDQ(torch.autograd.Function):
 
 
 class _WeightDQ(torch.autograd.Function):
-    """int8 codes -> codes·scale; ONNX: int8 initializer -> DequantizeLinear."""
+    """int8 codes -> codes·scale; ONNX: int8 initializer -> DequantizeLinear, per tensor (``channels`` = 0, scale
+    0-dim) or per output channel (scale (channels,), axis 0)."""
 
     @staticmethod
-    def forward(ctx, codes, scale):
+    def forward(ctx, codes, scale, channels):
+        if channels:
+            scale = scale.view(-1, *([1] * (codes.dim() - 1)))
         return codes.float() * scale
 
     @staticmethod
-    def symbolic(g, codes, scale):
+    def symbolic(g, codes, scale, channels):
+        if channels:
+            zero = g.op('Constant', value_t=torch.zeros(channels, dtype=torch.int8))
+            return g.op('DequantizeLinear', codes, scale, zero, axis_i=0)
         return g.op('DequantizeLinear', codes, scale, g.op('Constant', value_t=torch.tensor(0, dtype=torch.int8)))
 
 
@@ -172,11 +180,15 @@ class ExportQuantConv2d(nn.Module):
         fold = fold_layer(layer)
         self.stride, self.padding, self.dilation, self.groups = (layer.stride, layer.padding, layer.dilation,
                                                                  layer.groups)
+        # per-channel weight scales: their count, a python int (the ONNX symbolic needs it at trace time); 0 per tensor
+        self.weight_channels = fold['weight_scale'].numel() if fold['weight_scale'].dim() else 0
         view = lambda t: None if t is None else t.view(1, -1, 1, 1)  # noqa: E731
         for name, value in (('in_shift', view(fold['in_shift'])), ('in_scale', view(fold['in_scale'])),
                             ('post_add', view(fold['post_add'])), ('act_lower', fold['act_lower']),
                             ('act_upper', fold['act_upper']), ('act_scale', fold['act_scale']),
-                            ('weight_codes', fold['weight_codes']), ('weight_scale', fold['weight_scale']),
+                            ('weight_codes', fold['weight_codes']), ('weight_scale', fold['weight_scale'].flatten()
+                                                                     if fold['weight_scale'].dim() else
+                                                                     fold['weight_scale']),
                             ('weight_offset', fold['weight_offset'] if fold['w_bits'] == 8 else None),
                             ('bias', fold['bias'])):
             self.register_buffer(name, value)
@@ -190,7 +202,7 @@ class ExportQuantConv2d(nn.Module):
         x = _ActQDQ.apply(x, self.act_scale) + self.act_lower
         if self.post_add is not None:
             x = x + self.post_add
-        weight = _WeightDQ.apply(self.weight_codes, self.weight_scale)
+        weight = _WeightDQ.apply(self.weight_codes, self.weight_scale, self.weight_channels)
         if self.weight_offset is not None:
             weight = weight + self.weight_offset
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -271,7 +283,7 @@ class FrozenWeightQuantizer(nn.Module):
         super().__init__()
         self.bits = bits
         self.register_buffer('codes', codes.to(torch.uint8), persistent=False)
-        self.register_buffer('upper', upper.detach().float().reshape(()), persistent=False)
+        self.register_buffer('upper', upper.detach().float(), persistent=False)  # 0-dim, or (C_out, 1, ...)
         self.enabled = True
 
     def clip_value(self, weight=None):
@@ -290,7 +302,8 @@ def pack_checkpoint(net):
     """A dict holding the quantized weights as bit-packed codes and every other state tensor as it is.
 
     Returns:
-        {'format', 'layers': {name: {'bits', 'shape', 'codes' (uint8, packed), 'upper' (0-dim float32)}},
+        {'format', 'layers': {name: {'bits', 'shape', 'codes' (uint8, packed), 'upper' (float32, 0-dim or
+         (C_out, 1, 1, 1))}},
          'float': {state_dict key: tensor}} (the quantized layers' weight and weight_quantizer keys are left out).
     """
     check_calibrated(net)
