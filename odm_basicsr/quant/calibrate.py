@@ -263,7 +263,8 @@ def _measure_ranges(net, batches, layers, method, reduce_fn, progress):
 def _choose_method(net, batches, layers, report, reduce_fn, progress):
     """``auto``: measure the ranges of every candidate method in one FP pass, then keep the method whose quantized
     network output is closest (mean squared error) to the FP output on the calibration batches. Sets the ranges and
-    records 'candidates' {method: output error} and 'chosen' in ``report``; returns the chosen method."""
+    records 'candidates' {method: output error}, 'candidate_ranges' {method: {layer: (l, u)}} and 'chosen' in
+    ``report``; returns the chosen method."""
     observers = {n: _AllObserver() for n in layers}
     _run(net, batches, observers, 'calibration (activation ranges, auto)', progress)
     with torch.no_grad():
@@ -279,7 +280,7 @@ def _choose_method(net, batches, layers, report, reduce_fn, progress):
         errors[method] = reduce_fn(torch.tensor(error, dtype=torch.float64)).item()
     chosen = min(AUTO_CANDIDATES, key=lambda m: errors[m])
     report['ranges'] = _set_ranges(layers, candidates[chosen], lambda t: t)
-    report['candidates'], report['chosen'] = errors, chosen
+    report['candidates'], report['chosen'], report['candidate_ranges'] = errors, chosen, candidates
     return chosen
 
 

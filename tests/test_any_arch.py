@@ -1,0 +1,262 @@
+"""ODMQuant on any BasicSR arch, per-channel weights, calibration methods, the uncalibrated-forward error, and
+``basicsr calibrate`` / test / train / cost / export with ODMQuant for every listed arch."""
+import odm_basicsr  # noqa: F401  (must precede any basicsr import)
+import json
+import math
+import os
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+from basicsr.models import build_model
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from conftest import base_options, make_test_options, read_log, run_cli, save_basicsr_checkpoint, write_options
+from odm_basicsr.options_check import OptionError, check_options
+from odm_basicsr.quant import (QuantConv2d, UncalibratedQuantizerError, WeightQuantizer, calibrate, cost_report,
+                               fake_quantize, is_quantizer_param, quantize_modules, quantized_layers, round_ste)
+from odm_basicsr.quant.calibrate import mse_range, quantization_error
+
+# small configs of the archs ODMQuant must cover, with the number of layers of their default (body) scope
+ARCHS = {
+    'RRDBNet': (dict(type='RRDBNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, num_grow_ch=4, scale=2), 30),
+    'SRVGGNetCompact': (dict(type='SRVGGNetCompact_basicsr', num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=3,
+                             upscale=2), 3),
+    'RCAN': (dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=8, num_group=2, num_block=2, squeeze_factor=4,
+                  upscale=2), 8),
+    'EDSR': (dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2), 4),
+    'MSRResNet': (dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2), 4),
+}
+
+
+def build_fp(arch_opt):
+    opt = dict(arch_opt)
+    return ARCH_REGISTRY.get(opt.pop('type'))(**opt)
+
+
+def odm_quant(arch_opt, **kwargs):
+    return ARCH_REGISTRY.get('ODMQuant')(arch=arch_opt, **kwargs)
+
+
+@pytest.mark.parametrize('name', list(ARCHS))
+def test_odmquant_keeps_the_arch_keys_and_loads_its_fp_checkpoint_strict(name, tmp_path):
+    arch_opt, body_layers = ARCHS[name]
+    torch.manual_seed(0)
+    fp = build_fp(arch_opt)
+    net = odm_quant(arch_opt, w_bit=8, a_bit=8)
+    assert isinstance(net, type(fp)) and type(net).__name__ == f'ODMQuant_{type(fp).__name__}'
+    assert len(net.quantized_names) == body_layers
+    extra = set(net.state_dict()) - set(fp.state_dict())
+    assert set(fp.state_dict()) <= set(net.state_dict()) and extra and all(is_quantizer_param(k) for k in extra)
+    wide = odm_quant(arch_opt, w_bit=8, a_bit=8, scope='all')
+    assert len(wide.quantized_names) == sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in fp.modules())
+    # through BasicSR's model, strict, as a user's option file would load a model-zoo checkpoint
+    path = save_basicsr_checkpoint(fp, tmp_path / 'fp.pth')
+    model = build_model({'name': 'x', 'model_type': 'SRModel', 'is_train': False, 'dist': False, 'rank': 0,
+                         'world_size': 1, 'num_gpu': 0, 'scale': 2, 'val': {},
+                         'network_g': {'type': 'ODMQuant', 'arch': dict(arch_opt), 'w_bit': 8, 'a_bit': 8},
+                         'path': {'pretrain_network_g': path, 'strict_load_g': True, 'param_key_g': 'params'}})
+    for key, tensor in fp.state_dict().items():
+        assert torch.equal(model.net_g.state_dict()[key], tensor), key
+    # the FP function is unchanged with quantizers off; calibrated w8a8 stays close to it
+    x = torch.rand(2, 3, 12, 12)
+    calibrate(model.net_g, [x], progress=False)
+    from odm_basicsr.quant import set_quantization
+    with torch.no_grad():
+        reference = fp.eval()(x)
+        set_quantization(model.net_g, False)
+        assert torch.allclose(model.net_g(x), reference, atol=1e-5)
+        set_quantization(model.net_g, True)
+        error = float(((model.net_g(x) - reference)**2).mean())
+    assert 10 * math.log10(reference.abs().max().item()**2 / max(error, 1e-20)) > 30
+
+
+def test_odmquant_refuses_quantized_or_unknown_archs_and_unmatched_scopes():
+    with pytest.raises(ValueError, match='already quantized'):
+        odm_quant(dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3))
+    with pytest.raises(ValueError, match='no default body scope'):
+        ARCH_REGISTRY.get('ODMQuant')(arch=dict(type='ECBSR', num_in_ch=3, num_out_ch=3, num_block=1, num_channel=4,
+                                                with_idt=False, act_type='prelu', scale=2), scope='body')
+    with pytest.raises(ValueError, match=r"matched no conv/linear layer.*conv_first"):
+        odm_quant(ARCHS['EDSR'][0], scope=['body.*.conv9'])
+
+
+def test_uncalibrated_quantized_forward_is_an_error_that_says_what_to_do():
+    net = odm_quant(ARCHS['EDSR'][0], w_bit=4, a_bit=4)
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(UncalibratedQuantizerError, match=r"layer 'body\.0\.conv1'.*basicsr calibrate"):
+        net(x)
+    calibrate(net, [x], progress=False)
+    net(x)
+    fresh = odm_quant(ARCHS['EDSR'][0], w_bit=4, a_bit=4)
+    fresh.load_state_dict(net.state_dict())  # quantizer state from a checkpoint counts as calibrated
+    assert torch.equal(fresh(x), net(x))
+
+
+def test_per_channel_weights_have_their_own_grid_and_gamma_gradient():
+    torch.manual_seed(0)
+    weight = torch.randn(4, 3, 3, 3) * torch.tensor([0.1, 1.0, 5.0, 20.0]).view(4, 1, 1, 1)
+    quantizer = WeightQuantizer(3, 'max', 'channel')
+    q = quantizer(weight)
+    for c in range(4):
+        levels = torch.unique(q[c])
+        assert len(levels) <= 8
+        assert torch.isclose(levels.abs().max(), weight[c].abs().max())  # each channel's own u_w = max|W_c|
+        step = 2 * weight[c].abs().max() / 7
+        assert torch.allclose((levels + weight[c].abs().max()) / step, torch.round((levels + weight[c].abs().max())
+                                                                                   / step), atol=1e-4)
+    per_layer = WeightQuantizer(3, 'max', 'layer')(weight)
+    assert len(torch.unique(per_layer[0])) <= 2  # the small channel collapses on the layer's grid
+    # WCC gamma (one scalar) gets the composite straight-through gradient summed over channels
+    wcc = WeightQuantizer(2, 'wcc', 'channel')
+    with torch.no_grad():
+        wcc.gamma.fill_(0.8)
+    grad_out = torch.randn_like(weight)
+    (wcc(weight) * grad_out).sum().backward()
+    gamma = torch.tensor(0.8, requires_grad=True)
+    upper = wcc.clip_value(weight).detach() / 0.8 * gamma
+    lower = -upper
+    step = (upper - lower) / 3
+    composite = round_ste((torch.minimum(torch.maximum(weight, lower), upper) - lower) / step) * step + lower
+    (composite * grad_out).sum().backward()
+    assert torch.allclose(wcc.gamma.grad, gamma.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fake_quantize_range_gradients_sum_over_the_elements_each_bound_covers():
+    x = torch.randn(3, 5, requires_grad=True)
+    lower = torch.tensor([[-0.5], [-1.0], [-0.2]], requires_grad=True)
+    upper = torch.tensor([[0.5], [0.3], [1.5]], requires_grad=True)
+    fake_quantize(x, lower, upper, 2).sum().backward()
+    l2, u2 = lower.detach().clone().requires_grad_(), upper.detach().clone().requires_grad_()
+    step = (u2 - l2) / 3
+    (round_ste((torch.minimum(torch.maximum(x.detach(), l2), u2) - l2) / step) * step + l2).sum().backward()
+    assert lower.grad.shape == (3, 1) and torch.allclose(lower.grad, l2.grad, atol=1e-5)
+    assert torch.allclose(upper.grad, u2.grad, atol=1e-5)
+
+
+def test_cost_report_counts_one_weight_clip_per_output_channel():
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1))
+    quantize_modules(net, ['0'], 4, 4, weight_granularity='channel')
+    row = cost_report(net, (3, 8, 8))['layers'][0]  # no calibration needed for the cost
+    assert row['storage_bits'] == 6 * 3 * 9 * 4 + 6 * 32 + (2 + 6) * 32
+
+
+def test_mse_range_keeps_zero_for_nonnegative_inputs_and_beats_the_simple_rules():
+    torch.manual_seed(0)
+    post_relu = torch.relu(torch.randn(20000))**3
+    low, high = mse_range(post_relu, torch.ones_like(post_relu), 4)
+    assert low == 0.0 and 0 < high < post_relu.max()
+    signed = torch.distributions.StudentT(3.0).sample((20000, ))
+    ones = torch.ones_like(signed)
+    for bits in (2, 4, 8):
+        low, high = mse_range(signed, ones, bits)
+        found = quantization_error(signed, ones, torch.tensor([low]), torch.tensor([high]), bits).item()
+        minmax = quantization_error(signed, ones, signed.min().view(1), signed.max().view(1), bits).item()
+        # a dense brute-force grid of symmetric and asymmetric ranges
+        grid = torch.linspace(0.02, 1, 60)
+        lows, highs = torch.meshgrid(signed.min() * grid, signed.max() * grid, indexing='ij')
+        brute = quantization_error(signed, ones, lows.flatten(), highs.flatten(), bits).min().item()
+        assert found <= minmax and found <= brute * 1.02, (bits, found, minmax, brute)
+
+
+def test_auto_calibration_keeps_the_method_with_the_smallest_output_error():
+    torch.manual_seed(0)
+    arch_opt = ARCHS['RRDBNet'][0]
+    fp = build_fp(arch_opt).eval()
+    batches = [torch.rand(2, 3, 12, 12) for _ in range(2)]
+    net = odm_quant(arch_opt, w_bit=4, a_bit=4)
+    net.load_state_dict(fp.state_dict())
+    report = calibrate(net, batches, progress=False, method='auto')
+    assert set(report['candidates']) == {'mse', 'percentile', 'minmax'}
+    assert report['chosen'] == min(report['candidates'], key=report['candidates'].get)
+    alone = odm_quant(arch_opt, w_bit=4, a_bit=4)
+    alone.load_state_dict(fp.state_dict())
+    ranges = calibrate(alone, batches, progress=False, method=report['chosen'])['ranges']
+    assert set(ranges) == set(report['ranges'])
+    for name, (low, high) in ranges.items():
+        assert report['ranges'][name] == pytest.approx((low, high), rel=1e-6), name
+    with torch.no_grad():
+        error = sum(float(((net(b) - fp(b))**2).mean()) for b in batches) / 2
+    assert error == pytest.approx(report['candidates'][report['chosen']], rel=1e-4)
+
+
+def test_option_checks_for_odmquant_name_the_key():
+    def errors(network):
+        with pytest.raises(OptionError) as info:
+            check_options({'network_g': network, 'model_type': 'SRModel'}, is_train=False)
+        return str(info.value)
+
+    edsr = ARCHS['EDSR'][0]
+    assert "network_g.arch.num_blocks: unknown key (did you mean 'num_block'?)" in errors(
+        {'type': 'ODMQuant', 'arch': dict(edsr, num_blocks=2)})
+    assert "network_g.arch.type: 'EDSRR' is not a registered arch (did you mean 'EDSR'?)" in errors(
+        {'type': 'ODMQuant', 'arch': dict(edsr, type='EDSRR')})
+    text = errors({'type': 'ODMQuant', 'arch': edsr, 'scope': ['body.*.conv3']})
+    assert 'network_g.scope' in text and 'body.0.conv1' in text and 'conv_last' in text
+    assert 'network_g.weight_granularity' in errors({'type': 'ODMQuant', 'arch': edsr, 'weight_granularity': 'row'})
+    check_options({'network_g': {'type': 'ODMQuant', 'arch': edsr, 'weight_granularity': 'channel'},
+                   'model_type': 'SRModel'}, is_train=False)
+
+
+# -- through the command line --------------------------------------------------------------------------------------
+def quant_options(tiny_data, name, arch_opt, **train_extra):
+    network = {'type': 'ODMQuant', 'arch': dict(arch_opt), 'w_bit': 8, 'a_bit': 8, 'weight_granularity': 'channel'}
+    opt = base_options(tiny_data, name, network, total_iter=2, **train_extra)
+    opt['train']['calibration'] = {'num_batches': 2}
+    return opt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', list(ARCHS))
+def test_calibrate_then_test_cost_and_export_through_the_cli(name, tiny_data, tmp_path):
+    from odm_basicsr.cli import main as cli_main
+    arch_opt, _ = ARCHS[name]
+    torch.manual_seed(0)
+    fp_path = save_basicsr_checkpoint(build_fp(arch_opt), tmp_path / 'fp.pth')
+    opt = quant_options(tiny_data, f'ptq_{name}', arch_opt)
+    opt['path']['pretrain_network_g'] = fp_path
+    train_file = write_options(tmp_path / 'train.yml', opt)
+    out = run_cli(['calibrate', '-opt', train_file], tmp_path).stdout
+    calibrated = tmp_path / 'experiments' / f'ptq_{name}' / 'models' / 'net_g_calibrated.pth'
+    assert calibrated.is_file() and 'fidelity to FP' in out
+    summary = json.loads((calibrated.parent / 'calibration.json').read_text())
+    assert summary['validation']['fidelity_db'] > 25 and summary['method'] == 'auto'
+    state = torch.load(calibrated, weights_only=True)['params']
+    assert all(bool(v) for k, v in state.items() if k.endswith('act_quantizer.calibrated'))
+    # basicsr test accepts the calibrated checkpoint, and refuses the FP one before writing anything
+    test_file = write_options(tmp_path / 'test.yml', make_test_options(opt, f'ptq_{name}_test', calibrated))
+    run_cli(['test', '-opt', test_file], tmp_path)
+    assert '# psnr:' in read_log(tmp_path / 'results' / f'ptq_{name}_test', prefix='test_')
+    refused = write_options(tmp_path / 'test_fp.yml', make_test_options(opt, f'ptq_{name}_fp', fp_path))
+    proc = run_cli(['test', '-opt', refused], tmp_path, check=False)
+    assert proc.returncode != 0 and 'basicsr calibrate' in proc.stderr + proc.stdout
+    assert not (tmp_path / 'results' / f'ptq_{name}_fp').exists()
+    # cost and export, in process
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        cli_main(['cost', '-opt', test_file, '--size', '16x16', '--json', 'cost.json'])
+        cli_main(['export', '-opt', test_file, '--format', 'onnx', '--out', 'net.onnx', '--input-size', '16x16'])
+        cli_main(['export', '-opt', test_file, '--format', 'packed', '--out', 'net.packed.pth'])
+    finally:
+        os.chdir(cwd)
+    cost = json.loads((tmp_path / 'cost.json').read_text())
+    assert cost['total']['bitops'] < cost['total']['fp_bitops']
+    assert (tmp_path / 'net.onnx').is_file() and (tmp_path / 'net.packed.pth').is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', list(ARCHS))
+def test_odm_v2_training_with_odmquant_through_the_cli(name, tiny_data, tmp_path):
+    arch_opt, _ = ARCHS[name]
+    torch.manual_seed(0)
+    opt = quant_options(tiny_data, f'train_{name}', arch_opt, cooperation='cosine',
+                        odm_opt={'type': 'ODMLoss', 'regularizer': 'mismatch', 'loss_weight': 1e-4})
+    opt['network_g']['weight_clip'] = 'wcc'
+    opt['path']['pretrain_network_g'] = save_basicsr_checkpoint(build_fp(arch_opt), tmp_path / 'fp.pth')
+    run_cli(['train', '-opt', write_options(tmp_path / 'train.yml', opt)], tmp_path)
+    exp = tmp_path / 'experiments' / f'train_{name}'
+    log = read_log(exp)
+    assert 'Calibrating' in log and 'grad_cos' in log and '# psnr:' in log
+    assert (exp / 'models' / 'net_g_2.pth').is_file()
