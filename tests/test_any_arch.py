@@ -260,3 +260,24 @@ def test_odm_v2_training_with_odmquant_through_the_cli(name, tiny_data, tmp_path
     log = read_log(exp)
     assert 'Calibrating' in log and 'grad_cos' in log and '# psnr:' in log
     assert (exp / 'models' / 'net_g_2.pth').is_file()
+
+
+def test_sequential_calibration_measures_with_the_earlier_layers_quantized():
+    torch.manual_seed(0)
+    arch_opt = ARCHS['EDSR'][0]
+    fp_state = build_fp(arch_opt).state_dict()
+    batches = [torch.rand(2, 3, 12, 12)]
+    ranges = {}
+    for sequential in (False, True):
+        net = odm_quant(arch_opt, w_bit=2, a_bit=2)
+        net.load_state_dict(fp_state)
+        ranges[sequential] = calibrate(net, batches, progress=False, method='minmax', sequential=sequential)['ranges']
+    first, *rest = net.quantized_names
+    assert ranges[True][first] == pytest.approx(ranges[False][first])  # nothing quantized before the first layer
+    assert any(ranges[True][n] != pytest.approx(ranges[False][n]) for n in rest)
+    # the second pass sees what the 2-bit predecessors produce: the minmax range of layer 2 is that input's range
+    observed = {}
+    net.body[0].conv2.register_forward_hook(lambda m, i, o: observed.setdefault('x', i[0].detach()))
+    with torch.no_grad():
+        net(batches[0])
+    assert ranges[True][rest[0]] == pytest.approx((observed['x'].min().item(), observed['x'].max().item()), rel=1e-5)

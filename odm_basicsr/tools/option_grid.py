@@ -129,7 +129,9 @@ def _odm_block(variant, arch):
   cooperation: sign    # v1: keep the regularizer gradient only where its sign agrees with the L1 gradient
   quant_lr_mul: 10     # ranges and offsets at 10x the base learning rate
   calibration:
-    num_batches: 16    # activation ranges: mean of per-batch P1/P99 over 16 training batches
+    num_batches: 16    # activation ranges from 16 training batches
+    method: percentile # the paper's: mean of per-batch P1/P99. auto (the plugin default) keeps the best of
+                       # mse / percentile / minmax at the network output (README, PTQ and calibration)
     offset_top_k: 0.25 # the quarter of layers with the largest channel mismatch get an offset
 """
     if variant == 'v2':
@@ -143,13 +145,17 @@ def _odm_block(variant, arch):
   cooperation: cosine  # v2: regularizer gradient weighted by (cos(g_R, g_M) + 1) / 2
   quant_lr_mul: 10     # ranges and WCC gammas at 10x the base learning rate
   calibration:
-    num_batches: 16    # activation ranges: mean of per-batch P1/P99 over 16 training batches
+    num_batches: 16    # activation ranges from 16 training batches
+    method: percentile # the paper's: mean of per-batch P1/P99. auto (the plugin default) keeps the best of
+                       # mse / percentile / minmax at the network output (README, PTQ and calibration)
 """
     return """\
   # Plain QAT: no regularizer (no odm_opt), same quantizer, same calibration, same schedule.
   quant_lr_mul: 10     # ranges at 10x the base learning rate
   calibration:
-    num_batches: 16    # activation ranges: mean of per-batch P1/P99 over 16 training batches
+    num_batches: 16    # activation ranges from 16 training batches
+    method: percentile # the paper's: mean of per-batch P1/P99. auto (the plugin default) keeps the best of
+                       # mse / percentile / minmax at the network output (README, PTQ and calibration)
 """
 
 
@@ -353,8 +359,8 @@ path:
     type: L1Loss
     loss_weight: 1.0
     reduction: mean
-{_odm_block(variant, 'EDSR').replace('num_batches: 16    # activation ranges: mean of per-batch P1/P99 over 16',
-                                     'num_batches: 8     # activation ranges: mean of per-batch P1/P99 over 8')}
+{_odm_block(variant, 'EDSR').replace('num_batches: 16    # activation ranges from 16',
+                                     'num_batches: 8     # activation ranges from 8')}
 val:
   val_freq: {DEMO_ITERS // 2}
   save_img: false
