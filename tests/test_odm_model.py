@@ -126,3 +126,28 @@ def test_checkpoint_needing_unsafe_unpickling_is_refused(tiny_data, tmp_path):
     opt = model_options(tiny_data, NET, str(tmp_path / 'unsafe.pth'))
     with pytest.raises(ValueError, match='unsafe unpickling'):
         build_model(opt)
+
+
+@pytest.mark.parametrize('cooperation', ['none', 'sign', 'cosine'])
+def test_reg_grad_ratio_is_taken_before_cooperation_on_one_process(tiny_data, cooperation):
+    """reg_grad_ratio = lambda |g_reg| / |g_R| over the network weights, from the gradients before they are combined
+    (on one process the reconstruction gradients are the very p.grad tensors the combined gradient overwrites)."""
+    weight = 1e-2
+    opt = model_options(tiny_data, NET, odm_opt=dict(type='ODMLoss', regularizer='mismatch', loss_weight=weight),
+                        cooperation=cooperation, calibration=dict(num_batches=2))
+    model = build_model(opt)
+    lq, gt = batches(3, 2)[0]
+    net = model.net_g
+    weights = [p for n, p in net.named_parameters() if not is_quantizer_param(n)]
+    for layer in model.quant_layers:
+        layer.collect_input = True
+    output = net(lq)
+    g_rec = torch.autograd.grad(model.cri_pix(output, gt), weights, retain_graph=True)
+    g_reg = torch.autograd.grad(model.cri_odm(model.quant_layers), weights, allow_unused=True)
+    for layer in model.quant_layers:
+        layer.collect_input, layer.quant_input = False, None
+    expected = (torch.stack([g.norm() for g in g_reg if g is not None]).norm() /
+                torch.stack([g.norm() for g in g_rec]).norm()).item()
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)
+    assert model.log_dict['reg_grad_ratio'] == pytest.approx(expected, rel=1e-4)

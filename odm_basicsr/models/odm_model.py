@@ -262,14 +262,15 @@ class ODMModel(SRModel):
                         rec_grads = self._all_reduce_grads(rec_grads)
                         reg_grads = self._all_reduce_grads(reg_grads)
                     n_weights = len(self.weight_params)
+                    # regularizer strength: lambda * |g_reg| / |g_R| over the network weights, before cooperation.
+                    # Taken now: on one process rec_grads are the p.grad tensors the combined gradient overwrites.
+                    rec_norm = torch.stack([g.detach().norm() for g in rec_grads[:n_weights]]).norm()
+                    reg_norm = torch.stack([g.detach().norm() for g in reg_grads]).norm()
                     combined, stat = combine_gradients(rec_grads[:n_weights], reg_grads, self.cooperation)
                     for param, grad in zip(params, combined + rec_grads[n_weights:]):
                         param.grad.copy_(grad)
                     loss_dict['l_reg'] = l_reg.detach()
                     loss_dict[COOPERATION_STAT_KEYS[self.cooperation]] = stat.detach()
-                    # regularizer strength: lambda * |g_reg| / |g_R| over the network weights (before cooperation)
-                    rec_norm = torch.stack([g.detach().norm() for g in rec_grads[:n_weights]]).norm()
-                    reg_norm = torch.stack([g.detach().norm() for g in reg_grads]).norm()
                     loss_dict['reg_grad_ratio'] = reg_norm / rec_norm.clamp_min(1e-30)
         finally:
             self._set_collect(False)
