@@ -123,11 +123,27 @@ def _check_builds(net, errors):
         errors.append(f'network_g: the network cannot be built from these options: {err}')
 
 
+def _data_parallel_gpus(opt):
+    """GPUs BasicSR would wrap in DataParallel: num_gpu (auto: the visible ones) when no launcher is used."""
+    if opt.get('launcher', 'none') not in (None, 'none'):
+        return 0
+    num_gpu = opt.get('num_gpu', 0)
+    if num_gpu == 'auto':
+        import torch
+        num_gpu = torch.cuda.device_count()
+    return num_gpu if isinstance(num_gpu, int) else 0
+
+
 def _check_train(opt, odm_arch, errors, warn):
     train = opt.get('train') or {}
     model_type = opt.get('model_type')
     odm_opt = train.get('odm_opt')
     if model_type == 'ODMModel':
+        if _data_parallel_gpus(opt) > 1:
+            errors.append(f'num_gpu: {opt.get("num_gpu")} without a launcher would train ODMModel with DataParallel, '
+                          'which it does not support (the regularizer reads each replica\'s features). Use DDP: '
+                          'torchrun --nproc_per_node N -m odm_basicsr train -opt FILE --launcher pytorch; or set '
+                          'num_gpu: 1.')
         if not odm_arch:
             errors.append(f'model_type ODMModel needs an ODM arch in network_g.type ({", ".join(ODM_ARCHS)}), got '
                           f'{(opt.get("network_g") or {}).get("type")!r}.')
@@ -424,6 +440,8 @@ def check_option_file(path, is_train=True, argv=(), sections=None):
     """
     opt = load_option_file(path)
     apply_force_yml(opt, argv)
+    if '--launcher' in argv and argv.index('--launcher') + 1 < len(argv):
+        opt['launcher'] = argv[argv.index('--launcher') + 1]
     if '--auto_resume' in argv:
         opt.setdefault('path', {})['resume_state'] = opt.get('path', {}).get('resume_state') or None
     checked = opt if sections is None else {k: v for k, v in opt.items() if k in sections}

@@ -11,6 +11,7 @@ from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from conftest import base_options, save_basicsr_checkpoint
+from odm_basicsr.options_check import OptionError
 from odm_basicsr.quant import calibrate, is_quantizer_param
 
 NET = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2, w_bit=4, a_bit=4)
@@ -70,17 +71,24 @@ def _ddp_worker(rank, opt_template, pretrain, out_dir, port):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('variant', ['qat', 'v2'])
+@pytest.mark.parametrize('variant', ['qat', 'v2', 'offsets'])
 def test_ddp_ranks_identical_and_plain_qat_equals_single_process_on_the_union(tiny_data, tmp_path, variant):
+    """'offsets': v1 offsets without a regularizer, the 'offsets only' ablation. Layers whose offset calibration
+    left off get no gradient, which DDP used to refuse at the second step."""
     torch.manual_seed(0)
+    offsets = 'shift' if variant == 'offsets' else 'none'
     net = ARCH_REGISTRY.get('ODMEDSR')(**{k: v for k, v in NET.items() if k != 'type'},
-                                       weight_clip='max' if variant == 'qat' else 'wcc')
-    calibrate(net, [torch.rand(2, 3, 8, 8)], progress=False)  # the checkpoint carries quantizer state
+                                       weight_clip='wcc' if variant == 'v2' else 'max', offsets=offsets)
+    # the checkpoint carries quantizer state (and, for 'offsets', half of the layers with an offset)
+    calibrate(net, [torch.rand(2, 3, 8, 8)], offset_mode=offsets, offset_top_k=0.5 if offsets != 'none' else None,
+              progress=False)
     pretrain = save_basicsr_checkpoint(net, tmp_path / 'calibrated.pth')
-    extra = {} if variant == 'qat' else dict(
-        odm_opt=dict(type='ODMLoss', regularizer='mismatch', loss_weight=1e-3), cooperation='cosine')
-    opt = model_options(tiny_data, dict(NET, weight_clip=net.quant_config['weight_clip']), str(pretrain), **extra)
-    mp.spawn(_ddp_worker, args=(opt, str(pretrain), str(tmp_path), 29655 if variant == 'qat' else 29656), nprocs=2)
+    extra = dict(odm_opt=dict(type='ODMLoss', regularizer='mismatch', loss_weight=1e-3),
+                 cooperation='cosine') if variant == 'v2' else {}
+    opt = model_options(tiny_data, dict(NET, weight_clip=net.quant_config['weight_clip'], offsets=offsets),
+                        str(pretrain), **extra)
+    port = {'qat': 29655, 'v2': 29656, 'offsets': 29657}[variant]
+    mp.spawn(_ddp_worker, args=(opt, str(pretrain), str(tmp_path), port), nprocs=2)
     rank0, rank1 = (torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1))
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
@@ -151,3 +159,39 @@ def test_reg_grad_ratio_is_taken_before_cooperation_on_one_process(tiny_data, co
     model.feed_data({'lq': lq, 'gt': gt})
     model.optimize_parameters(1)
     assert model.log_dict['reg_grad_ratio'] == pytest.approx(expected, rel=1e-4)
+
+
+def test_data_parallel_is_refused_with_the_ddp_command(tiny_data, monkeypatch):
+    from basicsr.models.base_model import BaseModel
+
+    from odm_basicsr.options_check import check_options
+    opt = model_options(tiny_data, NET)
+    opt['num_gpu'] = 2  # BasicSR wraps in DataParallel when num_gpu > 1 and no launcher is used
+    with pytest.raises(OptionError, match='num_gpu: 2 without a launcher.*torchrun'):
+        check_options(opt, is_train=True)
+    opt['launcher'] = 'pytorch'
+    check_options(opt, is_train=True)
+    # and the model itself, should a wrapper slip through (BasicSR's DataParallel needs CUDA: wrap by hand)
+    monkeypatch.setattr(BaseModel, 'model_to_device', lambda self, net: torch.nn.DataParallel(net))
+    with pytest.raises(ValueError, match='DataParallel.*torchrun'):
+        build_model(model_options(tiny_data, NET))
+
+
+def test_network_checkpoint_write_is_atomic(tiny_data, tmp_path, monkeypatch):
+    """An interrupted torch.save leaves the previous net_g_<iter>.pth intact (and no partial file under its name)."""
+    opt = model_options(tiny_data, NET, calibration=dict(num_batches=1))
+    opt['path']['models'] = str(tmp_path)
+    model = build_model(opt)
+    model.save_network(model.net_g, 'net_g', 5)
+    good = (tmp_path / 'net_g_5.pth').read_bytes()
+    assert set(torch.load(tmp_path / 'net_g_5.pth', weights_only=True)) == {'params'}
+
+    def interrupted(obj, path):
+        with open(path, 'wb') as f:
+            f.write(b'PK\x03\x04 half')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, 'save', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_network(model.net_g, 'net_g', 5)
+    assert (tmp_path / 'net_g_5.pth').read_bytes() == good

@@ -39,6 +39,37 @@ class ODMModel(SRModel):
         max_skipped_steps (int): consecutive non-finite steps tolerated before training stops. Default 5.
     """
 
+    def __init__(self, opt):
+        if opt.get('dist') and (opt.get('network_g') or {}).get('offsets', 'none') != 'none':
+            # offsets that calibration leaves off (and, without a regularizer, every gated-off offset) get no
+            # gradient: DDP must not wait for them
+            opt['find_unused_parameters'] = True
+        super().__init__(opt)
+
+    def model_to_device(self, net):
+        net = super().model_to_device(net)
+        if isinstance(net, torch.nn.DataParallel):
+            raise ValueError(
+                'ODMModel does not support DataParallel (num_gpu > 1 without a launcher): the regularizer reads the '
+                'features of each replica, which DataParallel discards. Train on several GPUs with DDP: torchrun '
+                '--nproc_per_node N -m odm_basicsr train -opt FILE --launcher pytorch; or set num_gpu: 1.')
+        return net
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's save_network (same file name and content), written atomically: a temporary file, then a
+        rename, so an interrupted write never leaves a truncated models/net_g_<iter>.pth."""
+        label = 'latest' if current_iter == -1 else current_iter
+        save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+        torch.save(save_dict, save_path + '.tmp')
+        os.replace(save_path + '.tmp', save_path)
+
     def init_training_settings(self):
         train_opt = self.opt['train']
         self.cooperation = train_opt.get('cooperation', 'sign')
