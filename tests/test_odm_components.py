@@ -166,3 +166,44 @@ def test_regularizer_gradient_reaches_weights_only_through_model_split(regulariz
     assert any(g is not None and g.abs().sum() > 0 for g in grads_q)  # would leak without the split
     grads_w = torch.autograd.grad(loss, weights, allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads_w)
+
+
+@pytest.mark.parametrize('regularizer', ['variance', 'mismatch'])
+def test_regularizer_weights_transfer_across_feature_ranges(regularizer):
+    """Issue 13, bug 7: the same function computed on 0-255 or on 0-1 features (EDSR with img_range 255, and with
+    img_range 1 and every bias / 255) must see the same regularizer strength lambda |g_reg| / |g_R| over the body
+    weights with the weights the option grid derives for each feature range."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from odm_basicsr.losses.odm_loss import ODMLoss
+    from odm_basicsr.quant import calibrate, quantized_layers
+    from odm_basicsr.tools.option_grid import scaled_regularizer_weights
+    torch.manual_seed(0)
+    kwargs = dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2, w_bit=4, a_bit=4)
+    wide = ARCH_REGISTRY.get('ODMEDSR')(img_range=255., **kwargs)
+    unit = ARCH_REGISTRY.get('ODMEDSR')(img_range=1., **kwargs)
+    x, target = torch.rand(2, 3, 10, 10), torch.rand(2, 3, 20, 20)
+    calibrate(wide, [x], progress=False, method='minmax')
+    state = {k: (v / 255 if k.endswith('.bias') or k.endswith('.lower') or k.endswith('.upper') else v)
+             for k, v in wide.state_dict().items()}
+    unit.load_state_dict(state)
+    assert torch.allclose(unit(x), wide(x), atol=1e-5)  # the same function, features / 255
+    ratios = {}
+    for net, feature_range in ((wide, 255), (unit, 1)):
+        v1, v2 = scaled_regularizer_weights(1e-5, feature_range, 32)
+        layers = [m for _, m in quantized_layers(net)]
+        loss = ODMLoss(regularizer=regularizer, loss_weight=v1 if regularizer == 'variance' else v2)
+        body = [m.weight for m in layers]
+        for m in layers:
+            m.collect_input = True
+        out = net(x)
+        g_rec = torch.autograd.grad(torch.nn.functional.l1_loss(out, target), body, retain_graph=True)
+        g_reg = [g for g in torch.autograd.grad(loss(layers), body, allow_unused=True) if g is not None]
+        for m in layers:
+            m.collect_input, m.quant_input = False, None
+        ratios[feature_range] = (torch.stack([g.norm() for g in g_reg]).norm() /
+                                 torch.stack([g.norm() for g in g_rec]).norm()).item()
+    assert ratios[1] == pytest.approx(ratios[255], rel=1e-2)
+    # v1 sums over layers: a network with 4x the quantized layers gets a quarter of the weight
+    assert scaled_regularizer_weights(1e-5, 255, 128)[0] * 128 == pytest.approx(
+        scaled_regularizer_weights(1e-5, 255, 32)[0] * 32)

@@ -14,8 +14,28 @@ SCALES = (2, 4)
 BITS = (2, 3, 4)
 DIV2K_MEAN = '[0.4488, 0.4371, 0.4040]'
 
-# Per architecture: the registered ODM arch, its network keys, the FP checkpoint and how to get it, and the v2
-# weight lambda_M of the paper (on 0-255 pixels) where it gives one.
+# Per architecture: the registered ODM arch, its network keys, the FP checkpoint and how to get it, the v2 weight
+# lambda_M of the paper (on 0-255 pixels) where it gives one, the range its features work in (EDSR and RDN scale
+# pixels to 0-255 inside the network, BasicSR's MSRResNet stays on 0-1) and its number of quantized layers.
+V1_WEIGHT_EDSR = 1e-6  # the v1 default on EDSR (0-255 features, 32 quantized layers), from the proxy sweep
+
+
+def regularizer_weights(arch):
+    """(v1 weight, v2 weight) on BasicSR's 0-1 L1 for ``arch``.
+
+    v2: lambda_M / 255 for the L1 on 0-1 pixels, times 255 / feature_range: the mismatch distance is linear in the
+    feature scale, so networks on 0-1 features need it 255x larger. v1: the EDSR default times
+    (255 / feature_range)^2 (the variance is quadratic in the feature scale) times 32 / quantized layers (it sums
+    over layers)."""
+    a = ARCHS[arch]
+    return scaled_regularizer_weights(a['lambda_m'][0], a['feature_range'], a['quant_layers'])
+
+
+def scaled_regularizer_weights(lambda_m, feature_range, quant_layers):
+    """(v1 weight, v2 weight) for a network whose features span ``feature_range`` (255 or 1) with ``quant_layers``
+    quantized layers; ``lambda_m`` is the paper's v2 weight on 0-255 pixels. See ``regularizer_weights``."""
+    ratio = 255 / feature_range
+    return V1_WEIGHT_EDSR * ratio**2 * 32 / quant_layers, lambda_m / 255 * ratio
 ARCHS = {
     'EDSR': {
         'label': 'EDSR-baseline (64 features, 16 residual blocks)', 'exp': 'EDSR_M', 'type': 'ODMEDSR',
@@ -25,6 +45,7 @@ ARCHS = {
                      4: 'experiments/pretrained_models/EDSR/EDSR_Mx4_f64b16_DIV2K_official-0c287733.pth'},
         'pretrain_how': 'BasicSR model zoo (docs/ModelZoo.md), EDSR-M x{s}: download into experiments/pretrained_models/EDSR/',
         'lambda_m': (1e-5, 'the paper\'s EDSR value'),
+        'feature_range': 255, 'quant_layers': 32,
     },
     'RDN': {
         'label': 'RDN (16 RDBs x 8 layers, growth 64)', 'exp': 'RDN', 'type': 'ODMRDN',
@@ -35,6 +56,7 @@ ARCHS = {
                          'bases use) with\n#   basicsr convert-checkpoint --arch RDN <their model_x{s}.pt> '
                          'experiments/pretrained_models/RDN/RDN_x{s}_converted.pth'),
         'lambda_m': (1e-6, 'the paper\'s RDN value'),
+        'feature_range': 255, 'quant_layers': 128,
     },
     'SRResNet': {
         'label': 'SRResNet (BasicSR MSRResNet, 64 features, 16 blocks)', 'exp': 'MSRResNet', 'type': 'ODMMSRResNet',
@@ -45,13 +67,14 @@ ARCHS = {
         'pretrain_how': ('BasicSR model zoo (docs/ModelZoo.md), MSRResNet x{s}: download into '
                          'experiments/pretrained_models/MSRResNet/ under this name'),
         'lambda_m': (1e-5, 'the paper gives none for SRResNet; its EDSR value is used'),
+        'feature_range': 1, 'quant_layers': 32,
     },
 }
 
 VARIANT_HELP = """\
 # Variants (the rest of the file stays as it is):
 #   ODM v2 (ECCV 2024): network_g weight_clip: wcc, offsets: none; train odm_opt regularizer: mismatch,
-#     loss_weight: {lm:.3g} ({lm_src} {lm_raw:g} on 0-255 pixels, / 255 for BasicSR's 0-1 L1),
+#     loss_weight: {lm:.3g} ({lm_src} {lm_raw:g} on 0-255 pixels, / 255 for BasicSR's 0-1 L1{feature_note}),
 #     cooperation: cosine (train_ODMv2_EDSR_x4_w4a4.yml is a complete example).
 #   Plain QAT baseline: network_g weight_clip: max, offsets: none; delete odm_opt and cooperation."""
 
@@ -116,16 +139,20 @@ dist_params:
 
 def _odm_block(variant, arch):
     lm, lm_src = ARCHS[arch]['lambda_m']
+    v1_weight, v2_weight = regularizer_weights(arch)
     if variant == 'v1':
-        return """\
+        v1_note = '' if arch == 'EDSR' else (
+            f'\n  # For {arch}: 1e-6 x (255 / {ARCHS[arch]["feature_range"]})^2 (feature range) x 32 / '
+            f'{ARCHS[arch]["quant_layers"]} (quantized layers), see regularizer_weights in odm_basicsr/tools/option_grid.py.')
+        return f"""\
   # ODM v1 regularizer: sum over quantized layers of the mean channel variance of their inputs.
-  # The paper gives no weight for v1. 1e-6 on BasicSR's 0-1 L1 is this project's default, from the proxy sweep
-  # (README, Results): there lambda|g_reg|/|g_R| is about 0.1, and up to 1e-5 it did not hurt with sign cooperation.
+  # The paper gives no weight for v1. 1e-6 on BasicSR's 0-1 L1 is this project's EDSR default, from the proxy sweep
+  # (README, Results): there lambda|g_reg|/|g_R| is about 0.1, and up to 1e-5 it did not hurt with sign cooperation.{v1_note}
   odm_opt:
     type: ODMLoss
     regularizer: variance
     stat: var
-    loss_weight: !!float 1e-6
+    loss_weight: !!float {_fmt(v1_weight)}
   cooperation: sign    # v1: keep the regularizer gradient only where its sign agrees with the L1 gradient
   quant_lr_mul: 10     # ranges and offsets at 10x the base learning rate
   calibration:
@@ -137,11 +164,13 @@ def _odm_block(variant, arch):
     if variant == 'v2':
         return f"""\
   # ODM v2 regularizer: distance of the quantized layers' inputs to the quantization grid (Frobenius).
-  # lambda_M = {lm:g} ({lm_src}) for an L1 on 0-255 pixels; BasicSR's L1 is on 0-1 pixels, so {lm:g} / 255.
+  # lambda_M = {lm:g} ({lm_src}) for an L1 on 0-255 pixels; BasicSR's L1 is on 0-1 pixels, so {lm:g} / 255{
+      ' x 255 (this network works on 0-1 features, and the distance is linear in them)'
+      if ARCHS[arch]['feature_range'] == 1 else ''}.
   odm_opt:
     type: ODMLoss
     regularizer: mismatch
-    loss_weight: !!float {_fmt(lm / 255)}
+    loss_weight: !!float {_fmt(v2_weight)}
   cooperation: cosine  # v2: regularizer gradient weighted by (cos(g_R, g_M) + 1) / 2
   quant_lr_mul: 10     # ranges and WCC gammas at 10x the base learning rate
   calibration:
@@ -177,7 +206,9 @@ def train_file(arch, s, b, variant='v1'):
     prefix, weight_clip, offsets, title = VARIANTS[variant]
     gt_size = 96 * s // 2 if s == 2 else 192
     lm, lm_src = a['lambda_m']
-    help_text = VARIANT_HELP.format(lm=lm / 255, lm_src=lm_src, lm_raw=lm) if variant == 'v1' else (
+    feature_note = '; x 255 because this network\'s features are on 0-1' if a['feature_range'] == 1 else ''
+    help_text = VARIANT_HELP.format(lm=regularizer_weights(arch)[1], lm_src=lm_src, lm_raw=lm,
+                                    feature_note=feature_note) if variant == 'v1' else (
         f'# Twin of train_ODM_{arch}_x{s}_w{b}a{b}.yml (ODM v1); only the quantizer and train.odm_opt differ.')
     return f"""\
 # {title}
