@@ -179,8 +179,13 @@ def _check_train(opt, odm_arch, errors, warn):
         if stray and model_type not in (None, 'ODMModel'):
             warn(f'train.{", train.".join(stray)} only act with model_type ODMModel; {model_type} ignores them.')
         if odm_arch and model_type == 'SRModel':
-            warn('network_g is an ODM quantized arch but model_type is SRModel: it trains as plain QAT with FP-init '
-                 'activation ranges (no calibration) and no ODM regularizer runs. Use model_type ODMModel.')
+            if not (opt.get('path') or {}).get('pretrain_network_g'):
+                errors.append('model_type SRModel with a quantized network_g: SRModel never calibrates, so the '
+                              'activation ranges would stay at the placeholder [-1, 1]. Use model_type ODMModel, or '
+                              'start from a calibrated checkpoint (basicsr calibrate).')
+            else:
+                warn('network_g is an ODM quantized arch but model_type is SRModel: no calibration and no ODM '
+                     'regularizer run (the checkpoint must carry quantizer state). Use model_type ODMModel.')
     if odm_opt is not None:
         if not isinstance(odm_opt, dict) or odm_opt.get('type') != 'ODMLoss':
             errors.append('train.odm_opt: must be a mapping with type: ODMLoss.')
@@ -280,7 +285,7 @@ def checkpoint_hint(path):
     return 'Download or convert it (basicsr convert-checkpoint), or correct the path.'
 
 
-def _check_checkpoint_fits(opt, path, errors, is_train=True):
+def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
     """Load ``path`` safely and compare it with network_g (keys and shapes), as BasicSR's load_network would pick
     it (param_key_g, falling back to 'params'; 'module.' stripped). Skipped when strict_load_g is false."""
     import torch
@@ -303,12 +308,13 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True):
         with torch.device('meta'):
             net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
         missing_quant = check_state_dict(net, state)
-        if not is_train and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
+        calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
+        if not calibrating_model and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
             errors.append(f'path.pretrain_network_g: {path!r} has no quantizer state (it is an FP checkpoint), so the '
                           f'quantized network_g ({opt["network_g"].get("type")}) would run with uncalibrated [-1, 1] '
                           'activation ranges. Calibrate it first: "basicsr calibrate -opt <training option file>" '
                           'writes experiments/<name>/models/net_g_calibrated.pth; or test a trained net_g_*.pth.')
-        elif not is_train and any(k.endswith('act_quantizer.calibrated') and not bool(v)
+        elif not calibrating_model and any(k.endswith('act_quantizer.calibrated') and not bool(v)
                                   for k, v in state.items()):
             errors.append(f'path.pretrain_network_g: {path!r} holds quantizer state that was never calibrated '
                           '([-1, 1] activation ranges). Calibrate first: "basicsr calibrate -opt <training option '
@@ -318,7 +324,7 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True):
                       + '\n'.join('    ' + line for line in str(err).splitlines()[1:]))
 
 
-def _check_paths(opt, is_train, errors):
+def _check_paths(opt, is_train, errors, calibrating=False):
     blocks = [(f'datasets.{phase}', ds) for phase, ds in (opt.get('datasets') or {}).items()]
     cal = (opt.get('train') or {}).get('calibration') if is_train else None
     if isinstance(cal, dict) and cal.get('dataset') is not None:
@@ -348,7 +354,7 @@ def _check_paths(opt, is_train, errors):
         if not osp.isfile(osp.expanduser(str(pretrain))):
             errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. {checkpoint_hint(pretrain)}')
         elif not errors:
-            _check_checkpoint_fits(opt, osp.expanduser(str(pretrain)), errors, is_train)
+            _check_checkpoint_fits(opt, osp.expanduser(str(pretrain)), errors, is_train, calibrating)
     if path_opt.get('resume_state') and not osp.isfile(osp.expanduser(str(path_opt['resume_state']))):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} does not exist.')
 
@@ -364,15 +370,16 @@ def _inside_experiment(opt, path):
     return osp.abspath(osp.expanduser(str(path))).startswith(folder + os.sep)
 
 
-def check_options(opt, is_train=True, warn=None):
-    """Validate an option dict. Raises OptionError listing every problem; returns the list of warnings."""
+def check_options(opt, is_train=True, warn=None, calibrating=False):
+    """Validate an option dict. Raises OptionError listing every problem; returns the list of warnings.
+    ``calibrating``: the command calibrates network_g itself (an FP checkpoint is then what it needs)."""
     warnings_found = []
     warn_fn = warn or warnings_found.append
     errors = []
     odm_arch = _check_network(opt, errors)
     if is_train:
         _check_train(opt, odm_arch, errors, warn_fn)
-    _check_paths(opt, is_train, errors)
+    _check_paths(opt, is_train, errors, calibrating)
     if errors:
         raise OptionError('Invalid options:\n  - ' + '\n  - '.join(errors))
     return warnings_found
@@ -428,7 +435,7 @@ def load_option_file(path):
     return opt
 
 
-def check_option_file(path, is_train=True, argv=(), sections=None):
+def check_option_file(path, is_train=True, argv=(), sections=None, calibrating=False):
     """Load and validate ``path``; on error print the message and exit with status 2 (nothing is created).
 
     Args:
@@ -446,7 +453,7 @@ def check_option_file(path, is_train=True, argv=(), sections=None):
         opt.setdefault('path', {})['resume_state'] = opt.get('path', {}).get('resume_state') or None
     checked = opt if sections is None else {k: v for k, v in opt.items() if k in sections}
     try:
-        found = check_options(checked, is_train=is_train)
+        found = check_options(checked, is_train=is_train, calibrating=calibrating)
     except OptionError as err:
         raise SystemExit(f'error in {path}:\n{err}')
     for message in found:

@@ -3,6 +3,7 @@ import copy
 import os
 
 import pytest
+import torch
 import yaml
 
 from conftest import base_options, write_options
@@ -86,13 +87,32 @@ def test_lmdb_without_meta_info_or_truncated(tiny_data, tmp_path):
         check_options(opt)
 
 
-def test_odm_arch_with_srmodel_warns_and_odm_loss_needs_odm_arch(tiny_data):
+def test_odm_arch_with_srmodel_is_refused_without_quantizer_state_and_odm_loss_needs_odm_arch(tiny_data, tmp_path):
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from conftest import save_basicsr_checkpoint
+    from odm_basicsr.quant import calibrate, is_quantizer_param
     opt = good(tiny_data)
     opt['model_type'] = 'SRModel'
     for key in ('odm_opt', 'cooperation', 'calibration'):
         opt['train'].pop(key)
-    warnings = check_options(opt)
-    assert any('no ODM regularizer runs' in w for w in warnings)
+    opt['path']['pretrain_network_g'] = None
+    with pytest.raises(OptionError, match='SRModel never calibrates'):  # it would train with [-1, 1] ranges
+        check_options(opt)
+    net_opt = dict(opt['network_g'])
+    net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+    fp_state = {k: v for k, v in net.state_dict().items() if not is_quantizer_param(k)}
+    torch.save({'params': fp_state}, tmp_path / 'fp.pth')
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'fp.pth')
+    with pytest.raises(OptionError, match='has no quantizer state'):
+        check_options(opt)
+    opt['path']['pretrain_network_g'] = save_basicsr_checkpoint(net, tmp_path / 'uncalibrated.pth')
+    with pytest.raises(OptionError, match='never calibrated'):
+        check_options(opt)
+    calibrate(net, [torch.rand(1, 3, 8, 8)], progress=False)
+    opt['path']['pretrain_network_g'] = save_basicsr_checkpoint(net, tmp_path / 'calibrated.pth')
+    warnings = check_options(opt)  # a calibrated checkpoint trains as plain QAT, with a warning
+    assert any('no ODM' in w for w in warnings)
     opt = good(tiny_data)
     opt['model_type'] = 'SRModel'
     opt['network_g']['type'] = 'EDSR'

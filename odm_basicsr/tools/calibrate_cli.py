@@ -74,7 +74,7 @@ def main(argv):
     import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
     from odm_basicsr.options_check import check_option_file
     forced = ['--force_yml'] + args.force_yml if args.force_yml else []
-    opt = check_option_file(args.opt, is_train=True, argv=forced,
+    opt = check_option_file(args.opt, is_train=True, argv=forced, calibrating=True,
                             sections=('name', 'model_type', 'scale', 'network_g', 'path', 'datasets', 'train'))
     if not isinstance(opt.get('network_g'), dict):
         raise SystemExit(f'error: {args.opt} has no network_g mapping.')
