@@ -1,6 +1,7 @@
 """ODMQuant on any BasicSR arch, per-channel weights, calibration methods, the uncalibrated-forward error, and
 ``basicsr calibrate`` / test / train / cost / export with ODMQuant for every listed arch."""
 import odm_basicsr  # noqa: F401  (must precede any basicsr import)
+import glob
 import json
 import math
 import os
@@ -9,10 +10,11 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
+import yaml
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from conftest import base_options, make_test_options, read_log, run_cli, save_basicsr_checkpoint, write_options
+from conftest import REPO, base_options, make_test_options, read_log, run_cli, save_basicsr_checkpoint, write_options
 from odm_basicsr.options_check import OptionError, check_options
 from odm_basicsr.quant import (QuantConv2d, UncalibratedQuantizerError, WeightQuantizer, calibrate, cost_report,
                                fake_quantize, is_quantizer_param, quantize_modules, quantized_layers, round_ste)
@@ -281,3 +283,32 @@ def test_sequential_calibration_measures_with_the_earlier_layers_quantized():
     with torch.no_grad():
         net(batches[0])
     assert ranges[True][rest[0]] == pytest.approx((observed['x'].min().item(), observed['x'].max().item()), rel=1e-5)
+
+
+PTQ_FILES = sorted(glob.glob(osp.join(REPO, 'options', 'ptq', '*.yml')))
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    """A working directory with datasets/demo prepared and the shipped checkpoints reachable."""
+    from odm_basicsr.data.demo import prepare_demo
+    cwd = tmp_path_factory.mktemp('ptq_demo')
+    prepare_demo(str(cwd / 'datasets' / 'demo'), log=lambda *a: None)
+    os.symlink(osp.join(REPO, 'odm_basicsr'), cwd / 'odm_basicsr')
+    return cwd
+
+
+@pytest.mark.parametrize('path', PTQ_FILES, ids=osp.basename)
+def test_ptq_and_fp_recipe_files_pass_the_checks_and_load_their_checkpoint(path, demo_root, monkeypatch):
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    monkeypatch.chdir(demo_root)
+    assert check_options(opt, is_train=True) == []
+    pretrain = opt['path']['pretrain_network_g']
+    if pretrain is None:  # an FP recipe: its network is the one a shipped checkpoint holds
+        name = osp.basename(path).replace('train_FP_', '').replace('_demo_x4.yml', '')
+        pretrain = glob.glob(osp.join(REPO, 'odm_basicsr', 'pretrained', f'{name}_demo_x4_*_FP.pth'))[0]
+    state = torch.load(pretrain, map_location='cpu', weights_only=True)['params']
+    net = build_fp(opt['network_g']) if opt['network_g']['type'] != 'ODMQuant' else ARCH_REGISTRY.get('ODMQuant')(
+        **{k: v for k, v in opt['network_g'].items() if k != 'type'})
+    net.load_state_dict(state, strict=True)

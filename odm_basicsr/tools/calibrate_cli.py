@@ -112,13 +112,17 @@ def main(argv):
     report = calibrate(net, batches, offset_mode, top_k, threshold, progress=True, method=method,
                        sequential=bool(cal_opt.get('sequential', False)))
 
+    if 'chosen' in report:
+        errors = ', '.join(f'{m} {e:.3g}' for m, e in report['candidates'].items())
+        print(f'auto calibration chose {report["chosen"]} (output MSE vs FP on the calibration batches: {errors})')
     out = args.out or osp.join('experiments', str(opt['name']), 'models', 'net_g_calibrated.pth')
     os.makedirs(osp.dirname(out) or '.', exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     torch.save({'params': state}, out + '.tmp')
     os.replace(out + '.tmp', out)
     print(f'wrote {out} (params: network weights and quantizer state)')
-    summary = {'option_file': args.opt, 'checkpoint': out, 'method': method, 'batches': len(batches),
+    summary = {'option_file': args.opt, 'checkpoint': out, 'method': method, 'chosen': report.get('chosen', method),
+               'candidates': report.get('candidates'), 'batches': len(batches),
                'offsets': [list(o) for o in report['offsets']],
                'ranges': {name: list(r) for name, r in report['ranges'].items()}}
 
