@@ -61,17 +61,15 @@ class _FakeQuantize(torch.autograd.Function):
         grad_lower = grad_upper = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             lower_shape, upper_shape = ctx.range_shapes
-            residual = grad * ctx.saved_tensors[2] / ctx.levels
-            grad_lower = _sum_to_shape(grad.masked_fill(~below, 0) + residual, lower_shape)
-            grad_upper = _sum_to_shape(grad.masked_fill(~above, 0) - residual, upper_shape)
+            if not lower_shape and not upper_shape:  # per-tensor range: reduce to scalars at once
+                residual = (grad * ctx.saved_tensors[2]).sum() / ctx.levels
+                grad_lower = grad.masked_fill(~below, 0).sum() + residual
+                grad_upper = grad.masked_fill(~above, 0).sum() - residual
+            else:  # a range per slice (e.g. per output channel): sum over the elements each bound covers
+                residual = grad * ctx.saved_tensors[2] / ctx.levels
+                grad_lower = (grad.masked_fill(~below, 0) + residual).sum_to_size(lower_shape)
+                grad_upper = (grad.masked_fill(~above, 0) - residual).sum_to_size(upper_shape)
         return grad_x, grad_lower, grad_upper, None
-
-
-def _sum_to_shape(tensor, shape):
-    """Sum ``tensor`` over the dimensions that a range of ``shape`` was broadcast along (0-dim: everything)."""
-    if len(shape) == 0:
-        return tensor.sum()
-    return tensor.sum_to_size(shape)
 
 
 def fake_quantize(x, lower, upper, bits):
