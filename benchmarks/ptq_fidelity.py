@@ -8,7 +8,7 @@ in odm_basicsr/pretrained/). Every network is quantized with ODMQuant (default s
 - fidelity: PSNR (dB) of the quantized output against the FP output, [0, 1] range, border of 4 pixels cropped;
 - PSNR vs HR: BasicSR's calculate_psnr on the Y channel, border 4 (the FP network's value is given per arch).
 
-Run:  python benchmarks/ptq_fidelity.py [--bits 8 6 4 2] [--scope body|all] [--json PATH]
+Run:  python benchmarks/ptq_fidelity.py [--bits 8 6 4 2] [--scope body|all] [--seed N] [--json PATH]
 It prints one markdown table per arch and checks the acceptance rule of the calibration default (auto): at w8a8 it
 reaches 35 dB fidelity, and at every bit-width it is within 0.5 dB of the best of the other methods. auto picks its
 method on the calibration batches; the table measures on the held-out photos, so it can miss the best.
@@ -78,12 +78,13 @@ def main(argv=None):
                         choices=list(WEIGHT_GRANULARITIES))
     parser.add_argument('--scope', default=None, help='ODMQuant scope (default: the arch\'s body scope)')
     parser.add_argument('--weight-clip', default='max', choices=['max', 'percentile'])
+    parser.add_argument('--seed', type=int, default=0, help='seed of the calibration batches (crops, flips, order)')
     parser.add_argument('--json', default=osp.join(REPO, 'benchmarks', 'results', 'ptq_fidelity.json'))
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     paths = demo_data()
     images = heldout(paths)
-    data_opt = {'manual_seed': 0, 'scale': SCALE, 'datasets': {'train': dict(
+    data_opt = {'manual_seed': args.seed, 'scale': SCALE, 'datasets': {'train': dict(
         name='demo', type='PairedImageDataset', dataroot_gt=paths['train_gt'], dataroot_lq=paths['train_lq'],
         io_backend={'type': 'lmdb'}, gt_size=128, use_hflip=True, use_rot=True, batch_size_per_gpu=4, scale=SCALE)}}
     batches = calibration_batches(data_opt, CAL_BATCHES, torch.device('cpu'))
@@ -135,7 +136,7 @@ def main(argv=None):
         print(f'  {"ok  " if ok else "MISS"} {arch} w{bits}a{bits} {granularity}: {default:.2f} vs best {best:.2f}')
     elapsed = time.time() - started
     print(f'\n{len(results)} cells in {elapsed:.0f} s on {machine_description(torch.device("cpu"))}')
-    write_json(args.json, dict(machine=machine_description(torch.device('cpu')), seconds=elapsed,
+    write_json(args.json, dict(machine=machine_description(torch.device('cpu')), seconds=elapsed, seed=args.seed,
                                scope=args.scope or 'body', weight_clip=args.weight_clip, results=results,
                                checks=[dict(arch=a, bits=b, granularity=g, default_db=d, best_db=bb, ok=o)
                                        for a, b, g, d, bb, o in checks]))
