@@ -9,6 +9,7 @@ in odm_basicsr/pretrained/). Every network is quantized with ODMQuant (default s
 - PSNR vs HR: BasicSR's calculate_psnr on the Y channel, border 4 (the FP network's value is given per arch).
 
 Run:  python benchmarks/ptq_fidelity.py [--bits 8 6 4 2] [--scope body|all] [--seed N] [--json PATH]
+      python benchmarks/ptq_fidelity.py --summarize RESULT.json [...]   (one table, mean ± half-range over files)
 It prints one markdown table per arch and checks the acceptance rule of the calibration default (auto): at w8a8 it
 reaches 35 dB fidelity, and at every bit-width it is within 0.5 dB of the best of the other methods. auto picks its
 method on the calibration batches; the table measures on the held-out photos, so it can miss the best.
@@ -69,6 +70,35 @@ def scores(outs, fp_outs, images):
     return fidelity, psnr
 
 
+def summarize(paths):
+    """One compact markdown table from one or more result files (seeds): fidelity to FP per arch, bits, weight
+    granularity and method, as the mean over the files, +- half the range where there are several."""
+    import json
+    import statistics
+    runs = [json.load(open(p)) for p in paths]
+    cells, methods, granularities = {}, [], []
+    for run in runs:
+        for r in run['results']:
+            cells.setdefault((r['arch'], r['bits'], r['granularity'], r['method']), []).append(r['fidelity_db'])
+            methods += [r['method']] if r['method'] not in methods else []
+            granularities += [r['granularity']] if r['granularity'] not in granularities else []
+
+    def fmt(values):
+        mean = statistics.mean(values)
+        return f'{mean:.2f}' if len(values) == 1 else f'{mean:.2f} ± {(max(values) - min(values)) / 2:.2f}'
+
+    rows = []
+    for arch, bits in dict.fromkeys((k[0], k[1]) for k in cells):
+        rows.append([arch, f'w{bits}a{bits}'] + [fmt(cells[(arch, bits, g, m)]) for g in granularities
+                                                  for m in methods if (arch, bits, g, m) in cells])
+    header = ['arch', 'bits'] + [f'{m} ({g})' for g in granularities for m in methods]
+    misses = [f'{c["arch"]} w{c["bits"]}a{c["bits"]} {c["granularity"]} (seed {run.get("seed", 0)}): '
+              f'{c["default_db"]:.2f} vs {c["best_db"]:.2f}' for run in runs for c in run['checks'] if not c['ok']]
+    checks = sum(len(run['checks']) for run in runs)
+    return (markdown_table(header, rows) + f'\n\nacceptance: {checks - len(misses)} of {checks} cells pass'
+            + ''.join(f'\n  miss: {m}' for m in misses))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--archs', nargs='+', default=list(ARCHS), choices=list(ARCHS))
@@ -80,7 +110,11 @@ def main(argv=None):
     parser.add_argument('--weight-clip', default='max', choices=['max', 'percentile'])
     parser.add_argument('--seed', type=int, default=0, help='seed of the calibration batches (crops, flips, order)')
     parser.add_argument('--json', default=osp.join(REPO, 'benchmarks', 'results', 'ptq_fidelity.json'))
+    parser.add_argument('--summarize', nargs='+', metavar='JSON', help='only print one table from result files')
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     paths = demo_data()
     images = heldout(paths)

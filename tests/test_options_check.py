@@ -168,3 +168,22 @@ def test_sections_limit_what_is_validated(tmp_path):
     path.write_text(yaml.safe_dump(opt))
     with pytest.raises(SystemExit, match='w_bit'):
         check_option_file(str(path), is_train=False, sections=('network_g',))
+
+
+def test_a_checkpoint_inside_the_experiment_folder_the_run_archives_is_refused(tiny_data, tmp_path, monkeypatch):
+    """basicsr calibrate writes experiments/<name>/models/net_g_calibrated.pth; a training run of the same name would
+    rename that folder before loading it."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from conftest import save_basicsr_checkpoint
+    monkeypatch.chdir(tmp_path)
+    opt = good(tiny_data)
+    net_opt = dict(opt['network_g'])
+    models = tmp_path / 'experiments' / opt['name'] / 'models'
+    models.mkdir(parents=True)
+    opt['path']['pretrain_network_g'] = save_basicsr_checkpoint(
+        ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt), models / 'net_g_calibrated.pth')
+    with pytest.raises(OptionError, match='archives'):
+        check_options(opt)
+    opt['name'] = 'another_name'
+    check_options(opt)
