@@ -347,8 +347,8 @@ def _check_paths(opt, is_train, errors, calibrating=False):
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
     if pretrain and not resuming and is_train and _inside_experiment(opt, pretrain):
-        errors.append(f'path.pretrain_network_g: {pretrain!r} lies inside experiments/{opt.get("name")}/, which BasicSR '
-                      'archives (renames) when this run starts. Copy the checkpoint elsewhere (e.g. '
+        errors.append(f'path.pretrain_network_g: {pretrain!r} lies inside experiments/{opt.get("name")}/, which '
+                      'BasicSR archives (renames) when this run starts. Copy the checkpoint elsewhere (e.g. '
                       'experiments/pretrained_models/) or give the run another name.')
     elif pretrain and not resuming:
         if not osp.isfile(osp.expanduser(str(pretrain))):

@@ -35,7 +35,6 @@ TAIL_COUNT = 256  # exact extreme values kept per batch and side by the mse obse
 SAMPLE_COUNT = 8192  # uniformly drawn values kept per batch by the mse observer
 SEARCH_CANDIDATES = 100  # clipping candidates per coordinate-descent step
 SEARCH_ROUNDS = 2
-ERROR_POWER = 2.0  # the search minimises mean |x - q(x)|^p: 2 is the mean squared error
 
 
 class _RangeObserver:
@@ -80,20 +79,20 @@ class _SampleObserver(_MinMaxObserver):
 
     def __call__(self, x):
         super().__call__(x)
-        flat = x.detach().reshape(-1).float().cpu()
+        flat = x.detach().reshape(-1).float()  # sampled on the input's device; only the sample moves to the CPU
         n = flat.numel()
         if n <= 2 * TAIL_COUNT + SAMPLE_COUNT:
-            self.values.append(flat)
-            self.weights.append(torch.ones_like(flat))
+            self.values.append(flat.cpu())
+            self.weights.append(torch.ones(n))
             return
         tails = torch.cat((flat.topk(TAIL_COUNT, largest=False).indices, flat.topk(TAIL_COUNT).indices))
-        in_middle = torch.ones(n, dtype=torch.bool)
+        in_middle = torch.ones(n, dtype=torch.bool, device=flat.device)
         in_middle[tails] = False
-        drawn = torch.randint(0, n, (SAMPLE_COUNT, ), generator=self.generator)
+        drawn = torch.randint(0, n, (SAMPLE_COUNT, ), generator=self.generator).to(flat.device)
         drawn = drawn[in_middle[drawn]]  # uniform over the elements outside the exact tails
-        self.values.append(torch.cat((flat[tails], flat[drawn])))
-        self.weights.append(torch.cat((torch.ones(2 * TAIL_COUNT), torch.full((drawn.numel(), ),
-                                                                                (n - 2 * TAIL_COUNT) / max(drawn.numel(), 1)))))
+        middle_weight = (n - 2 * TAIL_COUNT) / max(drawn.numel(), 1)
+        self.values.append(torch.cat((flat[tails], flat[drawn])).cpu())
+        self.weights.append(torch.cat((torch.ones(2 * TAIL_COUNT), torch.full((drawn.numel(), ), middle_weight))))
 
     def range_for(self, bits):
         return mse_range(torch.cat(self.values), torch.cat(self.weights), bits)
@@ -108,7 +107,7 @@ def quantization_error(values, weights, lowers, uppers, bits):
     step = (uppers - lowers) / levels
     clipped = torch.minimum(torch.maximum(values.view(1, -1), lowers), uppers)
     quantized = torch.round((clipped - lowers) / step) * step + lowers
-    return ((quantized - values.view(1, -1)).abs()**ERROR_POWER * weights.view(1, -1)).sum(dim=1) / weights.sum()
+    return ((quantized - values.view(1, -1))**2 * weights.view(1, -1)).sum(dim=1) / weights.sum()
 
 
 def _weighted_quantiles(values, weights, fractions):
@@ -146,7 +145,8 @@ def mse_range(values, weights, bits):
         return float(low), float(upper_cands[errors.argmin()])
     lower_cands = _candidates(values, weights, median, low, False)
     lower_cands = lower_cands[lower_cands < median] if bool((lower_cands < median).any()) else lower_cands
-    shrink = torch.cat((torch.logspace(-4, 0, SEARCH_CANDIDATES // 2), torch.linspace(0.01, 1, SEARCH_CANDIDATES // 2)))
+    shrink = torch.cat((torch.logspace(-4, 0, SEARCH_CANDIDATES // 2),
+                        torch.linspace(0.01, 1, SEARCH_CANDIDATES // 2)))
     lowers, uppers = median - (median - low) * shrink, median + (high - median) * shrink
     best = quantization_error(values, weights, lowers, uppers, bits).argmin()
     lower, upper = lowers[best], uppers[best]

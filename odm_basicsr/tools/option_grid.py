@@ -143,11 +143,13 @@ def _odm_block(variant, arch):
     if variant == 'v1':
         v1_note = '' if arch == 'EDSR' else (
             f'\n  # For {arch}: 1e-6 x (255 / {ARCHS[arch]["feature_range"]})^2 (feature range) x 32 / '
-            f'{ARCHS[arch]["quant_layers"]} (quantized layers), see regularizer_weights in odm_basicsr/tools/option_grid.py.')
+            f'{ARCHS[arch]["quant_layers"]} (quantized layers),\n  # see regularizer_weights in '
+            'odm_basicsr/tools/option_grid.py.')
         return f"""\
   # ODM v1 regularizer: sum over quantized layers of the mean channel variance of their inputs.
   # The paper gives no weight for v1. 1e-6 on BasicSR's 0-1 L1 is this project's EDSR default, from the proxy sweep
-  # (README, Results): there lambda|g_reg|/|g_R| is about 0.1, and up to 1e-5 it did not hurt with sign cooperation.{v1_note}
+  # (README, Results): there lambda|g_reg|/|g_R| is about 0.1, and up to 1e-5 it did not hurt with sign
+  # cooperation.{v1_note}
   odm_opt:
     type: ODMLoss
     regularizer: variance
