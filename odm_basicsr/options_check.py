@@ -18,6 +18,12 @@ ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMQuant')
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'calibration', 'max_skipped_steps')
 CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold')
 ODM_LOSS_KEYS = ('type', 'regularizer', 'stat', 'loss_weight')
+# The keys BasicSR 1.4.2 reads: at the top level (train.py, test.py, options.py, the models), and under ``train`` for
+# SRModel and the models built on it (ODMModel adds ODM_TRAIN_KEYS).
+BASICSR_TOP_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train',
+                    'val', 'logger', 'dist_params', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'launcher',
+                    'find_unused_parameters', 'network_d', 'network_ema')
+SRMODEL_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt')
 
 
 class OptionError(ValueError):
@@ -147,6 +153,7 @@ def _check_train(opt, odm_arch, errors, warn):
         if not odm_arch:
             errors.append(f'model_type ODMModel needs an ODM arch in network_g.type ({", ".join(ODM_ARCHS)}), got '
                           f'{(opt.get("network_g") or {}).get("type")!r}.')
+        _unknown_keys('train', train, SRMODEL_TRAIN_KEYS + ODM_TRAIN_KEYS, errors)
         if 'cooperation' in train:
             _choice('train.cooperation', train['cooperation'], COOPERATION_MODES, errors)
         if 'quant_lr_mul' in train and (not isinstance(train['quant_lr_mul'], (int, float))
@@ -194,6 +201,11 @@ def _check_train(opt, odm_arch, errors, warn):
             errors.append('train.odm_opt: the ODM loss needs an ODM quantized arch in network_g.type '
                           f'({", ".join(ODM_ARCHS)}); there are no quantized features to regularize.')
         _unknown_keys('train.odm_opt', odm_opt, ODM_LOSS_KEYS, errors)
+        for key, hint in (('regularizer', 'variance (v1) or mismatch (v2)'),
+                          ('loss_weight', 'the option grid\'s values: 1e-6 for v1, 3.92e-8 for v2 on EDSR')):
+            if key not in odm_opt:
+                errors.append(f'train.odm_opt.{key}: missing. ODMLoss has no safe default for it: set it explicitly '
+                              f'({hint}; README, option reference).')
         if 'regularizer' in odm_opt:
             _choice('train.odm_opt.regularizer', odm_opt['regularizer'], REGULARIZERS, errors)
         if 'stat' in odm_opt:
@@ -287,15 +299,17 @@ def checkpoint_hint(path):
 
 def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
     """Load ``path`` safely and compare it with network_g (keys and shapes), as BasicSR's load_network would pick
-    it (param_key_g, falling back to 'params'; 'module.' stripped). Skipped when strict_load_g is false."""
+    it (param_key_g, falling back to 'params'; 'module.' stripped). With strict_load_g false only the shapes of the
+    keys both sides have are compared (missing and unexpected keys are what that setting allows)."""
     import torch
     from basicsr.utils.registry import ARCH_REGISTRY
 
     from .quant.checkpoint import CheckpointMismatchError, check_state_dict
     from .utils.safe_load import load_network_state
     path_opt = opt.get('path') or {}
-    if path_opt.get('strict_load_g', True) is False or not isinstance(opt.get('network_g'), dict):
+    if not isinstance(opt.get('network_g'), dict):
         return
+    lenient = path_opt.get('strict_load_g', True) is False  # missing keys allowed (e.g. an x2 -> x4 warm start)
     try:
         state = load_network_state(path, path_opt.get('param_key_g', 'params'))
     except ValueError as err:
@@ -307,6 +321,9 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
         # its log file. On the meta device: shapes only, no memory, no initialisation cost.
         with torch.device('meta'):
             net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+        if lenient:
+            _check_shapes_only(net, state, path, errors)
+            return
         missing_quant = check_state_dict(net, state)
         calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
         if not calibrating_model and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
@@ -322,6 +339,18 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
     except CheckpointMismatchError as err:
         errors.append(f'path.pretrain_network_g: {path!r} does not fit network_g ({opt["network_g"].get("type")}).\n'
                       + '\n'.join('    ' + line for line in str(err).splitlines()[1:]))
+
+
+def _check_shapes_only(net, state, path, errors):
+    """strict_load_g false: keys may be missing or unexpected (BasicSR skips them), but a key present on both
+    sides must have one shape; a mismatch is BasicSR's crash after results/ was created."""
+    own = net.state_dict()
+    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+           if k in own and hasattr(v, 'shape') and tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        shown = '; '.join(f'{k}: checkpoint {a} vs network {b}' for k, a, b in bad[:6])
+        errors.append(f'path.pretrain_network_g: {path!r} does not fit network_g even with strict_load_g false '
+                      f'(shapes differ: {shown}{" ..." if len(bad) > 6 else ""}). Check upscale / num_feat.')
 
 
 def _check_paths(opt, is_train, errors, calibrating=False):
@@ -370,12 +399,39 @@ def _inside_experiment(opt, path):
     return osp.abspath(osp.expanduser(str(path))).startswith(folder + os.sep)
 
 
+def _check_top_level(opt, errors):
+    """Top-level keys BasicSR does not know (a typo, or a --force_yml written with dots), and the scale."""
+    for key in opt:
+        if key in BASICSR_TOP_KEYS:
+            continue
+        if '.' in str(key) and str(key).split('.')[0] in BASICSR_TOP_KEYS:
+            fixed = str(key).replace('.', ':')
+            errors.append(f'{key}: not a key. --force_yml separates keys with ":" as BasicSR reads them '
+                          f'(--force_yml {fixed}=...), not ".".')
+        else:
+            errors.append(f'{key}: unknown top-level key{_did_you_mean(str(key), BASICSR_TOP_KEYS)}.')
+    net = opt.get('network_g')
+    if not isinstance(net, dict) or 'scale' not in opt:
+        return
+    inner = net.get('arch') if isinstance(net.get('arch'), dict) else net
+    upscale = inner.get('upscale', inner.get('scale'))
+    if isinstance(upscale, int) and upscale != opt['scale']:
+        key = 'network_g.arch' if inner is not net else 'network_g'
+        name = 'upscale' if 'upscale' in inner else 'scale'
+        errors.append(f'scale: {opt["scale"]} but {key}.{name} is {upscale}: the data would be prepared for x'
+                      f'{opt["scale"]} and the network upsamples x{upscale}.')
+    if net.get('outer_bit') is not None and net.get('scope', 'body') == 'body':
+        errors.append('network_g.outer_bit: has no effect with scope body (only the body is quantized); use scope: all '
+                      'or layer-name patterns, or drop outer_bit.')
+
+
 def check_options(opt, is_train=True, warn=None, calibrating=False):
     """Validate an option dict. Raises OptionError listing every problem; returns the list of warnings.
     ``calibrating``: the command calibrates network_g itself (an FP checkpoint is then what it needs)."""
     warnings_found = []
     warn_fn = warn or warnings_found.append
     errors = []
+    _check_top_level(opt, errors)
     odm_arch = _check_network(opt, errors)
     if is_train:
         _check_train(opt, odm_arch, errors, warn_fn)

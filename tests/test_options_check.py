@@ -187,3 +187,76 @@ def test_a_checkpoint_inside_the_experiment_folder_the_run_archives_is_refused(t
         check_options(opt)
     opt['name'] = 'another_name'
     check_options(opt)
+
+
+# -- silent mistakes that used to start a full run (issue 18) --------------------------------------------------------
+def _errors(opt, **kwargs):
+    with pytest.raises(OptionError) as info:
+        check_options(opt, **kwargs)
+    return str(info.value)
+
+
+@pytest.mark.parametrize('dotted, value, expected', [
+    ('train.odm_opts', {'type': 'ODMLoss'}, "train.odm_opts: unknown key (did you mean 'odm_opt'?)"),
+    ('train.cooperaton', 'cosine', "train.cooperaton: unknown key (did you mean 'cooperation'?)"),
+    ('train.total_iters', 10, "train.total_iters: unknown key (did you mean 'total_iter'?)"),
+    ('netwrok_g', {'type': 'EDSR'}, "netwrok_g: unknown top-level key (did you mean 'network_g'?)"),
+    ('scale', 4, 'scale: 4 but network_g.upscale is 2'),
+    ('network_g.outer_bit', 8, 'network_g.outer_bit: has no effect with scope body'),
+    ('network_g.scope', ['body.*.conv3'], 'network_g.scope: pattern(s)'),
+])
+def test_silent_mistakes_are_errors_naming_the_key(tiny_data, dotted, value, expected):
+    opt = good(tiny_data)
+    edit(opt, dotted, value)
+    text = _errors(opt)
+    assert expected in text
+    if dotted == 'network_g.scope':
+        assert 'body.0.conv1' in text and 'conv_last' in text  # the real layer names
+
+
+def test_odm_loss_alone_is_not_a_silent_hybrid(tiny_data):
+    opt = good(tiny_data)
+    opt['train']['odm_opt'] = {'type': 'ODMLoss'}
+    text = _errors(opt)
+    assert 'train.odm_opt.regularizer: missing' in text and 'train.odm_opt.loss_weight: missing' in text
+
+
+def test_force_yml_with_dots_is_refused_with_the_colon_form(tiny_data, tmp_path):
+    path = write_options(tmp_path / 'opt.yml', good(tiny_data))
+    with pytest.raises(SystemExit, match='--force_yml network_g:w_bit=') as info:
+        main(['train', '-opt', path, '--force_yml', 'network_g.w_bit=3'])
+    assert 'not ":"' not in str(info.value)
+    assert os.listdir(tmp_path) == ['opt.yml']  # nothing written
+
+
+def test_strict_load_false_still_refuses_mismatched_shapes(tiny_data, tmp_path):
+    from basicsr.archs.edsr_arch import EDSR
+
+    from conftest import save_basicsr_checkpoint
+    opt = good(tiny_data)
+    opt['path']['strict_load_g'] = False
+    wider = EDSR(num_in_ch=3, num_out_ch=3, num_feat=16, num_block=2, upscale=2)  # num_feat 16, not 8
+    opt['path']['pretrain_network_g'] = save_basicsr_checkpoint(wider, tmp_path / 'wider.pth')
+    assert 'shapes differ' in _errors(opt) and 'conv_first.weight' in _errors(opt)
+    # missing and unexpected keys alone (an x4 -> x2 warm start: the second upsampler stage is extra, and here the
+    # last conv is missing) are what strict_load_g false allows
+    x4 = EDSR(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=4)
+    state = {k: v for k, v in x4.state_dict().items() if not k.startswith('conv_last')}
+    torch.save({'params': state}, tmp_path / 'partial.pth')
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'partial.pth')
+    check_options(opt)
+
+
+def test_export_refuses_a_network_without_quantized_layers(tmp_path):
+    from basicsr.archs.edsr_arch import EDSR
+
+    from conftest import save_basicsr_checkpoint
+    fp = EDSR(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2)
+    opt = {'name': 'fp', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0,
+           'network_g': {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 2,
+                         'upscale': 2},
+           'path': {'pretrain_network_g': save_basicsr_checkpoint(fp, tmp_path / 'fp.pth')}}
+    path = write_options(tmp_path / 'fp.yml', opt)
+    with pytest.raises(SystemExit, match='no quantized layers.*basicsr calibrate'):
+        main(['export', '-opt', path, '--out', str(tmp_path / 'fp.onnx')])
+    assert not (tmp_path / 'fp.onnx').exists()

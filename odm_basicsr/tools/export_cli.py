@@ -73,9 +73,10 @@ def main(argv):
     layers = quantized_layers(net)
     print(f'network_g: {opt["network_g"]["type"]}, {len(layers)} quantized layers')
     if not layers:
-        if args.format == 'packed':
-            raise SystemExit('error: network_g has no quantized layers: nothing to pack (--format onnx writes FP32).')
-        print('note: no quantized layers, the ONNX model is all float32')
+        raise SystemExit(f'error: network_g of {args.opt} ({opt["network_g"]["type"]}) has no quantized layers: '
+                         'there is nothing to export as integers. Use a quantized arch (ODMEDSR, ODMRDN, '
+                         'ODMMSRResNet, or ODMQuant with arch: {type: ...}) with a trained or calibrated checkpoint '
+                         '(basicsr calibrate -opt <training option file>).')
     if args.format == 'packed':
         written = qexport.save_packed(net, out)
         print(f'packed checkpoint: {out}: {_mib(written)}')
