@@ -375,7 +375,7 @@ def _check_paths(opt, is_train, errors, calibrating=False):
     path_opt = opt.get('path') or {}
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
-    if pretrain and not resuming and is_train and _inside_experiment(opt, pretrain):
+    if pretrain and not resuming and is_train and not calibrating and _inside_experiment(opt, pretrain):
         errors.append(f'path.pretrain_network_g: {pretrain!r} lies inside experiments/{opt.get("name")}/, which '
                       'BasicSR archives (renames) when this run starts. Copy the checkpoint elsewhere (e.g. '
                       'experiments/pretrained_models/) or give the run another name.')
@@ -400,7 +400,7 @@ def _inside_experiment(opt, path):
 
 
 def _check_top_level(opt, errors):
-    """Top-level keys BasicSR does not know (a typo, or a --force_yml written with dots), and the scale."""
+    """Top-level keys BasicSR does not know (a typo, or a --force_yml written with dots)."""
     for key in opt:
         if key in BASICSR_TOP_KEYS:
             continue
@@ -410,6 +410,11 @@ def _check_top_level(opt, errors):
                           f'(--force_yml {fixed}=...), not ".".')
         else:
             errors.append(f'{key}: unknown top-level key{_did_you_mean(str(key), BASICSR_TOP_KEYS)}.')
+
+
+def _check_consistency(opt, errors):
+    """Settings that are valid alone but contradict each other: scale vs the network's upscale, outer_bit with the
+    body scope. Checked after the paths, so that a checkpoint of another scale is reported as such too."""
     net = opt.get('network_g')
     if not isinstance(net, dict) or 'scale' not in opt:
         return
@@ -436,6 +441,7 @@ def check_options(opt, is_train=True, warn=None, calibrating=False):
     if is_train:
         _check_train(opt, odm_arch, errors, warn_fn)
     _check_paths(opt, is_train, errors, calibrating)
+    _check_consistency(opt, errors)
     if errors:
         raise OptionError('Invalid options:\n  - ' + '\n  - '.join(errors))
     return warnings_found

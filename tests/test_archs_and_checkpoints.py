@@ -55,7 +55,12 @@ def test_fp_checkpoint_loads_through_basicsr_with_only_quantizer_keys_missing(tm
     for name, tensor in fp.state_dict().items():
         assert torch.equal(net.state_dict()[name], tensor), name
     assert net.quantizer_state_loaded is False
-    # an ODM checkpoint (with quantizer state) loads back completely
+    # quantizer state that was never calibrated does not count as loaded (ODMModel calibrates it) ...
+    path_raw = save_basicsr_checkpoint(net, tmp_path / 'uncalibrated.pth')
+    assert build_model(model_opt(dict(kwargs, type=odm_type, w_bit=8, a_bit=8), path_raw)).net_g.quantizer_state_loaded \
+        is False
+    # ... a calibrated ODM checkpoint loads back completely
+    calibrate(net, [torch.rand(1, 3, 8, 8)], progress=False)
     path2 = save_basicsr_checkpoint(net, tmp_path / 'odm.pth')
     model2 = build_model(model_opt(dict(kwargs, type=odm_type, w_bit=8, a_bit=8), path2))
     assert model2.net_g.quantizer_state_loaded is True

@@ -195,3 +195,13 @@ def test_network_checkpoint_write_is_atomic(tiny_data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         model.save_network(model.net_g, 'net_g', 5)
     assert (tmp_path / 'net_g_5.pth').read_bytes() == good
+
+
+def test_uncalibrated_quantizer_state_in_the_checkpoint_is_calibrated_by_odm_model(tiny_data, tmp_path):
+    net = ARCH_REGISTRY.get('ODMEDSR')(**{k: v for k, v in NET.items() if k != 'type'})
+    pretrain = save_basicsr_checkpoint(net, tmp_path / 'uncalibrated.pth')  # quantizer keys, calibrated false
+    model = build_model(model_options(tiny_data, NET, str(pretrain), calibration=dict(num_batches=1)))
+    assert all(m.act_quantizer.is_calibrated for m in model.quant_layers)
+    lq, gt = batches(4, 2)[0]
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)

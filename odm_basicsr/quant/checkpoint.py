@@ -85,7 +85,10 @@ class CheckedLoadMixin:
         if missing_quant:
             logger.info(f'{type(self).__name__}: the checkpoint has no quantizer state for {len(missing_quant)} '
                         'keys (an FP checkpoint); activation ranges will come from calibration.')
-        self.quantizer_state_loaded = not missing_quant
+        # quantizer state counts only if it was calibrated: an uncalibrated one (saved before any calibration) is
+        # calibrated again by ODMModel instead of failing at the first quantized forward
+        self.quantizer_state_loaded = not missing_quant and all(
+            bool(v) for k, v in loaded.items() if k.endswith('act_quantizer.calibrated'))
         return super().load_state_dict(loaded, strict=False, assign=assign)
 
 
