@@ -299,8 +299,9 @@ def checkpoint_hint(path):
 
 def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
     """Load ``path`` safely and compare it with network_g (keys and shapes), as BasicSR's load_network would pick
-    it (param_key_g, falling back to 'params'; 'module.' stripped). With strict_load_g false only the shapes of the
-    keys both sides have are compared (missing and unexpected keys are what that setting allows)."""
+    it (param_key_g, falling back to 'params'; 'module.' stripped). strict_load_g false changes nothing here: the ODM
+    archs' checked loading refuses the same checkpoints whatever strict says, so they are refused now, before
+    anything is written, rather than after BasicSR created the run's folders."""
     import torch
     from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -309,7 +310,6 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
     path_opt = opt.get('path') or {}
     if not isinstance(opt.get('network_g'), dict):
         return
-    lenient = path_opt.get('strict_load_g', True) is False  # missing keys allowed (e.g. an x2 -> x4 warm start)
     try:
         state = load_network_state(path, path_opt.get('param_key_g', 'params'))
     except ValueError as err:
@@ -321,9 +321,6 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
         # its log file. On the meta device: shapes only, no memory, no initialisation cost.
         with torch.device('meta'):
             net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
-        if lenient:
-            _check_shapes_only(net, state, path, errors)
-            return
         missing_quant = check_state_dict(net, state)
         calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
         if not calibrating_model and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
@@ -339,18 +336,6 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
     except CheckpointMismatchError as err:
         errors.append(f'path.pretrain_network_g: {path!r} does not fit network_g ({opt["network_g"].get("type")}).\n'
                       + '\n'.join('    ' + line for line in str(err).splitlines()[1:]))
-
-
-def _check_shapes_only(net, state, path, errors):
-    """strict_load_g false: keys may be missing or unexpected (BasicSR skips them), but a key present on both
-    sides must have one shape; a mismatch is BasicSR's crash after results/ was created."""
-    own = net.state_dict()
-    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-           if k in own and hasattr(v, 'shape') and tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        shown = '; '.join(f'{k}: checkpoint {a} vs network {b}' for k, a, b in bad[:6])
-        errors.append(f'path.pretrain_network_g: {path!r} does not fit network_g even with strict_load_g false '
-                      f'(shapes differ: {shown}{" ..." if len(bad) > 6 else ""}). Check upscale / num_feat.')
 
 
 def _check_paths(opt, is_train, errors, calibrating=False):

@@ -229,22 +229,18 @@ def test_force_yml_with_dots_is_refused_with_the_colon_form(tiny_data, tmp_path)
     assert os.listdir(tmp_path) == ['opt.yml']  # nothing written
 
 
-def test_strict_load_false_still_refuses_mismatched_shapes(tiny_data, tmp_path):
+def test_strict_load_false_gets_the_loaders_checks_before_anything_is_written(tiny_data, tmp_path):
+    """The ODM archs' checked loading refuses a checkpoint of another width or scale even with strict_load_g false;
+    the option check refuses it too, before BasicSR creates the run's folders."""
     from basicsr.archs.edsr_arch import EDSR
 
     from conftest import save_basicsr_checkpoint
     opt = good(tiny_data)
     opt['path']['strict_load_g'] = False
-    wider = EDSR(num_in_ch=3, num_out_ch=3, num_feat=16, num_block=2, upscale=2)  # num_feat 16, not 8
-    opt['path']['pretrain_network_g'] = save_basicsr_checkpoint(wider, tmp_path / 'wider.pth')
-    assert 'shapes differ' in _errors(opt) and 'conv_first.weight' in _errors(opt)
-    # missing and unexpected keys alone (an x4 -> x2 warm start: the second upsampler stage is extra, and here the
-    # last conv is missing) are what strict_load_g false allows
-    x4 = EDSR(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=4)
-    state = {k: v for k, v in x4.state_dict().items() if not k.startswith('conv_last')}
-    torch.save({'params': state}, tmp_path / 'partial.pth')
-    opt['path']['pretrain_network_g'] = str(tmp_path / 'partial.pth')
-    check_options(opt)
+    for name, fp in (('wider', EDSR(num_in_ch=3, num_out_ch=3, num_feat=16, num_block=2, upscale=2)),
+                     ('x4', EDSR(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=4))):
+        opt['path']['pretrain_network_g'] = save_basicsr_checkpoint(fp, tmp_path / f'{name}.pth')
+        assert 'does not fit network_g' in _errors(opt)
 
 
 def test_export_refuses_a_network_without_quantized_layers(tmp_path):
