@@ -12,7 +12,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from conftest import base_options, save_basicsr_checkpoint
 from odm_basicsr.options_check import OptionError
-from odm_basicsr.quant import calibrate, is_quantizer_param
+from odm_basicsr.quant import calibrate, is_quantizer_param, quantized_layers
 
 NET = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2, w_bit=4, a_bit=4)
 
@@ -205,3 +205,27 @@ def test_uncalibrated_quantizer_state_in_the_checkpoint_is_calibrated_by_odm_mod
     lq, gt = batches(4, 2)[0]
     model.feed_data({'lq': lq, 'gt': gt})
     model.optimize_parameters(1)
+
+
+@pytest.mark.parametrize('start', ['fp', 'calibrated'])
+def test_ema_copy_is_calibrated_and_runs(tiny_data, tmp_path, start):
+    """With ema_decay > 0 the EMA network shares the calibration (from ODMModel's own calibration, or from a
+    checkpoint that carries it) and its quantized forward runs, e.g. in validation."""
+    net = ARCH_REGISTRY.get('ODMEDSR')(**{k: v for k, v in NET.items() if k != 'type'})
+    if start == 'calibrated':
+        calibrate(net, [torch.rand(1, 3, 8, 8)], progress=False)
+        pretrain = save_basicsr_checkpoint(net, tmp_path / 'calibrated.pth')
+    else:
+        fp_state = {k: v for k, v in net.state_dict().items() if not is_quantizer_param(k)}
+        torch.save({'params': fp_state}, tmp_path / 'fp.pth')
+        pretrain = str(tmp_path / 'fp.pth')
+    opt = model_options(tiny_data, NET, pretrain, calibration=dict(num_batches=1))
+    opt['train']['ema_decay'] = 0.9
+    model = build_model(opt)
+    lq, gt = batches(5, 2)[0]
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)
+    ema_layers = [m for _, m in quantized_layers(model.net_g_ema)]
+    assert ema_layers and all(m.act_quantizer.is_calibrated for m in ema_layers)
+    with torch.no_grad():
+        assert torch.isfinite(model.net_g_ema(lq)).all()

@@ -32,10 +32,9 @@ class ODMModel(SRModel):
             reconstruction gradient over the network weights. The regularizer never trains quantizer parameters.
         quant_lr_mul (float): learning-rate multiplier of quantizer parameters (ranges, gamma, offsets). Default 10.
         calibration (dict): num_batches (default 8) batches for the activation ranges, from ``dataset`` (a BasicSR
-            dataset block) if given, else from datasets.train; method ('mse',
-            default | 'percentile', the paper's | 'minmax') and sequential (default false), see
-            ``odm_basicsr.quant.calibrate``; for networks built with ``offsets`` the selection rule offset_top_k
-            (fraction of layers) or offset_threshold.
+            dataset block) if given, else from datasets.train; method ('auto', default | 'mse' | 'percentile', the
+            paper's | 'minmax') and sequential (default false), see ``odm_basicsr.quant.calibrate``; for networks
+            built with ``offsets`` the selection rule offset_top_k (fraction of layers) or offset_threshold.
         max_skipped_steps (int): consecutive non-finite steps tolerated before training stops. Default 5.
     """
 
@@ -178,7 +177,11 @@ class ODMModel(SRModel):
         ema_buffers = dict(self.net_g_ema.named_buffers())
         for name, buf in net.named_buffers():
             ema_buffers[name].data.copy_(buf.data)
-        refresh_quantizer_state(self.net_g_ema)
+        for _, layer in quantized_layers(self.net_g_ema):  # the python mirrors of the buffers copied in place
+            if not layer.act_quantizer.is_calibrated:  # once calibrated it stays so: no per-step device read
+                layer.act_quantizer.refresh()
+            if layer.offset is not None:
+                layer.offset.refresh()
 
     # ------------------------------------------------------------------------------------------------------
     # exact resumption: BasicSR saves no generator state and restarts the interrupted epoch
