@@ -16,8 +16,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from conftest import REPO, base_options, make_test_options, read_log, run_cli, save_basicsr_checkpoint, write_options
 from odm_basicsr.options_check import OptionError, check_options
-from odm_basicsr.quant import (QuantConv2d, UncalibratedQuantizerError, WeightQuantizer, calibrate, cost_report,
-                               fake_quantize, is_quantizer_param, quantize_modules, quantized_layers, round_ste)
+from odm_basicsr.quant import (UncalibratedQuantizerError, WeightQuantizer, calibrate, cost_report, fake_quantize,
+                               is_quantizer_param, quantize_modules, round_ste)
 from odm_basicsr.quant.calibrate import mse_range, quantization_error
 
 # small configs of the archs ODMQuant must cover, with the number of layers of their default (body) scope
