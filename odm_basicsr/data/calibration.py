@@ -1,9 +1,28 @@
-"""The calibration batches of an option file: LR inputs from ``train.calibration.dataset`` if given, else from
-``datasets.train``, drawn in a seeded order that leaves the training data stream untouched."""
+"""Calibration from an option file: the settings of ``train.calibration`` with their defaults, and the batches, LR
+inputs from ``train.calibration.dataset`` if given, else from ``datasets.train``, drawn in a seeded order that leaves
+the training data stream untouched."""
 import random
 
 import numpy as np
 import torch
+
+
+DEFAULT_NUM_BATCHES = 8
+DEFAULT_OFFSET_TOP_K = 0.25
+
+
+def calibration_settings(opt, offset_mode):
+    """``train.calibration`` with defaults: (num_batches, keyword arguments of ``odm_basicsr.quant.calibrate``:
+    offset_top_k, offset_threshold, method, sequential). A network with offsets and no selection rule gets
+    offset_top_k 0.25."""
+    from odm_basicsr.quant import DEFAULT_RANGE_METHOD
+    cal = (opt.get('train') or {}).get('calibration') or {}
+    top_k, threshold = cal.get('offset_top_k'), cal.get('offset_threshold')
+    if offset_mode != 'none' and top_k is None and threshold is None:
+        top_k = DEFAULT_OFFSET_TOP_K
+    return int(cal.get('num_batches', DEFAULT_NUM_BATCHES)), dict(
+        offset_top_k=top_k, offset_threshold=threshold, method=cal.get('method', DEFAULT_RANGE_METHOD),
+        sequential=bool(cal.get('sequential', False)))
 
 
 def calibration_dataset_opt(opt):

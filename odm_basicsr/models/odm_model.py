@@ -14,8 +14,8 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from odm_basicsr.data.calibration import calibration_batches
-from odm_basicsr.quant import (DEFAULT_RANGE_METHOD, calibrate, combine_gradients, is_quantizer_param, quantized_layers,
+from odm_basicsr.data.calibration import calibration_batches, calibration_settings
+from odm_basicsr.quant import (calibrate, combine_gradients, is_quantizer_param, quantized_layers,
                                refresh_quantizer_state)
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'none': 'grad_cos'}
@@ -137,21 +137,16 @@ class ODMModel(SRModel):
     def run_calibration(self):
         """Initialise activation ranges (and select/initialise offsets), then sync ranks and the EMA copy."""
         logger = get_root_logger()
-        cal_opt = self.opt['train'].get('calibration') or {}
-        num_batches = int(cal_opt.get('num_batches', 8))
         net = self.get_bare_model(self.net_g)
         offset_mode = getattr(net, 'quant_config', {}).get('offsets', 'none')
-        top_k, threshold = cal_opt.get('offset_top_k'), cal_opt.get('offset_threshold')
-        if offset_mode != 'none' and top_k is None and threshold is None:
-            top_k = 0.25
+        num_batches, settings = calibration_settings(self.opt, offset_mode)
         rng_states = self.generator_states()
         batches = calibration_batches(self.opt, num_batches, self.device, self.opt['rank'])
         self.restore_generator_states(rng_states)  # calibration must not change the training data stream
         logger.info(f'Calibrating {len(self.quant_layers)} quantized layers on {len(batches)} training batches '
-                    f'(method {cal_opt.get("method", DEFAULT_RANGE_METHOD)}).')
-        report = calibrate(net, batches, offset_mode, top_k, threshold, progress=self.opt['rank'] == 0,
-                           reduce_fn=self._average_over_ranks, method=cal_opt.get('method', DEFAULT_RANGE_METHOD),
-                           sequential=bool(cal_opt.get('sequential', False)))
+                    f'(method {settings["method"]}).')
+        report = calibrate(net, batches, offset_mode, progress=self.opt['rank'] == 0,
+                           reduce_fn=self._average_over_ranks, **settings)
         if self.opt['dist']:
             with torch.no_grad():
                 for tensor in list(net.parameters()) + list(net.buffers()):

@@ -85,12 +85,11 @@ def main(argv):
     if data_key is None:
         raise SystemExit(f'error in {args.opt}: calibration needs data: a datasets.train block or a '
                          'train.calibration.dataset block.')
-    cal_opt = dict((opt.get('train') or {}).get('calibration') or {})
 
     import torch
 
-    from odm_basicsr.data.calibration import calibration_batches
-    from odm_basicsr.quant import DEFAULT_RANGE_METHOD, calibrate, quantized_layers
+    from odm_basicsr.data.calibration import calibration_batches, calibration_settings
+    from odm_basicsr.quant import calibrate, quantized_layers
     from odm_basicsr.tools.export_cli import load_network
     net = load_network(opt, args.opt)
     if not quantized_layers(net):
@@ -100,18 +99,13 @@ def main(argv):
     device = torch.device('cuda' if use_cuda else 'cpu')
     net = net.to(device)
     torch.manual_seed(int(opt.get('manual_seed') or 0))
-    num_batches = int(cal_opt.get('num_batches', 8))
-    method = cal_opt.get('method', DEFAULT_RANGE_METHOD)
     offset_mode = getattr(net, 'quant_config', {}).get('offsets', 'none')
-    top_k, threshold = cal_opt.get('offset_top_k'), cal_opt.get('offset_threshold')
-    if offset_mode != 'none' and top_k is None and threshold is None:
-        top_k = 0.25
+    num_batches, settings = calibration_settings(opt, offset_mode)
+    method = settings['method']
     batches = calibration_batches(opt, num_batches, device)
     print(f'calibrating {len(quantized_layers(net))} quantized layers of {type(net).__name__} on {len(batches)} '
-          f'batches of {data_key} (method {method}{", sequential" if cal_opt.get("sequential") else ""})')
-    report = calibrate(net, batches, offset_mode, top_k, threshold, progress=True, method=method,
-                       sequential=bool(cal_opt.get('sequential', False)))
-
+          f'batches of {data_key} (method {method}{", sequential" if settings["sequential"] else ""})')
+    report = calibrate(net, batches, offset_mode, progress=True, **settings)
     if 'chosen' in report:
         errors = ', '.join(f'{m} {e:.3g}' for m, e in report['candidates'].items())
         print(f'auto calibration chose {report["chosen"]} (output MSE vs FP on the calibration batches: {errors})')
