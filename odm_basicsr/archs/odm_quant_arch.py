@@ -45,7 +45,6 @@ class ODMQuant:
         net = quantized_arch_class(arch_cls)(**arch)
         if scope is None:
             scope = 'body' if arch_cls.__name__ in BODY_SCOPES else 'all'
-        net.arch_config = dict(arch, type=arch_cls.__name__)
         net.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity)
         return net
 
