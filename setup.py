@@ -2,6 +2,30 @@
 import os.path as osp
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
+
+STARTUP_HOOK = 'odm_basicsr_boot.pth'  # runs odm_basicsr_boot.py at startup: `import basicsr` works first (README)
+
+
+class BuildWithStartupHook(build_py):
+    """build_py that also puts the startup .pth at the root of site-packages (wheel and editable installs)."""
+
+    def run(self):
+        super().run()
+        self.copy_file(osp.join(osp.dirname(osp.abspath(__file__)), STARTUP_HOOK), osp.join(self.build_lib, STARTUP_HOOK))
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [osp.join(self.build_lib, STARTUP_HOOK)]
+
+
+class EditableWithStartupHook(editable_wheel):
+    """``pip install -e``: an editable wheel holds only setuptools' own finder, so the .pth is added to its root."""
+
+    def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
+        outputs = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
+        self.copy_file(osp.join(osp.dirname(osp.abspath(__file__)), STARTUP_HOOK), osp.join(unpacked_wheel, STARTUP_HOOK))
+        return outputs
 
 
 def get_version():
@@ -18,7 +42,9 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'options', 'benchmarks', 'experiments', 'results', 'tb_logger')),
-    python_requires='>=3.9',
+    py_modules=['odm_basicsr_boot'],
+    cmdclass={'build_py': BuildWithStartupHook, 'editable_wheel': EditableWithStartupHook},
+    python_requires='>=3.10',  # torch 2.14.1 has no wheels for 3.9; tested on 3.11
     install_requires=[
         'basicsr>=1.4.2,<1.5',
         'torch',

@@ -8,7 +8,6 @@ Every fix is idempotent and a no-op where BasicSR already behaves (master / late
 import os
 import os.path as osp
 import sys
-import types
 
 _RUNTIME_FIXED = False
 
@@ -16,13 +15,10 @@ _RUNTIME_FIXED = False
 def apply_import_fixes():
     """Fixes needed for ``import basicsr`` itself to succeed."""
     # basicsr/data/degradations.py imports torchvision.transforms.functional_tensor, removed in torchvision 0.17.
-    try:
-        import torchvision.transforms.functional_tensor  # noqa: F401
-    except ImportError:
-        from torchvision.transforms import functional
-        alias = types.ModuleType('torchvision.transforms.functional_tensor')
-        alias.rgb_to_grayscale = functional.rgb_to_grayscale
-        sys.modules['torchvision.transforms.functional_tensor'] = alias
+    # odm_basicsr_boot (beside this package; installed with a .pth so it also runs at startup, which lets
+    # `import basicsr` come first) supplies it as a last-resort finder.
+    import odm_basicsr_boot
+    odm_basicsr_boot.install()
     # basicsr/archs/arch_util.py imports distutils.version.LooseVersion; Python >= 3.12 has no distutils.
     if sys.version_info >= (3, 12):
         try:
