@@ -1,7 +1,8 @@
 """Shared by the benchmarks: option dicts built from the real preset files, the demo data, timers and tables.
 
-The variants are the project's own presets (options/train_{ODM,ODMv2,QAT}_EDSR_x4_w4a4.yml) with only the data,
-batch, network size and iteration counts overridden, so a benchmark measures what a user would run.
+The variants are the project's own presets (options/train_ODM_EDSR_x4_w4a4.yml and its twins in options/v2/ and
+options/qat/) with only the data, batch, network size and iteration counts overridden, so a benchmark measures what
+a user would run.
 """
 import copy
 import json
@@ -23,9 +24,9 @@ import odm_basicsr  # noqa: E402,F401  (compat fixes + registration before any b
 from odm_basicsr.data.demo import demo_paths, prepare_demo  # noqa: E402
 
 PRESETS = {
-    'QAT': 'options/train_QAT_EDSR_x4_w4a4.yml',
+    'QAT': 'options/qat/train_QAT_EDSR_x4_w4a4.yml',
     'ODM v1': 'options/train_ODM_EDSR_x4_w4a4.yml',
-    'ODM v2': 'options/train_ODMv2_EDSR_x4_w4a4.yml',
+    'ODM v2': 'options/v2/train_ODMv2_EDSR_x4_w4a4.yml',
 }
 DEMO_FP_RECIPE = 'options/demo/train_FP_EDSR_demo_x4.yml'
 DEMO_DATA = osp.join(REPO, 'datasets', 'demo')

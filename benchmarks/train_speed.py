@@ -3,7 +3,7 @@
 Each variant is built by BasicSR's ``build_model`` from the project's preset option files (see common.py) and
 timed on ``optimize_parameters`` (forward, losses, backward passes, cooperation, optimizer step): median of
 --iters steps after --warmup steps. Settings:
-    paper: EDSR-baseline (64 features, 16 blocks) x4, batch 8, HR patch 192 (the recipe of ODM.md section 4)
+    paper: EDSR-baseline (64 features, 16 blocks) x4, batch 8, HR patch 192 (the paper's recipe, docs/METHOD.md)
     proxy: the demo's EDSR (32 features, 8 blocks) x4, batch 8, HR patch 128
 Memory: CUDA peak allocated; on CPU the sampled peak RSS increase of the process during the steps (approximate).
 

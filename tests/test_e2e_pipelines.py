@@ -58,7 +58,7 @@ def test_fp_edsr_train_auto_resume_and_test(tiny_data, tmp_path):
 
 def shrink_preset(preset_file, data_root, pretrain, name, total_iter):
     """Load a shipped preset and shrink it to a tiny network and the tiny data, keeping its ODM settings."""
-    with open(osp.join(REPO, 'options', preset_file)) as f:
+    with open(osp.join(REPO, preset_file)) as f:
         preset = yaml.safe_load(f)
     network = dict(preset['network_g'], **TINY_EDSR)
     extra = {k: preset['train'][k] for k in ('odm_opt', 'cooperation', 'quant_lr_mul', 'calibration')
@@ -74,9 +74,9 @@ def shrink_preset(preset_file, data_root, pretrain, name, total_iter):
     return opt
 
 
-PRESETS = {'v1': ('train_ODM_EDSR_x4_w4a4.yml', 'sign_conflict_ratio'),
-           'v2': ('train_ODMv2_EDSR_x4_w4a4.yml', 'grad_cos'),
-           'qat': ('train_QAT_EDSR_x4_w4a4.yml', None)}
+PRESETS = {'v1': ('options/train_ODM_EDSR_x4_w4a4.yml', 'sign_conflict_ratio'),
+           'v2': ('options/v2/train_ODMv2_EDSR_x4_w4a4.yml', 'grad_cos'),
+           'qat': ('options/qat/train_QAT_EDSR_x4_w4a4.yml', None)}
 
 
 @pytest.fixture(scope='module')
@@ -126,7 +126,7 @@ def test_preset_calibrates_trains_resumes_exactly_and_tests(variant, tiny_data, 
 def test_torchrun_two_ranks_stay_bit_identical(tiny_data, fp_checkpoint, tmp_path):
     """Issues 2 and 4: `torchrun --nproc_per_node 2 ... --launcher pytorch` on CPU (gloo) through BasicSR's
     pipeline; ODM v1 with sign cooperation on gradients averaged over ranks; both ranks end bit-identical."""
-    opt = shrink_preset('train_ODM_EDSR_x4_w4a4.yml', tiny_data, fp_checkpoint, 'ddp_v1', 4)
+    opt = shrink_preset('options/train_ODM_EDSR_x4_w4a4.yml', tiny_data, fp_checkpoint, 'ddp_v1', 4)
     opt['datasets']['train']['batch_size_per_gpu'] = 3
     opt['logger']['save_checkpoint_freq'] = 4
     path = write_options(tmp_path / 'ddp.yml', opt)

@@ -229,3 +229,16 @@ def test_ema_copy_is_calibrated_and_runs(tiny_data, tmp_path, start):
     assert ema_layers and all(m.act_quantizer.is_calibrated for m in ema_layers)
     with torch.no_grad():
         assert torch.isfinite(model.net_g_ema(lq)).all()
+
+
+@pytest.mark.parametrize('regularizer, cooperation, expected', [('variance', None, 'sign'), ('mismatch', None, 'cosine'),
+                                                                ('mismatch', 'sign', 'sign'), (None, None, 'sign')])
+def test_cooperation_default_follows_the_regularizer(tiny_data, regularizer, cooperation, expected):
+    """A file that names only the regularizer gets that variant's own cooperation, never a v1/v2 hybrid."""
+    extra = dict(calibration=dict(num_batches=1))
+    if regularizer:
+        extra['odm_opt'] = dict(type='ODMLoss', regularizer=regularizer, loss_weight=1e-6)
+    if cooperation:
+        extra['cooperation'] = cooperation
+    model = build_model(model_options(tiny_data, NET, **extra))
+    assert model.cooperation == expected

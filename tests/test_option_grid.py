@@ -28,8 +28,10 @@ SCALES = (2, 4)
 BITS = (2, 3, 4)
 ODM_TYPE = {'EDSR': 'ODMEDSR', 'RDN': 'ODMRDN', 'SRResNet': 'ODMMSRResNet'}
 BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100')
-GRID = [f'options/{kind}_ODM_{arch}_x{s}_w{b}a{b}.yml' for arch in ARCHS for s in SCALES for b in BITS
-        for kind in ('train', 'test')]
+VARIANT_FILES = {'ODM': 'options/{kind}_ODM_', 'ODMv2': 'options/v2/{kind}_ODMv2_', 'QAT': 'options/qat/{kind}_QAT_'}
+GRID = [VARIANT_FILES[variant].format(kind=kind) + f'{arch}_x{s}_w{b}a{b}.yml' for variant in VARIANT_FILES
+        for arch in ARCHS for s in SCALES for b in BITS for kind in ('train', 'test')]
+V1_GRID = [f for f in GRID if '_ODM_' in f]
 # The only option file the generator does not write: the recipe that trained the shipped demo FP checkpoint.
 HAND_WRITTEN = {'options/demo/train_FP_EDSR_demo_x4.yml'}
 FILE_RE = re.compile(r'^(?P<kind>train|test)_(?P<variant>ODM|ODMv2|QAT|FP)_(?P<arch>EDSR|RDN|SRResNet)(?P<demo>_demo)?'
@@ -40,8 +42,8 @@ def rel(path):
     return osp.relpath(path, REPO)
 
 
-ALL_FILES = sorted(rel(p) for p in glob.glob(osp.join(REPO, 'options', '*.yml')) + glob.glob(
-    osp.join(REPO, 'options', 'demo', '*.yml')))
+ALL_FILES = sorted(rel(p) for folder in ('', 'v2', 'qat', 'demo')
+                   for p in glob.glob(osp.join(REPO, 'options', folder, '*.yml')))
 DEMO_FILES = [f for f in ALL_FILES if f.startswith('options/demo/')]
 
 
@@ -69,7 +71,7 @@ def network_key(net):
 
 
 def test_option_files_found():
-    assert len(ALL_FILES) >= len(GRID) + 2 + 6
+    assert len(GRID) == 108 and len(ALL_FILES) == len(GRID) + 6
     assert all(FILE_RE.match(osp.basename(f)) for f in ALL_FILES), ALL_FILES
 
 
@@ -77,8 +79,6 @@ def test_option_files_found():
 def test_grid_is_complete_and_equals_the_generator(capsys):
     missing = [f for f in GRID if not osp.isfile(osp.join(REPO, f))]
     assert not missing, f'missing option files: {missing}'
-    for extra in ('options/train_ODMv2_EDSR_x4_w4a4.yml', 'options/train_QAT_EDSR_x4_w4a4.yml'):
-        assert osp.isfile(osp.join(REPO, extra))
     assert option_grid.main(['--check']) == 0, capsys.readouterr().out
     assert 'stale: none' in capsys.readouterr().out
     generated = set(option_grid.all_files())
@@ -142,7 +142,7 @@ def test_file_parses_and_is_consistent(path):
                 assert ds['dataroot_gt'] == f'datasets/{ds["name"]}/GTmod12'
 
 
-@pytest.mark.parametrize('path', [f for f in ALL_FILES if f.startswith('options/test_') or 'test_FP' in f])
+@pytest.mark.parametrize('path', [f for f in ALL_FILES if osp.basename(f).startswith('test_')])
 def test_test_file_matches_its_training_file(path):
     """The test net is the trained net (same arch, bits, offsets) and its checkpoint is that experiment's."""
     test = load(path)
@@ -158,17 +158,28 @@ def test_test_file_matches_its_training_file(path):
         assert plain(test['datasets']['test_1']) == {**plain(train['datasets']['val']), 'name': 'Set5'}
 
 
+@pytest.mark.parametrize('kind', ['train', 'test'])
 @pytest.mark.parametrize('variant', ['ODMv2', 'QAT'])
-def test_twins_differ_from_v1_only_in_the_quantizer_and_regularizer(variant):
-    v1 = plain(load('options/train_ODM_EDSR_x4_w4a4.yml'))
-    twin = plain(load(f'options/train_{variant}_EDSR_x4_w4a4.yml'))
-    assert twin['name'] != v1['name'] and twin['name'].startswith(f'{variant}_')
+def test_twins_differ_from_v1_only_in_the_quantizer_and_regularizer(variant, kind):
+    """Every arch, scale and bit-width has its v2 and QAT twin, train and test, equal to v1 but for the quantizer,
+    the regularizer, the name and (test files) the checkpoint of the twin's own training run."""
+    pairs = [(f, f.replace('_ODM_', f'_{variant}_').replace('options/', VARIANT_FILES[variant].split('{')[0]))
+             for f in V1_GRID if osp.basename(f).startswith(kind)]
+    assert len(pairs) == 18
+    for v1_path, twin_path in pairs:
+        _check_twin(plain(load(v1_path)), plain(load(twin_path)), variant)
+
+
+def _check_twin(v1, twin, variant):
+    assert twin['name'] != v1['name'] and variant in twin['name'].split('_')
+    if 'train' not in v1:
+        assert twin['path'].pop('pretrain_network_g') != v1['path'].pop('pretrain_network_g')
     for key in ('weight_clip', 'offsets'):
         v1['network_g'].pop(key)
         twin['network_g'].pop(key)
     for key in ('odm_opt', 'cooperation', 'calibration'):
-        v1['train'].pop(key, None)
-        twin['train'].pop(key, None)
+        v1.get('train', {}).pop(key, None)
+        twin.get('train', {}).pop(key, None)
     for opt in (v1, twin):
         opt.pop('name')
     assert twin == v1

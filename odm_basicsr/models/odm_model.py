@@ -21,6 +21,15 @@ from odm_basicsr.quant import (calibrate, combine_gradients, is_quantizer_param,
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'none': 'grad_cos'}
 
 
+DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}  # each regularizer with its own paper's rule
+
+
+def default_cooperation(odm_opt):
+    """``train.cooperation`` when the option file leaves it out: sign for v1's variance regularizer, cosine for
+    v2's mismatch regularizer (so a bare regularizer is never a v1/v2 hybrid); sign without a regularizer."""
+    return DEFAULT_COOPERATION.get((odm_opt or {}).get('regularizer'), 'sign')
+
+
 @MODEL_REGISTRY.register()
 class ODMModel(SRModel):
     """SRModel with ODM quantization-aware training.
@@ -71,7 +80,7 @@ class ODMModel(SRModel):
 
     def init_training_settings(self):
         train_opt = self.opt['train']
-        self.cooperation = train_opt.get('cooperation', 'sign')
+        self.cooperation = train_opt.get('cooperation') or default_cooperation(train_opt.get('odm_opt'))
         self.quant_lr_mul = float(train_opt.get('quant_lr_mul', 10))
         self.max_skipped_steps = int(train_opt.get('max_skipped_steps', 5))
         self.skipped_steps = 0

@@ -12,7 +12,7 @@ Ranges are measured on each quantized layer's input X' (taken after its offset),
   X': the ``TAIL_COUNT`` largest and smallest values of every batch exactly, and a uniform draw of the rest.
   This is the clipping search of the SR post-training quantization literature (PTQ4SR, 2DQuant): it clips hard at
   2 bits and little at 8 bits.
-- ``percentile`` (the paper's, ODM.md section 1): the mean over batches of the per-batch 1st / 99th percentiles.
+- ``percentile`` (the paper's, docs/METHOD.md): the mean over batches of the per-batch 1st / 99th percentiles.
 - ``minmax``: the smallest and largest value seen.
 
 By default every layer sees the FP function (quantizers off), so its statistics do not depend on its position.

@@ -1,4 +1,4 @@
-"""Combining the reconstruction gradient g_R with the regularizer gradient g_reg (ODM.md sections 2, 3).
+"""Combining the reconstruction gradient g_R with the regularizer gradient g_reg (docs/METHOD.md).
 
 All functions take lists of tensors (one per network weight tensor θ, in the same order), where g_reg already
 includes the regularizer weight λ, and return (combined list, statistic).

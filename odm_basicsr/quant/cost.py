@@ -1,4 +1,4 @@
-"""BitOPs and storage of a network, per layer and in total, against its FP twin (ODM.md section 5).
+"""BitOPs and storage of a network, per layer and in total, against its FP twin (docs/METHOD.md).
 
     BitOPs  = sum over conv/linear layers of MACs x b_w x b_a     (FP layers count 32 x 32)
     storage = sum over parameters of their bits                   (weights at b_w, biases and FP tensors at 32)

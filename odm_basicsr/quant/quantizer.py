@@ -1,4 +1,4 @@
-"""Uniform fake quantizers with straight-through rounding (ODM.md section 1).
+"""Uniform fake quantizers with straight-through rounding (docs/METHOD.md).
 
     q(x; l, u, b) = round((clip(x, l, u) - l) / s) * s + l,    s = (u - l) / (2^b - 1)
 

@@ -1,4 +1,4 @@
-"""The two ODM regularizers over the features X_i seen by the quantized layers (ODM.md sections 2 and 3).
+"""The two ODM regularizers over the features X_i seen by the quantized layers (docs/METHOD.md).
 
 Each takes ``features``: a list of X_i tensors (N, C, H, W) (or (..., C) for linear layers), and returns a
 0-dim tensor. Both are summed over layers.

@@ -1,5 +1,5 @@
 """Writes the option-file grid: train/test files for EDSR-baseline, RDN and SRResNet at x2 and x4, in w2a2, w3a3
-and w4a4 (ODM v1 by default), the v2 and plain-QAT twins of the EDSR x4 w4a4 recipe, and the demo files.
+and w4a4, for ODM v1 (options/), ODM v2 (options/v2/) and plain QAT (options/qat/), and the demo files.
 
 The files under options/ are the product; this generator keeps them consistent, and a test checks that every
 file equals what it generates.    python -m odm_basicsr.tools.option_grid [--check]
@@ -72,11 +72,9 @@ ARCHS = {
 }
 
 VARIANT_HELP = """\
-# Variants (the rest of the file stays as it is):
-#   ODM v2 (ECCV 2024): network_g weight_clip: wcc, offsets: none; train odm_opt regularizer: mismatch,
-#     loss_weight: {lm:.3g} ({lm_src} {lm_raw:g} on 0-255 pixels, / 255 for BasicSR's 0-1 L1{feature_note}),
-#     cooperation: cosine (train_ODMv2_EDSR_x4_w4a4.yml is a complete example).
-#   Plain QAT baseline: network_g weight_clip: max, offsets: none; delete odm_opt and cooperation."""
+# Twins (same data, schedule and checkpoint; only network_g weight_clip / offsets and train.odm_opt differ):
+#   ODM v2 (ECCV 2024): {v2_file}
+#   Plain QAT baseline: {qat_file}"""
 
 
 def _fmt(x):
@@ -148,7 +146,7 @@ def _odm_block(variant, arch):
         return f"""\
   # ODM v1 regularizer: sum over quantized layers of the mean channel variance of their inputs.
   # The paper gives no weight for v1. 1e-6 on BasicSR's 0-1 L1 is this project's EDSR default, from the proxy sweep
-  # (README, Results): there lambda|g_reg|/|g_R| is about 0.1, and up to 1e-5 it did not hurt with sign
+  # (docs/RESULTS.md): there lambda|g_reg|/|g_R| is about 0.1, and up to 1e-5 it did not hurt with sign
   # cooperation.{v1_note}
   odm_opt:
     type: ODMLoss
@@ -160,7 +158,7 @@ def _odm_block(variant, arch):
   calibration:
     num_batches: 16    # activation ranges from 16 training batches
     method: percentile # the paper's: mean of per-batch P1/P99. auto (the plugin default) keeps the best of
-                       # mse / percentile / minmax at the network output (README, PTQ and calibration)
+                       # mse / percentile / minmax at the network output (docs/METHOD.md)
     offset_top_k: 0.25 # the quarter of layers with the largest channel mismatch get an offset
 """
     if variant == 'v2':
@@ -178,7 +176,7 @@ def _odm_block(variant, arch):
   calibration:
     num_batches: 16    # activation ranges from 16 training batches
     method: percentile # the paper's: mean of per-batch P1/P99. auto (the plugin default) keeps the best of
-                       # mse / percentile / minmax at the network output (README, PTQ and calibration)
+                       # mse / percentile / minmax at the network output (docs/METHOD.md)
 """
     return """\
   # Plain QAT: no regularizer (no odm_opt), same quantizer, same calibration, same schedule.
@@ -186,7 +184,7 @@ def _odm_block(variant, arch):
   calibration:
     num_batches: 16    # activation ranges from 16 training batches
     method: percentile # the paper's: mean of per-batch P1/P99. auto (the plugin default) keeps the best of
-                       # mse / percentile / minmax at the network output (README, PTQ and calibration)
+                       # mse / percentile / minmax at the network output (docs/METHOD.md)
 """
 
 
@@ -199,6 +197,14 @@ VARIANTS = {  # name prefix, weight_clip, offsets, title
 }
 
 
+VARIANT_DIRS = {'v1': 'options', 'v2': 'options/v2', 'qat': 'options/qat'}
+
+
+def option_path(kind, arch, s, b, variant='v1'):
+    """Repository path of the ``kind`` ('train' or 'test') file of ``variant`` for ``arch`` x``s`` w``b``a``b``."""
+    return f'{VARIANT_DIRS[variant]}/{kind}_{VARIANTS[variant][0]}_{arch}_x{s}_w{b}a{b}.yml'
+
+
 def train_name(arch, s, b, variant='v1'):
     return f'{VARIANTS[variant][0]}_{ARCHS[arch]["exp"]}x{s}_w{b}a{b}_DIV2K_60k_B8'
 
@@ -207,19 +213,18 @@ def train_file(arch, s, b, variant='v1'):
     a = ARCHS[arch]
     prefix, weight_clip, offsets, title = VARIANTS[variant]
     gt_size = 96 * s // 2 if s == 2 else 192
-    lm, lm_src = a['lambda_m']
-    feature_note = '; x 255 because this network\'s features are on 0-1' if a['feature_range'] == 1 else ''
-    help_text = VARIANT_HELP.format(lm=regularizer_weights(arch)[1], lm_src=lm_src, lm_raw=lm,
-                                    feature_note=feature_note) if variant == 'v1' else (
-        f'# Twin of train_ODM_{arch}_x{s}_w{b}a{b}.yml (ODM v1); only the quantizer and train.odm_opt differ.')
+    help_text = VARIANT_HELP.format(v2_file=option_path('train', arch, s, b, 'v2'),
+                                    qat_file=option_path('train', arch, s, b, 'qat')) if variant == 'v1' else (
+        f'# Twin of {option_path("train", arch, s, b)} (ODM v1); only network_g weight_clip / offsets and '
+        'train.odm_opt differ.')
     return f"""\
 # {title}
 # {a['label']} x{s}, W{b}A{b}.
 {help_text}
-# Recipe (ODM.md section 4): 60K iterations, batch 8, HR patch {gt_size}, lr 1e-4 halved every 15K, quantizers at 10x.
+# Recipe (docs/METHOD.md): 60K iterations, batch 8, HR patch {gt_size}, lr 1e-4 halved every 15K, quantizers at 10x.
 # Data: basicsr prepare div2k --root datasets/DIV2K ; basicsr prepare benchmark --root datasets
-# Run:  basicsr train -opt options/train_{prefix}_{arch}_x{s}_w{b}a{b}.yml   (multi-GPU: torchrun ... --launcher pytorch)
-# Test: basicsr test -opt options/test_ODM_{arch}_x{s}_w{b}a{b}.yml (set its name and checkpoint path for a twin)
+# Run:  basicsr train -opt {option_path('train', arch, s, b, variant)}   (multi-GPU: torchrun ... --launcher pytorch)
+# Test: basicsr test -opt {option_path('test', arch, s, b, variant)}
 
 # general settings
 name: {train_name(arch, s, b, variant)}
@@ -282,8 +287,10 @@ val:
 {_logging_tail(100, '!!float 5e3')}"""
 
 
-def test_file(arch, s, b):
+def test_file(arch, s, b, variant='v1'):
     a = ARCHS[arch]
+    prefix, weight_clip, offsets, title = VARIANTS[variant]
+    what = {'v1': 'ODM-trained', 'v2': 'ODM v2-trained', 'qat': 'plain-QAT-trained'}[variant]
     sets = ''.join(f"""\
   test_{i}:
     name: {name}
@@ -294,13 +301,12 @@ def test_file(arch, s, b):
       type: disk
 """ for i, name in enumerate(('Set5', 'Set14', 'B100', 'Urban100'), 1))
     return f"""\
-# Test an ODM-trained {a['label']} x{s} W{b}A{b} (from train_ODM_{arch}_x{s}_w{b}a{b}.yml) on the four
-# benchmark sets, PSNR/SSIM on the Y channel with a border crop of {s} (the protocol of the published numbers).
+# Test a {what} {a['label']} x{s} W{b}A{b} (from {option_path('train', arch, s, b, variant)})
+# on the four benchmark sets, PSNR/SSIM on the Y channel with a border crop of {s} (the protocol of the published
+# numbers).
 # Data: basicsr prepare benchmark --root datasets
-# Run:  basicsr test -opt options/test_ODM_{arch}_x{s}_w{b}a{b}.yml
-# For the v2 / QAT twins: set network_g weight_clip / offsets as in their training file and point
-# pretrain_network_g at their experiments/<name>/models/net_g_latest.pth.
-name: test_ODM_{a['exp']}x{s}_w{b}a{b}
+# Run:  basicsr test -opt {option_path('test', arch, s, b, variant)}
+name: test_{prefix}_{a['exp']}x{s}_w{b}a{b}
 model_type: ODMModel
 scale: {s}
 num_gpu: 1  # set 0 for CPU
@@ -310,10 +316,10 @@ datasets:
 {sets}
 # must match the training file's network_g (offsets: the test net loads the selected offsets from the checkpoint)
 network_g:
-{_network_block(arch, s, b, 'max', 'auto')}
+{_network_block(arch, s, b, weight_clip, offsets)}
 
 path:
-  pretrain_network_g: experiments/{train_name(arch, s, b)}/models/net_g_latest.pth
+  pretrain_network_g: experiments/{train_name(arch, s, b, variant)}/models/net_g_latest.pth
   strict_load_g: true
   param_key_g: params
 
@@ -438,10 +444,9 @@ def all_files():
     for arch in ARCHS:
         for s in SCALES:
             for b in BITS:
-                files[f'options/train_ODM_{arch}_x{s}_w{b}a{b}.yml'] = train_file(arch, s, b)
-                files[f'options/test_ODM_{arch}_x{s}_w{b}a{b}.yml'] = test_file(arch, s, b)
-    files['options/train_ODMv2_EDSR_x4_w4a4.yml'] = train_file('EDSR', 4, 4, 'v2')
-    files['options/train_QAT_EDSR_x4_w4a4.yml'] = train_file('EDSR', 4, 4, 'qat')
+                for variant in VARIANTS:
+                    files[option_path('train', arch, s, b, variant)] = train_file(arch, s, b, variant)
+                    files[option_path('test', arch, s, b, variant)] = test_file(arch, s, b, variant)
     for variant in ('v1', 'qat'):
         for b in (4, 2):
             files[f'options/demo/train_{VARIANTS[variant][0]}_EDSR_demo_x4_w{b}a{b}.yml'] = demo_train_file(variant, b)
