@@ -299,8 +299,8 @@ def checkpoint_hint(path):
 
 def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
     """Load ``path`` safely and compare it with network_g (keys and shapes), as BasicSR's load_network would pick
-    it (param_key_g, falling back to 'params'; 'module.' stripped). strict_load_g false changes nothing here: the ODM
-    archs' checked loading refuses the same checkpoints whatever strict says, so they are refused now, before
+    it (param_key_g, falling back to 'params'; 'module.' stripped). strict_load_g false allows missing keys only (a
+    warm start), as the ODM archs' checked loading does: unexpected keys and shape mismatches are refused now, before
     anything is written, rather than after BasicSR created the run's folders."""
     import torch
     from basicsr.utils.registry import ARCH_REGISTRY
@@ -321,7 +321,7 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
         # its log file. On the meta device: shapes only, no memory, no initialisation cost.
         with torch.device('meta'):
             net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
-        missing_quant = check_state_dict(net, state)
+        missing_quant = check_state_dict(net, state, allow_missing=path_opt.get('strict_load_g', True) is False)
         calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
         if not calibrating_model and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
             errors.append(f'path.pretrain_network_g: {path!r} has no quantizer state (it is an FP checkpoint), so the '

@@ -14,7 +14,7 @@ from conftest import save_basicsr_checkpoint
 from odm_basicsr.archs.rdn_arch import RDN
 from odm_basicsr.data.photos import bicubic_downscale, load_photo, mod_crop
 from odm_basicsr.quant import (CheckpointMismatchError, calibrate, convert_edsr_pytorch_edsr,
-                               convert_edsr_pytorch_rdn, quantized_layers)
+                               convert_edsr_pytorch_rdn, is_quantizer_param, quantized_layers)
 from odm_basicsr.tools.convert_checkpoint import main as convert_main
 
 EDSR_SMALL = dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_block=3, upscale=2)
@@ -67,13 +67,32 @@ def test_fp_checkpoint_loads_through_basicsr_with_only_quantizer_keys_missing(tm
 
 
 @pytest.mark.parametrize('strict', [True, False])
-@pytest.mark.parametrize('change, cause', [({'num_block': 4}, 'num_block'), ({'upscale': 4}, 'upscale'),
-                                           ({'num_feat': 8}, 'num_feat')])
+@pytest.mark.parametrize('change, cause', [({'num_block': 2}, 'num_block'), ({'num_feat': 8}, 'num_feat'),
+                                           ({'num_in_ch': 1}, 'num_in_ch')])
 def test_wrong_checkpoint_is_a_clear_error_even_non_strict(tmp_path, strict, change, cause):
+    """Unexpected keys (a deeper checkpoint) and shape mismatches are refused whatever strict_load_g says."""
     path = save_basicsr_checkpoint(EDSR(**EDSR_SMALL), tmp_path / 'fp.pth')
     network = dict(EDSR_SMALL, type='ODMEDSR', **change)
     with pytest.raises(CheckpointMismatchError, match=cause):
         build_model(model_opt(network, path, strict=strict))
+
+
+@pytest.mark.parametrize('change, cause', [({'num_block': 4}, 'num_block'), ({'upscale': 4}, 'upscale')])
+def test_missing_keys_are_refused_strict_and_a_warm_start_non_strict(tmp_path, change, cause):
+    """strict_load_g false allows missing keys only: a x2 checkpoint warm-starts a x4 network (the second
+    upsampler stage keeps its initialisation), a shallower one a deeper network; strict refuses both."""
+    fp = EDSR(**EDSR_SMALL)
+    path = save_basicsr_checkpoint(fp, tmp_path / 'fp.pth')
+    network = dict(EDSR_SMALL, type='ODMEDSR', **change)
+    with pytest.raises(CheckpointMismatchError, match=cause):
+        build_model(model_opt(network, path, strict=True))
+    torch.manual_seed(0)
+    net = build_model(model_opt(network, path, strict=False)).net_g
+    loaded = net.state_dict()
+    for name, tensor in fp.state_dict().items():
+        assert torch.equal(loaded[name], tensor), name
+    extra = [k for k in loaded if k not in fp.state_dict() and not is_quantizer_param(k)]
+    assert extra and all(('upsample.2' in k) if 'upscale' in change else k.startswith('body.3.') for k in extra)
 
 
 def test_other_architecture_checkpoint_is_refused(tmp_path):

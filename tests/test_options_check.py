@@ -243,6 +243,21 @@ def test_strict_load_false_gets_the_loaders_checks_before_anything_is_written(ti
         assert 'does not fit network_g' in _errors(opt)
 
 
+def test_strict_load_false_accepts_a_warm_start_with_missing_keys_only(tiny_data, tmp_path):
+    """A shallower FP checkpoint (missing keys only) is a warm start under strict_load_g false, an error otherwise."""
+    from basicsr.archs.edsr_arch import EDSR
+
+    from conftest import save_basicsr_checkpoint
+    opt = good(tiny_data)
+    net = {k: v for k, v in NET.items() if k not in ('type', 'w_bit', 'a_bit') and k in (
+        'num_in_ch', 'num_out_ch', 'num_feat', 'upscale')}
+    opt['path']['pretrain_network_g'] = save_basicsr_checkpoint(EDSR(**net, num_block=NET['num_block'] - 1),
+                                                                tmp_path / 'shallow.pth')
+    assert 'missing keys' in _errors(opt)
+    opt['path']['strict_load_g'] = False
+    check_options(opt)
+
+
 def test_export_refuses_a_network_without_quantized_layers(tmp_path):
     from basicsr.archs.edsr_arch import EDSR
 

@@ -2,7 +2,9 @@
 
 A full-precision checkpoint of the FP twin may lack only quantizer keys (``act_quantizer.*``,
 ``weight_quantizer.*``, ``offset.*``). Any other missing, unexpected or mis-shaped key is an error that names the
-keys and the likely cause, whatever ``strict`` says.
+keys and the likely cause. ``strict=False`` (BasicSR's ``strict_load_g: false``) allows missing keys only, as in a
+x2-to-x4 warm start (the x4 upsampler's second stage starts from its initialisation); unexpected keys and shape
+mismatches stay errors.
 """
 import logging
 import re
@@ -43,8 +45,9 @@ def _likely_cause(missing, unexpected, mismatched):
     return '; '.join(hints)
 
 
-def check_state_dict(net, state_dict):
-    """Compare ``state_dict`` with ``net``'s keys and shapes.
+def check_state_dict(net, state_dict, allow_missing=False):
+    """Compare ``state_dict`` with ``net``'s keys and shapes; ``allow_missing`` accepts missing non-quantizer keys
+    (``strict=False``), which then keep the network's own values.
 
     Returns:
         list[str]: quantizer keys the checkpoint lacks (they keep their initial / calibrated values).
@@ -57,6 +60,11 @@ def check_state_dict(net, state_dict):
     missing = [k for k in own if k not in loaded]
     missing_quant = [k for k in missing if is_quantizer_param(k)]
     missing_other = [k for k in missing if not is_quantizer_param(k)]
+    if allow_missing and missing_other:
+        logger.warning(f'{type(net).__name__}: strict loading is off and the checkpoint lacks {len(missing_other)} '
+                       f'network keys, which keep their initialisation: {", ".join(missing_other[:8])}'
+                       f'{" ..." if len(missing_other) > 8 else ""}')
+        missing_other = []
     unexpected = [k for k in loaded if k not in own]
     mismatched = [(k, tuple(loaded[k].shape), tuple(own[k].shape)) for k in own
                   if k in loaded and hasattr(loaded[k], 'shape') and tuple(loaded[k].shape) != tuple(own[k].shape)]
@@ -76,12 +84,12 @@ def check_state_dict(net, state_dict):
 
 
 class CheckedLoadMixin:
-    """``load_state_dict`` that accepts an FP checkpoint (quantizer keys missing) and refuses everything else,
-    even with strict=False. Mix in before the nn.Module base."""
+    """``load_state_dict`` that accepts an FP checkpoint (quantizer keys missing) and refuses everything else;
+    strict=False also accepts missing network keys (a warm start). Mix in before the nn.Module base."""
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         loaded = {k[:-len('.ignore')] if k.endswith('.ignore') else k: v for k, v in state_dict.items()}
-        missing_quant = check_state_dict(self, loaded)
+        missing_quant = check_state_dict(self, loaded, allow_missing=not strict)
         if missing_quant:
             logger.info(f'{type(self).__name__}: the checkpoint has no quantizer state for {len(missing_quant)} '
                         'keys (an FP checkpoint); activation ranges will come from calibration.')
