@@ -109,6 +109,13 @@ def _export(argv):
     export_main(argv)
 
 
+@subcommand('infer', 'upscale an image or a folder to PNGs with a trained network (test option file) or its ONNX '
+            'export, tiled')
+def _infer(argv):
+    from .tools.infer_cli import main as infer_main
+    infer_main(argv)
+
+
 def _print_help(prog):
     lines = [f'usage: {prog} <command> [options]', '', 'ODM quantization-aware training for BasicSR.', '',
              'commands:']

@@ -1,0 +1,243 @@
+"""``basicsr infer``: upscale an image or a folder of images with a trained network, and write PNGs.
+
+    basicsr infer -opt TEST_FILE --input LR_IMAGE_OR_FOLDER --output OUT_DIR [--tile 256] [--tile_overlap 16]
+    basicsr infer --onnx NET.onnx --input LR_IMAGE_OR_FOLDER --output OUT_DIR [--tile 256] [--tile_overlap 16]
+
+``-opt`` takes a test option file: its network_g and path.pretrain_network_g, checked as ``basicsr test`` checks
+them (a quantized network needs a trained or calibrated checkpoint); its datasets are not read. ``--onnx`` runs a
+model written by ``basicsr export --format onnx`` through onnxruntime (CPU).
+
+Images larger than ``--tile`` LR pixels on a side are cut into tiles of that size; each tile is run with
+``--tile_overlap`` LR pixels of context on every side (cut at the image border), and only its own region of the
+output is kept. With an overlap at least the network's receptive-field radius the result equals the untiled one;
+the static quantization ranges of an ODM network do not depend on the tile. ``--tile 0`` runs whole images.
+
+Output: ``OUT_DIR/<image name>.png`` (8-bit, or 16-bit for 16-bit inputs), RGB in the input's channel count
+(grey inputs are run as three equal channels and written grey; an alpha channel is dropped, with a warning).
+Each file is written under a temporary name and renamed, so an interrupted run leaves no truncated PNG.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+
+class InferError(ValueError):
+    """Bad input to ``basicsr infer``: the message says what to change."""
+
+
+def list_images(path):
+    """The image files to upscale: ``path`` itself, or the images directly inside the folder ``path`` (sorted)."""
+    if osp.isfile(path):
+        return [path]
+    if not osp.isdir(path):
+        raise InferError(f'--input {path!r} does not exist (an image file or a folder of images is expected).')
+    files = sorted(osp.join(path, f) for f in os.listdir(path)
+                   if f.lower().endswith(IMAGE_EXTENSIONS) and osp.isfile(osp.join(path, f)))
+    if not files:
+        raise InferError(f'--input {path!r} holds no image ({", ".join(IMAGE_EXTENSIONS)}).')
+    return files
+
+
+def tile_boxes(height, width, tile):
+    """[(y0, y1, x0, x1)] covering a height x width image with tiles of at most ``tile`` pixels (all if tile <= 0)."""
+    if tile <= 0 or (height <= tile and width <= tile):
+        return [(0, height, 0, width)]
+    return [(y, min(y + tile, height), x, min(x + tile, width))
+            for y in range(0, height, tile) for x in range(0, width, tile)]
+
+
+def upscale_tiled(run, image, tile, overlap, progress=None):
+    """Upscale ``image`` (torch tensor, 1 x C x H x W) with ``run`` tile by tile.
+
+    Each tile is run with ``overlap`` pixels of context on every side (less at the image border, where the network
+    sees the image border as it would untiled), and only the tile's own region of the output is kept.
+    Returns the 1 x C' x sH x sW output; the scale s is read off the first tile's output."""
+    import torch
+    _, _, height, width = image.shape
+    boxes = tile_boxes(height, width, tile)
+    out = scale = None
+    for y0, y1, x0, x1 in boxes:
+        ya, yb, xa, xb = max(y0 - overlap, 0), min(y1 + overlap, height), max(x0 - overlap, 0), min(x1 + overlap, width)
+        patch = run(image[:, :, ya:yb, xa:xb])
+        if scale is None:
+            scale = patch.shape[-1] // (xb - xa)
+            if scale < 1 or patch.shape[-2:] != (scale * (yb - ya), scale * (xb - xa)):
+                raise InferError(f'the network maps a {yb - ya}x{xb - xa} input to {tuple(patch.shape[-2:])}: '
+                                 'not an integer upscaling.')
+            out = torch.empty(1, patch.shape[1], scale * height, scale * width, dtype=patch.dtype)
+        out[:, :, scale * y0:scale * y1, scale * x0:scale * x1] = patch[
+            :, :, scale * (y0 - ya):scale * (y1 - ya), scale * (x0 - xa):scale * (x1 - xa)]
+        if progress is not None:
+            progress.update(1)
+    return out
+
+
+def read_image(path, channels):
+    """(1 x channels x H x W float tensor on 0-1, RGB; how to write the output back: grey, 16-bit; warning or None)."""
+    import cv2
+    import numpy as np
+    import torch
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InferError(f'{path}: not a readable image.')
+    sixteen = img.dtype == np.uint16
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InferError(f'{path}: {img.dtype} images are not supported (8- or 16-bit expected).')
+    img = img.astype(np.float32) / (65535. if sixteen else 255.)
+    warning = None
+    grey = img.ndim == 2 or img.shape[2] == 1
+    if grey:
+        img = np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
+    elif img.shape[2] == 4:
+        warning = f'{path}: the alpha channel is dropped.'
+        img = img[:, :, :3]
+    img = img[:, :, ::-1]  # BGR -> RGB, as BasicSR's img2tensor(bgr2rgb=True)
+    if channels == 1:
+        img = img.mean(axis=2, keepdims=True)
+    tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).unsqueeze(0)
+    return tensor, dict(grey=grey, sixteen=sixteen), warning
+
+
+def write_image(path, tensor, grey, sixteen):
+    """Write a 1 x C x H x W RGB tensor on 0-1 as a PNG (temporary name, then rename)."""
+    import cv2
+    import numpy as np
+    img = tensor[0].detach().float().clamp_(0, 1).cpu().numpy().transpose(1, 2, 0)
+    if img.shape[2] == 3:
+        img = img[:, :, ::-1]
+        if grey:
+            img = img.mean(axis=2)
+    img = np.rint(img * (65535. if sixteen else 255.)).astype(np.uint16 if sixteen else np.uint8)
+    tmp = path + '.tmp.png'
+    if not cv2.imwrite(tmp, img):
+        raise InferError(f'could not write {path}.')
+    os.replace(tmp, path)
+
+
+class TorchRunner:
+    """network_g of a test option file, loaded as ``basicsr test`` / ``basicsr export`` load it."""
+
+    def __init__(self, opt_path, device):
+        import torch
+
+        import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
+        from odm_basicsr.options_check import check_option_file
+        from odm_basicsr.tools.export_cli import load_network
+        opt = check_option_file(opt_path, is_train=False, sections=('model_type', 'network_g', 'path'))
+        if not isinstance(opt.get('network_g'), dict):
+            raise InferError(f'{opt_path} has no network_g mapping.')
+        if device == 'auto':
+            device = 'cuda' if torch.cuda.is_available() and opt.get('num_gpu', 1) != 0 else 'cpu'
+        if device == 'cuda' and not torch.cuda.is_available():
+            raise InferError('--device cuda, but torch sees no CUDA device.')
+        self.device = torch.device(device)
+        self.net = load_network(opt, opt_path).to(self.device)
+        self.channels = int(opt['network_g'].get('num_in_ch', (opt['network_g'].get('arch') or {}).get('num_in_ch', 3)))
+        self.name = f'{opt["network_g"]["type"]} from {opt["path"]["pretrain_network_g"]} on {self.device}'
+
+    def __call__(self, patch):
+        import torch
+        with torch.no_grad():
+            return self.net(patch.to(self.device)).cpu()
+
+
+class OnnxRunner:
+    """A model exported by ``basicsr export --format onnx`` (input 'lr', output 'sr'), through onnxruntime."""
+
+    def __init__(self, model_path):
+        if not osp.isfile(model_path):
+            raise InferError(f'--onnx {model_path!r} does not exist (write one with "basicsr export -opt TEST_FILE '
+                             '--format onnx").')
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise InferError('--onnx needs onnxruntime: pip install "odm-basicsr[export]" (or onnxruntime).')
+        try:
+            self.session = ort.InferenceSession(model_path, providers=['CPUExecutionProvider'])
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise InferError(f'--onnx {model_path!r} is not a loadable ONNX model: {err}')
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise InferError(f'--onnx {model_path!r}: one N x C x H x W input expected, got '
+                             f'{[(i.name, i.shape) for i in inputs]}.')
+        self.input_name = inputs[0].name
+        channels = inputs[0].shape[1]
+        self.channels = channels if isinstance(channels, int) else 3
+        self.name = f'{osp.basename(model_path)} on onnxruntime (CPU)'
+
+    def __call__(self, patch):
+        import torch
+        out = self.session.run(None, {self.input_name: patch.numpy()})[0]
+        return torch.from_numpy(out)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog='basicsr infer', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('-opt', help='test option file (network_g, path.pretrain_network_g)')
+    source.add_argument('--onnx', help='ONNX model written by basicsr export --format onnx')
+    parser.add_argument('--input', required=True, help='an LR image, or a folder of LR images')
+    parser.add_argument('--output', required=True, help='folder for the upscaled PNGs (created if needed)')
+    parser.add_argument('--tile', type=int, default=256,
+                        help='tile side in LR pixels for large images; 0: whole images (default 256)')
+    parser.add_argument('--tile_overlap', type=int, default=16,
+                        help='context in LR pixels around each tile (default 16)')
+    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
+                        help='for -opt: where the network runs (default: cuda if available and num_gpu != 0)')
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except InferError as err:
+        raise SystemExit(f'error: {err}')
+
+
+def run(args):
+    from tqdm import tqdm
+    # everything is checked before anything is written
+    if args.tile < 0 or args.tile_overlap < 0:
+        raise InferError(f'--tile and --tile_overlap must be >= 0 (got {args.tile}, {args.tile_overlap}).')
+    if args.onnx and args.device == 'cuda':
+        raise InferError('--device applies to -opt; --onnx runs on onnxruntime\'s CPU provider.')
+    images = list_images(args.input)
+    in_dir = osp.realpath(args.input if osp.isdir(args.input) else osp.dirname(args.input) or '.')
+    if osp.realpath(args.output) == in_dir:
+        raise InferError(f'--output {args.output!r} is the input folder: the PNGs would overwrite the inputs.')
+    if osp.exists(args.output) and not osp.isdir(args.output):
+        raise InferError(f'--output {args.output!r} exists and is not a folder.')
+    names = [osp.splitext(osp.basename(p))[0] for p in images]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise InferError(f'--input has several images named {clashes[0]!r} (different extensions); their PNGs would '
+                         'overwrite each other.')
+    runner = OnnxRunner(args.onnx) if args.onnx else TorchRunner(args.opt, args.device)
+    os.makedirs(args.output, exist_ok=True)
+    print(f'{len(images)} image(s) with {runner.name}; tile {args.tile or "off"}, overlap {args.tile_overlap}',
+          flush=True)
+    failures = []
+    with tqdm(total=len(images), unit='image', file=sys.stdout) as bar:
+        for path, name in zip(images, names):
+            try:
+                image, how, warning = read_image(path, runner.channels)
+            except InferError as err:
+                failures.append(str(err))
+                bar.update(1)
+                continue
+            if warning:
+                tqdm.write(f'warning: {warning}', file=sys.stdout)
+            tiles = len(tile_boxes(image.shape[2], image.shape[3], args.tile))
+            tile_bar = tqdm(total=tiles, unit='tile', leave=False, file=sys.stdout) if tiles > 1 else None
+            try:
+                out = upscale_tiled(runner, image, args.tile, args.tile_overlap, tile_bar)
+            finally:
+                if tile_bar is not None:
+                    tile_bar.close()
+            write_image(osp.join(args.output, f'{name}.png'), out, **how)
+            bar.update(1)
+    written = len(images) - len(failures)
+    print(f'wrote {written} PNG(s) to {args.output}', flush=True)
+    if failures:
+        raise InferError(f'{len(failures)} input(s) could not be read:\n  ' + '\n  '.join(failures))
