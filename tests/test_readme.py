@@ -1,0 +1,102 @@
+"""The README's option reference shows the real defaults (each value is compared with what the code does when the
+key is absent), and no file in the repository refers to the specification outside it."""
+import odm_basicsr  # noqa: F401  (must precede any basicsr import)
+import copy
+import inspect
+import os.path as osp
+import re
+import subprocess
+
+import pytest
+import yaml
+from basicsr.models import build_model
+from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+
+from conftest import REPO, base_options
+from odm_basicsr.data.calibration import calibration_dataset_opt, calibration_settings
+from odm_basicsr.models.odm_model import default_cooperation
+from odm_basicsr.options_check import OptionError, check_options
+
+
+def option_reference():
+    text = open(osp.join(REPO, 'README.md'), encoding='utf-8').read()
+    section = text.split('\n## Option reference\n', 1)[1].split('\n## ', 1)[0]
+    block = re.search(r'```yaml\n(.*?)```', section, re.S)
+    assert block, 'README: the option reference has no yaml block'
+    return yaml.safe_load(block.group(1))
+
+
+REFERENCE = option_reference()
+NET = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2)
+
+
+def test_readme_is_short_and_links_the_docs():
+    text = open(osp.join(REPO, 'README.md'), encoding='utf-8').read()
+    assert len(text.encode()) <= 10_500
+    for link in re.findall(r'\]\((docs/[^)#]+)', text):
+        assert osp.isfile(osp.join(REPO, link)), link
+    assert osp.isfile(osp.join(REPO, 'docs', 'METHOD.md'))
+
+
+@pytest.mark.parametrize('arch', ['ODMEDSR', 'ODMMSRResNet', 'ODMRDN'])
+def test_network_defaults_are_the_constructors(arch):
+    params = inspect.signature(ARCH_REGISTRY.get(arch).__init__).parameters
+    for key, value in REFERENCE['network_g'].items():
+        assert params[key].default == value, (arch, key)
+    quant_params = inspect.signature(ARCH_REGISTRY.get('ODMQuant').__init__).parameters
+    for key, value in REFERENCE['network_g'].items():
+        if key != 'scope':  # ODMQuant: the arch's body scope, else all (README says so)
+            assert quant_params[key].default == value, key
+
+
+def test_loss_defaults_and_the_required_keys():
+    odm = REFERENCE['train']['odm_opt']
+    params = inspect.signature(LOSS_REGISTRY.get(odm['type']).__init__).parameters
+    assert params['stat'].default == odm['stat']
+    assert odm['regularizer'] == odm['loss_weight'] == 'required'
+
+
+@pytest.mark.parametrize('missing', ['regularizer', 'loss_weight'])
+def test_required_loss_keys_are_errors_when_absent(tiny_data, missing):
+    odm_opt = {'type': 'ODMLoss', 'regularizer': 'mismatch', 'loss_weight': 1e-6}
+    del odm_opt[missing]
+    opt = base_options(tiny_data, 'readme', dict(NET), odm_opt=odm_opt)
+    with pytest.raises(OptionError, match=f'train.odm_opt.{missing}'):
+        check_options(opt)
+
+
+def test_cooperation_default_is_the_regularizers():
+    assert REFERENCE['train']['cooperation'] is None
+    assert default_cooperation({'regularizer': 'variance'}) == 'sign'
+    assert default_cooperation({'regularizer': 'mismatch'}) == 'cosine'
+
+
+def test_model_defaults(tiny_data):
+    model = build_model(dict(base_options(tiny_data, 'readme', dict(NET, w_bit=4, a_bit=4)), is_train=True,
+                             dist=False, rank=0, world_size=1))
+    assert model.quant_lr_mul == REFERENCE['train']['quant_lr_mul']
+    assert model.max_skipped_steps == REFERENCE['train']['max_skipped_steps']
+
+
+def test_calibration_defaults():
+    ref = REFERENCE['train']['calibration']
+    num_batches, settings = calibration_settings({}, offset_mode='auto')
+    assert num_batches == ref['num_batches']
+    assert settings == dict(offset_top_k=ref['offset_top_k'], offset_threshold=ref['offset_threshold'],
+                            method=ref['method'], sequential=ref['sequential'])
+    train_set = {'name': 'train'}
+    assert ref['dataset'] is None
+    assert calibration_dataset_opt({'datasets': {'train': train_set}})[1] == train_set
+
+
+def test_no_file_refers_to_the_spec_outside_the_repository():
+    files = subprocess.run(['git', 'ls-files'], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    offenders = []
+    for rel in files:
+        path = osp.join(REPO, rel)
+        if not osp.isfile(path) or rel.endswith(('.pth', '.png', '.lmdb')):
+            continue
+        with open(path, 'rb') as f:
+            if b'..' + b'/shared' in f.read():  # split so this file does not match itself
+                offenders.append(rel)
+    assert offenders == []
