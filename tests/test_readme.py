@@ -54,6 +54,10 @@ def test_loss_defaults_and_the_required_keys():
     params = inspect.signature(LOSS_REGISTRY.get(odm['type']).__init__).parameters
     assert params['stat'].default == odm['stat']
     assert odm['regularizer'] == odm['loss_weight'] == 'required'
+    loss_cls = LOSS_REGISTRY.get(odm['type'])
+    for kwargs in ({'loss_weight': 1e-6}, {'regularizer': 'mismatch'}):
+        with pytest.raises(ValueError, match='neither has a default'):
+            loss_cls(**kwargs)
 
 
 @pytest.mark.parametrize('missing', ['regularizer', 'loss_weight'])

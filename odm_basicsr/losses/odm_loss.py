@@ -12,14 +12,18 @@ class ODMLoss(nn.Module):
     ``mismatch`` (v2): sum_i || X_i - sg(q(X_i)) ||_2, the distance of each feature to its fixed grid.
 
     Args:
-        regularizer (str): 'variance' | 'mismatch'.
+        regularizer (str): 'variance' | 'mismatch'. Required.
         stat (str): 'var' | 'std', for the variance regularizer.
         loss_weight (float): lambda. For BasicSR's L1 on 0-1 pixels, a weight reported for an L1 on 0-255
-            pixels is divided by 255 (e.g. ODM v2's 1e-5 for EDSR becomes 3.92e-8).
+            pixels is divided by 255 (e.g. ODM v2's 1e-5 for EDSR becomes 3.92e-8). Required.
     """
 
-    def __init__(self, regularizer='mismatch', stat='var', loss_weight=1.0):
+    def __init__(self, regularizer=None, stat='var', loss_weight=None):
         super().__init__()
+        # no defaults: a bare ODMLoss used to be a v1/v2 hybrid at 1e7 times the recommended weight
+        if regularizer is None or loss_weight is None:
+            raise ValueError('ODMLoss needs regularizer (variance for v1, mismatch for v2) and loss_weight; neither '
+                             'has a default (docs/METHOD.md, loss weights).')
         if regularizer not in REGULARIZERS:
             raise ValueError(f'ODMLoss regularizer must be one of {REGULARIZERS}, got {regularizer!r}.')
         if stat not in VARIANCE_STATS:
