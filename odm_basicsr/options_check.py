@@ -14,7 +14,7 @@ import yaml
 from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS, SCOPES, VARIANCE_STATS,
                     WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, check_bits)
 
-ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMQuant')
+ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMSwinIR', 'ODMQuant')
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'calibration', 'max_skipped_steps')
 CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold')
 ODM_LOSS_KEYS = ('type', 'regularizer', 'stat', 'loss_weight')
@@ -76,6 +76,11 @@ def _check_network(opt, errors):
         _choice('network_g.offsets', net['offsets'], OFFSET_MODES, errors)
     if 'weight_granularity' in net:
         _choice('network_g.weight_granularity', net['weight_granularity'], WEIGHT_GRANULARITIES, errors)
+    if 'quantize_attention' in net and not isinstance(net['quantize_attention'], bool):
+        errors.append(f'network_g.quantize_attention: must be true or false, got {net["quantize_attention"]!r}.')
+    if arch == 'ODMSwinIR' and net.get('offsets', 'none') != 'none':
+        errors.append('network_g.offsets: must be none for ODMSwinIR (distribution offsets are implemented for conv '
+                      'layers; the quantized body of SwinIR is Linear).')
     scope = net.get('scope', 'body')
     if isinstance(scope, str):
         _choice('network_g.scope', scope, SCOPES, errors)
@@ -110,17 +115,28 @@ def _check_inner_arch(inner, errors):
     return True
 
 
-def _check_builds(net, errors):
-    """Build network_g on the meta device (shapes only): scope patterns that match no layer, and constructor errors,
-    are reported with their key."""
+def build_shapes_only(net_opt):
+    """network_g built for its keys and shapes: on the meta device (no memory, no initialisation), or on the CPU for
+    an arch whose constructor reads tensor values (SwinIR's stochastic-depth schedule)."""
     import torch
     from basicsr.utils.registry import ARCH_REGISTRY
-
-    from .quant import ScopeError
-    net_opt = dict(net)
+    net_opt = dict(net_opt)
+    cls = ARCH_REGISTRY.get(net_opt.pop('type'))
     try:
         with torch.device('meta'):
-            ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+            return cls(**net_opt)
+    except (RuntimeError, NotImplementedError) as err:
+        if 'meta' not in str(err):
+            raise
+    return cls(**net_opt)
+
+
+def _check_builds(net, errors):
+    """Build network_g (shapes only): scope patterns that match no layer, and constructor errors, are reported with
+    their key."""
+    from .quant import ScopeError
+    try:
+        build_shapes_only(net)
     except ScopeError as err:
         shown = ', '.join(err.names[:40]) + (f' ... ({len(err.names)} in all)' if len(err.names) > 40 else '')
         errors.append(f'network_g.scope: pattern(s) {err.patterns} match no conv/linear layer of {err.arch}. Its '
@@ -291,6 +307,9 @@ def checkpoint_hint(path):
     if 'RDN' in name:
         return ('Convert an FP RDN in EDSR-PyTorch layout with "basicsr convert-checkpoint --arch RDN IN OUT", '
                 'writing to this path.')
+    if 'SwinIR' in name:
+        return (f'Download {name} from the SwinIR release (https://github.com/JingyunLiang/SwinIR/releases) into '
+                f'{osp.dirname(str(path))}/.')
     if name.startswith(('EDSR_', '00')) or 'MSRResNet' in name:
         return (f'Download {name} from the BasicSR model zoo (docs/ModelZoo.md) into {osp.dirname(str(path))}/, '
                 'or convert an EDSR-PyTorch checkpoint with "basicsr convert-checkpoint".')
@@ -302,8 +321,6 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
     it (param_key_g, falling back to 'params'; 'module.' stripped). strict_load_g false allows missing keys only (a
     warm start), as the ODM archs' checked loading does: unexpected keys and shape mismatches are refused now, before
     anything is written, rather than after BasicSR created the run's folders."""
-    import torch
-    from basicsr.utils.registry import ARCH_REGISTRY
 
     from .quant.checkpoint import CheckpointMismatchError, check_state_dict
     from .utils.safe_load import load_network_state
@@ -316,11 +333,9 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
         errors.append(f'path.pretrain_network_g: {err}')
         return
     try:
-        net_opt = dict(opt['network_g'])
         # not basicsr's build_network: it would initialise BasicSR's root logger before train_pipeline gives it
-        # its log file. On the meta device: shapes only, no memory, no initialisation cost.
-        with torch.device('meta'):
-            net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+        # its log file. Shapes only (the meta device where the arch allows it).
+        net = build_shapes_only(opt['network_g'])
         missing_quant = check_state_dict(net, state, allow_missing=path_opt.get('strict_load_g', True) is False)
         calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
         if not calibrating_model and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):

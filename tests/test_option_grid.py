@@ -23,18 +23,21 @@ from odm_basicsr.options_check import OptionError, check_options
 from odm_basicsr.quant import quantized_layers, set_quantization
 from odm_basicsr.tools import option_grid
 
-ARCHS = ('EDSR', 'RDN', 'SRResNet')
+ARCHS = ('EDSR', 'RDN', 'SRResNet')  # v1, v2 and QAT
+SWINIR_VARIANTS = ('ODMv2', 'QAT')  # SwinIR: no v1 (its offsets are conv-only, SwinIR's quantized body is Linear)
 SCALES = (2, 4)
 BITS = (2, 3, 4)
-ODM_TYPE = {'EDSR': 'ODMEDSR', 'RDN': 'ODMRDN', 'SRResNet': 'ODMMSRResNet'}
+ODM_TYPE = {'EDSR': 'ODMEDSR', 'RDN': 'ODMRDN', 'SRResNet': 'ODMMSRResNet', 'SwinIR': 'ODMSwinIR'}
 BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100')
 VARIANT_FILES = {'ODM': 'options/{kind}_ODM_', 'ODMv2': 'options/v2/{kind}_ODMv2_', 'QAT': 'options/qat/{kind}_QAT_'}
 GRID = [VARIANT_FILES[variant].format(kind=kind) + f'{arch}_x{s}_w{b}a{b}.yml' for variant in VARIANT_FILES
         for arch in ARCHS for s in SCALES for b in BITS for kind in ('train', 'test')]
 V1_GRID = [f for f in GRID if '_ODM_' in f]
+GRID += [VARIANT_FILES[variant].format(kind=kind) + f'SwinIR_x{s}_w{b}a{b}.yml' for variant in SWINIR_VARIANTS
+         for s in SCALES for b in BITS for kind in ('train', 'test')]
 # The only option file the generator does not write: the recipe that trained the shipped demo FP checkpoint.
 HAND_WRITTEN = {'options/demo/train_FP_EDSR_demo_x4.yml'}
-FILE_RE = re.compile(r'^(?P<kind>train|test)_(?P<variant>ODM|ODMv2|QAT|FP)_(?P<arch>EDSR|RDN|SRResNet)(?P<demo>_demo)?'
+FILE_RE = re.compile(r'^(?P<kind>train|test)_(?P<variant>ODM|ODMv2|QAT|FP)_(?P<arch>EDSR|RDN|SRResNet|SwinIR)(?P<demo>_demo)?'
                      r'_x(?P<scale>\d)(?:_w(?P<w>\d)a(?P<a>\d))?\.yml$')
 
 
@@ -71,7 +74,7 @@ def network_key(net):
 
 
 def test_option_files_found():
-    assert len(GRID) == 108 and len(ALL_FILES) == len(GRID) + 6
+    assert len(GRID) == 108 + 24 and len(ALL_FILES) == len(GRID) + 6
     assert all(FILE_RE.match(osp.basename(f)) for f in ALL_FILES), ALL_FILES
 
 
@@ -129,7 +132,8 @@ def test_file_parses_and_is_consistent(path):
         if m['demo']:
             assert train['gt_size'] == load('options/demo/train_FP_EDSR_demo_x4.yml')['datasets']['train']['gt_size']
         else:
-            assert train['gt_size'] == {4: 192, 2: 96}[s]
+            # the paper's patch; SwinIR's own (64 LR pixels, its img_size)
+            assert train['gt_size'] == ({4: 192, 2: 96}[s] if m['arch'] != 'SwinIR' else 64 * s)
             assert train['batch_size_per_gpu'] == 8 and opt['train']['total_iter'] == 60000
         assert train['gt_size'] % s == 0
         assert 'train' in opt and opt['path'].get('resume_state') is None
@@ -168,6 +172,15 @@ def test_twins_differ_from_v1_only_in_the_quantizer_and_regularizer(variant, kin
     assert len(pairs) == 18
     for v1_path, twin_path in pairs:
         _check_twin(plain(load(v1_path)), plain(load(twin_path)), variant)
+
+
+@pytest.mark.parametrize('kind', ['train', 'test'])
+def test_swinir_qat_twins_differ_from_v2_only_in_the_quantizer_and_regularizer(kind):
+    pairs = [(f, f.replace('options/v2/', 'options/qat/').replace('_ODMv2_', '_QAT_')) for f in GRID
+             if 'SwinIR' in f and '_ODMv2_' in f and osp.basename(f).startswith(kind)]
+    assert len(pairs) == 6
+    for v2_path, twin_path in pairs:
+        _check_twin(plain(load(v2_path)), plain(load(twin_path)), 'QAT')
 
 
 def _check_twin(v1, twin, variant):
@@ -226,6 +239,8 @@ def expected_quantized_layers(net):
         return net['num_block'] * net['num_layer']  # scope body: every conv inside the dense blocks
     if net['type'] in ('ODMEDSR', 'ODMMSRResNet'):
         return 2 * net['num_block']  # scope body: conv1 and conv2 of every residual block
+    if net['type'] == 'ODMSwinIR':
+        return 4 * sum(net['depths'])  # scope body: qkv, proj, fc1, fc2 of every Swin block
     return 0
 
 
@@ -238,7 +253,7 @@ def test_file_builds_its_network_and_model(path):
         model = build_model(test_mode_options(opt))
         net = model.net_g
         out = None
-        forward_key = (net_opt['type'], net_opt['num_feat'], opt['scale'])
+        forward_key = (net_opt['type'], net_opt.get('num_feat'), opt['scale'])
         # one forward per arch/width/scale, on one thread (two threads on a shared 2-core CPU take seconds)
         if forward_key not in _FORWARDED:
             _FORWARDED.add(forward_key)
@@ -315,7 +330,7 @@ def test_missing_inputs_are_reported_with_the_step_that_makes_them(path, tmp_pat
         assert f'training experiment {train_name!r}' in str(exc.value)
     else:
         step = {'EDSR': 'BasicSR model zoo', 'SRResNet': 'BasicSR model zoo',
-                'RDN': 'basicsr convert-checkpoint --arch RDN'}[m['arch']]
+                'RDN': 'basicsr convert-checkpoint --arch RDN', 'SwinIR': 'SwinIR release'}[m['arch']]
     expected['path.pretrain_network_g:'] = (pretrain, step)
     # one line per missing input, and nothing else is wrong with the file
     assert len(lines) == len(expected), str(exc.value)

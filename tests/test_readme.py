@@ -1,7 +1,6 @@
 """The README's option reference shows the real defaults (each value is compared with what the code does when the
 key is absent), and no file in the repository refers to the specification outside it."""
 import odm_basicsr  # noqa: F401  (must precede any basicsr import)
-import copy
 import inspect
 import os.path as osp
 import re

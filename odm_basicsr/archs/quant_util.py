@@ -18,6 +18,8 @@ BODY_SCOPES = {
     'RRDBNet': ('body.*.rdb*.conv*', ),
     'RCAN': ('body.*.residual_group.*.rcab.0', 'body.*.residual_group.*.rcab.2'),
     'SRVGGNetCompact': _srvgg_body,
+    'SwinIR': tuple(f'layers.*.residual_group.blocks.*.{name}' for name in ('attn.qkv', 'attn.proj', 'mlp.fc1',
+                                                                           'mlp.fc2')),
 }
 
 

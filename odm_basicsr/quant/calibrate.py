@@ -25,7 +25,7 @@ deviations (scale), each divided by the layer's P99 - P1 range.
 import torch
 from tqdm import tqdm
 
-from .convert import quantized_layers, set_quantization
+from .convert import activation_points, set_quantization
 from .quantizer import percentile
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
@@ -198,7 +198,7 @@ class _ChannelObserver(_RangeObserver):
 
 
 def _run(net, batches, observers, desc, progress):
-    layers = dict(quantized_layers(net))
+    layers = dict(activation_points(net))
     for name, obs in observers.items():
         layers[name].observer = obs
     try:
@@ -306,7 +306,7 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
     batches = list(batches)
     if not batches:
         raise ValueError('calibration needs at least one batch')
-    layers = dict(quantized_layers(net))
+    layers = dict(activation_points(net))  # quantized layers and quantized matmul operands
     was_training = net.training
     net.eval()
     set_quantization(net, False)

@@ -3,7 +3,7 @@ from fnmatch import fnmatchcase
 
 import torch.nn as nn
 
-from .layers import OFFSET_MODES, QUANT_LAYER_TYPES, QuantConv2d, QuantLinear
+from .layers import OFFSET_MODES, QUANT_LAYER_TYPES, QuantConv2d, QuantLinear, QuantOperand
 from .quantizer import check_bits
 
 SCOPES = ('body', 'all')
@@ -103,11 +103,19 @@ def quantized_layers(net):
     return [(n, m) for n, m in net.named_modules() if isinstance(m, QUANT_LAYER_TYPES)]
 
 
+def activation_points(net):
+    """[(name, module)] of every module with a static activation quantizer (``act_quantizer``, ``observer``): the
+    quantized layers and the quantized matmul operands (attention), in network order."""
+    net = getattr(net, 'module', net)
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, QUANT_LAYER_TYPES + (QuantOperand, ))]
+
+
 def set_quantization(net, enabled):
     """Turn all fake quantizers of ``net`` on or off (off: the exact FP function)."""
-    for _, layer in quantized_layers(net):
-        layer.act_quantizer.enabled = enabled
-        layer.weight_quantizer.enabled = enabled
+    for _, point in activation_points(net):
+        point.act_quantizer.enabled = enabled
+        if hasattr(point, 'weight_quantizer'):
+            point.weight_quantizer.enabled = enabled
 
 
 def is_quantizer_param(name):
@@ -118,7 +126,7 @@ def is_quantizer_param(name):
 def refresh_quantizer_state(net):
     """Re-read the python mirrors of quantizer buffers (offset gates, calibration flags) after a broadcast or an
     in-place copy of the buffers."""
-    for _, layer in quantized_layers(net):
+    for _, layer in activation_points(net):
         layer.act_quantizer.refresh()
         if getattr(layer, 'offset', None) is not None:
             layer.offset.refresh()

@@ -7,12 +7,14 @@
               into u_w: no extra storage or BitOPs)
               + distribution offsets: 32 bits per channel of each enabled kind.
     An enabled offset costs one FP32-by-activation operation per input element: H x W x C x 32 x b_a BitOPs.
+    Matrix products between activations (``MatMul``: SwinIR's q·kᵀ and attn·v) count MACs x b_a x b_a when their
+    operands are quantized and 32 x 32 when not, plus 2 x 2 range scalars of storage when quantized.
 MACs are counted for one input of the stated size (N = 1).
 """
 import torch
 import torch.nn as nn
 
-from .layers import QUANT_LAYER_TYPES
+from .layers import QUANT_LAYER_TYPES, MatMul, QuantOperand
 
 FP_BITS = 32
 
@@ -67,14 +69,28 @@ def cost_report(net, input_shape):
 
         return fn
 
+    def matmul_hook(name):
+
+        def fn(module, inputs, output):
+            bits = module.left.act_quantizer.bits if module.quantized else FP_BITS
+            macs = output.numel() * inputs[0].shape[-1]
+            rows.append(dict(name=name, w_bit=bits, a_bit=bits, macs=macs, bitops=macs * bits * bits,
+                             fp_bitops=macs * FP_BITS * FP_BITS, storage_bits=4 * FP_BITS if module.quantized else 0,
+                             fp_storage_bits=0, offset='none'))
+
+        return fn
+
     for name, module in net.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             hooks.append(module.register_forward_hook(hook(name)))
+        elif isinstance(module, MatMul):
+            hooks.append(module.register_forward_hook(matmul_hook(name)))
     device = next(net.parameters()).device
     was_training = net.training
     # the cost depends on shapes and bit-widths only: run the shape pass with quantizers off (no calibration needed)
     quantizers = [q for m in net.modules() if isinstance(m, QUANT_LAYER_TYPES)
                   for q in (m.act_quantizer, m.weight_quantizer)]
+    quantizers += [m.act_quantizer for m in net.modules() if isinstance(m, QuantOperand)]
     enabled = [q.enabled for q in quantizers]
     net.eval()
     try:
@@ -92,6 +108,7 @@ def cost_report(net, input_shape):
     quantizer_ids = {id(p) for m in net.modules() if isinstance(m, QUANT_LAYER_TYPES)
                      for p in list(m.act_quantizer.parameters()) + list(m.weight_quantizer.parameters()) +
                      (list(m.offset.parameters()) if m.offset is not None else [])}
+    quantizer_ids |= {id(p) for m in net.modules() if isinstance(m, QuantOperand) for p in m.parameters()}
     other = sum(p.numel() for p in net.parameters() if id(p) not in counted and id(p) not in quantizer_ids)
     total = {key: sum(r[key] for r in rows) for key in ('macs', 'bitops', 'fp_bitops', 'storage_bits',
                                                         'fp_storage_bits')}

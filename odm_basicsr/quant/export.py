@@ -43,8 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .convert import _set_submodule, quantized_layers
-from .layers import QuantConv2d
+from .convert import _set_submodule, activation_points, quantized_layers
+from .layers import QuantConv2d, QuantLinear, QuantOperand
 
 PACKED_FORMAT = 'odm-packed-v1'
 
@@ -55,7 +55,7 @@ def _levels(bits):
 
 def check_calibrated(net):
     """Raise ValueError naming the quantized layers whose activation range was never calibrated."""
-    missing = [n for n, m in quantized_layers(net) if not bool(m.act_quantizer.calibrated)]
+    missing = [n for n, m in activation_points(net) if not bool(m.act_quantizer.calibrated)]
     if missing:
         raise ValueError(f'the network was never calibrated: act_quantizer.calibrated is false in {len(missing)} '
                          f'quantized layer(s) ({", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}). '
@@ -94,12 +94,14 @@ def weight_grid(layer):
 
 
 def fold_layer(layer):
-    """The integer description of a calibrated QuantConv2d (see the module docstring for the mappings).
+    """The integer description of a calibrated QuantConv2d or QuantLinear (see the module docstring for the
+    mappings; a linear layer is a 1x1 conv without offsets or padding).
 
     Returns:
         dict with
         w_bits, a_bits (int);
-        weight_codes (int8, (C_out, C_in/groups, kh, kw)): odd m (b <= 7) or j = k - 128 (b = 8);
+        weight_codes (int8, (C_out, C_in/groups, kh, kw), or (out, in) for linear): odd m (b <= 7) or j = k - 128
+        (b = 8);
         weight_scale, weight_offset (float32: 0, or step/2 for b = 8): W_q = codes·scale + offset; 0-dim, or
         (C_out, 1, 1, 1) with weight_granularity 'channel';
         weight_k (uint8, same shape), weight_upper (0-dim or (C_out, 1, 1, 1)): the exact form k·step - u;
@@ -107,8 +109,8 @@ def fold_layer(layer):
         in_shift, in_scale ((C_in,) float32 or None): X' = (X - o) / a; post_add ((C_in,) or None): o / a;
         bias ((C_out,) or None); int_bias ((C_out,)): b + sum W_q·(l + o/a), exact for interior pixels.
     """
-    if not isinstance(layer, QuantConv2d):
-        raise TypeError(f'fold_layer handles QuantConv2d, got {type(layer).__name__}')
+    if not isinstance(layer, (QuantConv2d, QuantLinear)):
+        raise TypeError(f'fold_layer handles QuantConv2d and QuantLinear, got {type(layer).__name__}')
     if not bool(layer.act_quantizer.calibrated):
         raise ValueError('fold_layer needs a calibrated layer (act_quantizer.calibrated is false)')
     w_bits, a_bits = layer.weight_quantizer.bits, layer.act_quantizer.bits
@@ -129,9 +131,12 @@ def fold_layer(layer):
         if in_scale is not None and float(layer.offset.scale_on) == 0:
             in_scale = None
         w_q = codes.float() * scale + offset
-        const = lower + (torch.zeros(layer.in_channels) if post_add is None else post_add)
-        kh, kw = layer.kernel_size
-        int_bias = F.conv2d(const.view(1, -1, 1, 1).expand(1, -1, kh, kw), w_q, layer.bias, groups=layer.groups)
+        if isinstance(layer, QuantLinear):
+            int_bias = F.linear(lower.expand(1, layer.in_features), w_q, layer.bias)
+        else:
+            const = lower + (torch.zeros(layer.in_channels) if post_add is None else post_add)
+            kh, kw = layer.kernel_size
+            int_bias = F.conv2d(const.view(1, -1, 1, 1).expand(1, -1, kh, kw), w_q, layer.bias, groups=layer.groups)
     return dict(w_bits=w_bits, a_bits=a_bits, weight_codes=codes, weight_scale=scale, weight_offset=offset,
                 weight_k=k, weight_upper=upper, act_lower=lower, act_upper=a_upper, act_scale=a_scale,
                 act_zero_point=0, act_qmax=_levels(a_bits), in_shift=shift, in_scale=in_scale, post_add=post_add,
@@ -172,14 +177,37 @@ class _WeightDQ(torch.autograd.Function):
         return g.op('DequantizeLinear', codes, scale, g.op('Constant', value_t=torch.tensor(0, dtype=torch.int8)))
 
 
-class ExportQuantConv2d(nn.Module):
-    """Export-time stand-in for a QuantConv2d, built from ``fold_layer``; (N, C_in, H, W) -> (N, C_out, H', W')."""
+def _act_qdq(x, lower, upper, scale):
+    """The activation grid of ``ActQuantizer`` as Clip -> Sub(l) -> QuantizeLinear -> DequantizeLinear -> Add(l)."""
+    return _ActQDQ.apply(torch.clamp(x, lower, upper) - lower, scale) + lower
+
+
+class ExportQuantOperand(nn.Module):
+    """Export-time stand-in for a QuantOperand (a quantized matmul input): the activation QDQ, any shape."""
+
+    def __init__(self, operand):
+        super().__init__()
+        if not bool(operand.act_quantizer.calibrated):
+            raise ValueError('a matmul operand was never calibrated')
+        with torch.no_grad():
+            lower, upper = (t.detach().clone() for t in operand.act_quantizer.valid_range())
+        self.register_buffer('act_lower', lower)
+        self.register_buffer('act_upper', upper)
+        self.register_buffer('act_scale', (upper - lower) / _levels(operand.act_quantizer.bits))
+
+    def forward(self, x):
+        return _act_qdq(x, self.act_lower, self.act_upper, self.act_scale)
+
+
+class ExportQuantLayer(nn.Module):
+    """Export-time stand-in for a QuantConv2d or QuantLinear, built from ``fold_layer``; the same shapes in and
+    out as the layer it replaces."""
 
     def __init__(self, layer):
         super().__init__()
         fold = fold_layer(layer)
-        self.stride, self.padding, self.dilation, self.groups = (layer.stride, layer.padding, layer.dilation,
-                                                                 layer.groups)
+        self.conv_args = None if isinstance(layer, QuantLinear) else (layer.stride, layer.padding, layer.dilation,
+                                                                      layer.groups)
         # per-channel weight scales: their count, a python int (the ONNX symbolic needs it at trace time); 0 per tensor
         self.weight_channels = fold['weight_scale'].numel() if fold['weight_scale'].dim() else 0
         view = lambda t: None if t is None else t.view(1, -1, 1, 1)  # noqa: E731
@@ -198,30 +226,32 @@ class ExportQuantConv2d(nn.Module):
             x = x - self.in_shift
         if self.in_scale is not None:
             x = x / self.in_scale
-        x = torch.clamp(x, self.act_lower, self.act_upper) - self.act_lower
-        x = _ActQDQ.apply(x, self.act_scale) + self.act_lower
+        x = _act_qdq(x, self.act_lower, self.act_upper, self.act_scale)
         if self.post_add is not None:
             x = x + self.post_add
         weight = _WeightDQ.apply(self.weight_codes, self.weight_scale, self.weight_channels)
         if self.weight_offset is not None:
             weight = weight + self.weight_offset
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.conv_args is None:
+            return F.linear(x, weight, self.bias)
+        return F.conv2d(x, weight, self.bias, *self.conv_args)
 
 
 def to_export_module(net):
-    """A deep copy of ``net`` (eval mode, CPU) with every QuantConv2d swapped for an ExportQuantConv2d."""
+    """A deep copy of ``net`` (eval mode, CPU) with every quantized layer swapped for an ExportQuantLayer and every
+    quantized matmul operand for an ExportQuantOperand."""
     check_calibrated(net)
     model = copy.deepcopy(getattr(net, 'module', net)).cpu().eval()
-    for name, layer in quantized_layers(model):
-        if not isinstance(layer, QuantConv2d):
-            raise NotImplementedError(f'{name}: ONNX export handles QuantConv2d layers only, not '
-                                      f'{type(layer).__name__}')
-        _set_submodule(model, name, ExportQuantConv2d(layer))
+    for name, point in activation_points(model):
+        _set_submodule(model, name, ExportQuantOperand(point) if isinstance(point, QuantOperand) else
+                       ExportQuantLayer(point))
     return model
 
 
 def export_onnx(net, example_input, path, opset=13):
-    """Write ``net`` as an ONNX QDQ model (input 'lr', output 'sr'; batch, height and width are dynamic).
+    """Write ``net`` as an ONNX QDQ model (input 'lr', output 'sr'; the batch is dynamic, and height and width too
+    unless the network sets ``onnx_dynamic_size = False``: then they stay at the example's, as SwinIR's window
+    masks are traced for one size).
 
     Args:
         net (nn.Module): a calibrated network; quantized layers become QDQ, everything else stays float.
@@ -232,7 +262,8 @@ def export_onnx(net, example_input, path, opset=13):
     """
     import warnings
     model = to_export_module(net)
-    axes = {0: 'batch', 2: 'height', 3: 'width'}
+    dynamic_size = getattr(getattr(net, 'module', net), 'onnx_dynamic_size', True)
+    axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation notice
         torch.onnx.export(model, (example_input.cpu(), ), path, dynamo=False, opset_version=opset,

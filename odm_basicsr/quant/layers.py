@@ -167,3 +167,42 @@ class QuantLinear(nn.Linear):
 
 
 QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear)
+
+
+class QuantOperand(nn.Module):
+    """One operand of a quantized matrix product: a static-range activation quantizer (any shape), with the same
+    calibration interface as a quantized layer's input (``act_quantizer``, ``observer``; no offset)."""
+
+    def __init__(self, a_bit):
+        super().__init__()
+        self.act_quantizer = ActQuantizer(a_bit)
+        self.offset = None
+        self.observer = None
+
+    def forward(self, x):
+        if self.observer is not None:
+            self.observer(x)
+        return self.act_quantizer(x)
+
+
+class MatMul(nn.Module):
+    """``left @ right``: (..., n, d) x (..., d, m) -> (..., n, m), a module so that cost reports and export see it.
+
+    Args:
+        a_bit (int | None): quantize both operands to a_bit with static ranges (``left`` / ``right``
+            QuantOperands, calibrated like layer inputs); None keeps the FP product.
+    """
+
+    def __init__(self, a_bit=None):
+        super().__init__()
+        self.left = QuantOperand(a_bit) if a_bit else None
+        self.right = QuantOperand(a_bit) if a_bit else None
+
+    @property
+    def quantized(self):
+        return self.left is not None
+
+    def forward(self, left, right):
+        if self.left is not None:
+            left, right = self.left(left), self.right(right)
+        return torch.matmul(left, right)

@@ -48,7 +48,8 @@ def main(argv):
     parser.add_argument('--format', choices=sorted(EXTENSIONS), default='onnx', help='output format (default onnx)')
     parser.add_argument('--out', help='output file (default: <name><.onnx|.packed.pth> in the current folder)')
     parser.add_argument('--input-size', type=parse_size, default=(64, 64),
-                        help='LR H x W of the tracing input for onnx (height and width stay dynamic; default 64x64)')
+                        help='LR H x W of the tracing input for onnx (height and width stay dynamic, except for '
+                             'SwinIR, whose model keeps this size; default 64x64)')
     args = parser.parse_args(argv)
     import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
     from odm_basicsr.options_check import check_option_file
@@ -89,11 +90,14 @@ def main(argv):
         import onnx  # noqa: F401
     except ImportError:
         raise SystemExit('error: ONNX export needs onnx and onnxruntime: pip install "odm-basicsr[export]"')
-    channels = opt['network_g'].get('num_in_ch', 3)
+    channels = opt['network_g'].get('num_in_ch', opt['network_g'].get('in_chans', 3))
     example = torch.rand(1, channels, *args.input_size, generator=torch.Generator().manual_seed(0))
     info = qexport.export_onnx(net, example, out)
     print(f'onnx model: {out}: {_mib(info["bytes"])} (opset 13, checked), {info["quantize_linear"]} QuantizeLinear, '
           f'{info["dequantize_linear"]} DequantizeLinear, {info["int8_weight_initializers"]} int8 weight initializers')
+    if not getattr(net, 'onnx_dynamic_size', True):
+        print(f'input size fixed at {args.input_size[0]}x{args.input_size[1]} ({type(net).__name__} traces its '
+              'window masks for one size); basicsr infer --onnx tiles images to it')
     print(f'float32 checkpoint of the same network: {_mib(sizes["float_checkpoint_bytes"])}')
     try:
         import onnxruntime as ort

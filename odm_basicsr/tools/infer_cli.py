@@ -5,7 +5,8 @@
 
 ``-opt`` takes a test option file: its network_g and path.pretrain_network_g, checked as ``basicsr test`` checks
 them (a quantized network needs a trained or calibrated checkpoint); its datasets are not read. ``--onnx`` runs a
-model written by ``basicsr export --format onnx`` through onnxruntime (CPU).
+model written by ``basicsr export --format onnx`` through onnxruntime (CPU). A model exported at a fixed input size
+(SwinIR) gets tiles that fit it, each padded to that size and its output cropped.
 
 Images larger than ``--tile`` LR pixels on a side are cut into tiles of that size; each tile is run with
 ``--tile_overlap`` LR pixels of context on every side (cut at the image border), and only its own region of the
@@ -135,7 +136,8 @@ class TorchRunner:
             raise InferError('--device cuda, but torch sees no CUDA device.')
         self.device = torch.device(device)
         self.net = load_network(opt, opt_path).to(self.device)
-        self.channels = int(opt['network_g'].get('num_in_ch', (opt['network_g'].get('arch') or {}).get('num_in_ch', 3)))
+        net_opt = dict(opt['network_g'].get('arch') or {}, **opt['network_g'])
+        self.channels = int(net_opt.get('num_in_ch', net_opt.get('in_chans', 3)))
         self.name = f'{opt["network_g"]["type"]} from {opt["path"]["pretrain_network_g"]} on {self.device}'
 
     def __call__(self, patch):
@@ -164,14 +166,28 @@ class OnnxRunner:
             raise InferError(f'--onnx {model_path!r}: one N x C x H x W input expected, got '
                              f'{[(i.name, i.shape) for i in inputs]}.')
         self.input_name = inputs[0].name
-        channels = inputs[0].shape[1]
+        channels, height, width = inputs[0].shape[1:]
         self.channels = channels if isinstance(channels, int) else 3
-        self.name = f'{osp.basename(model_path)} on onnxruntime (CPU)'
+        # a model traced at one size (SwinIR): every patch is padded to it, and the output cropped back
+        self.fixed_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
+        self.name = f'{osp.basename(model_path)} on onnxruntime (CPU)' + (
+            f', input fixed at {height}x{width}' if self.fixed_size else '')
 
     def __call__(self, patch):
         import torch
-        out = self.session.run(None, {self.input_name: patch.numpy()})[0]
-        return torch.from_numpy(out)
+        import torch.nn.functional as F
+        height, width = patch.shape[-2:]
+        if self.fixed_size:
+            pad_h, pad_w = self.fixed_size[0] - height, self.fixed_size[1] - width
+            if pad_h < 0 or pad_w < 0:
+                raise InferError(f'a {height}x{width} patch exceeds the ONNX model\'s fixed input '
+                                 f'{self.fixed_size[0]}x{self.fixed_size[1]}.')
+            patch = F.pad(patch, (0, pad_w, 0, pad_h), 'replicate')
+        out = torch.from_numpy(self.session.run(None, {self.input_name: patch.numpy()})[0])
+        if self.fixed_size:
+            scale = out.shape[-1] // self.fixed_size[1]
+            out = out[..., :scale * height, :scale * width]
+        return out
 
 
 def main(argv):
@@ -214,6 +230,13 @@ def run(args):
         raise InferError(f'--input has several images named {clashes[0]!r} (different extensions); their PNGs would '
                          'overwrite each other.')
     runner = OnnxRunner(args.onnx) if args.onnx else TorchRunner(args.opt, args.device)
+    if getattr(runner, 'fixed_size', None):
+        # tiles plus their context must fit the fixed input
+        tile = min(runner.fixed_size) - 2 * args.tile_overlap
+        if tile < 1:
+            raise InferError(f'--tile_overlap {args.tile_overlap} leaves no room in the ONNX model\'s fixed '
+                             f'{runner.fixed_size[0]}x{runner.fixed_size[1]} input: lower it.')
+        args.tile = tile if args.tile <= 0 else min(args.tile, tile)
     os.makedirs(args.output, exist_ok=True)
     print(f'{len(images)} image(s) with {runner.name}; tile {args.tile or "off"}, overlap {args.tile_overlap}',
           flush=True)

@@ -69,7 +69,37 @@ ARCHS = {
         'lambda_m': (1e-5, 'the paper gives none for SRResNet; its EDSR value is used'),
         'feature_range': 1, 'quant_layers': 32,
     },
+    'SwinIR': {
+        'label': 'SwinIR-light (embed_dim 60, 4 RSTBs x 6 blocks, window 8, pixelshuffledirect)', 'exp': 'SwinIR_light',
+        'type': 'ODMSwinIR',
+        'network': ['upscale: {s}', 'in_chans: 3', 'img_size: 64', 'window_size: 8', 'img_range: 1.',
+                    'depths: [6, 6, 6, 6]', 'embed_dim: 60', 'num_heads: [6, 6, 6, 6]', 'mlp_ratio: 2',
+                    "upsampler: 'pixelshuffledirect'", "resi_connection: '1conv'"],
+        'pretrain': {s: f'experiments/pretrained_models/SwinIR/002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{s}.pth'
+                     for s in SCALES},
+        'pretrain_how': ('SwinIR release (github.com/JingyunLiang/SwinIR, model zoo: '
+                         '002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{s}.pth, BasicSR key layout under params):\n'
+                         '#   download into experiments/pretrained_models/SwinIR/'),
+        'lambda_m': (1e-5, 'the paper gives none for SwinIR; its EDSR value is used'),
+        'feature_range': 1, 'quant_layers': 96,
+        # the paper reports ODM v2 for SwinIR; v1's offsets are conv-only and SwinIR's quantized body is Linear
+        'variants': ('v2', 'qat'),
+        'gt_size': {2: 128, 4: 256},  # SwinIR's own: LR patches of 64 (img_size)
+        'scope_note': 'the paper\'s scope: qkv, proj, fc1, fc2 of every Swin block; `all` quantizes every layer',
+        'extra_network': ['quantize_attention: false  # true: q·kᵀ and attn·v operands at a_bit too (README: SwinIR)'],
+    },
 }
+DEFAULT_VARIANTS = ('v1', 'v2', 'qat')
+CONV_SCOPE_NOTE = 'the paper\'s scope: the convs of the residual/dense blocks; `all` quantizes every conv'
+
+
+def arch_variants(arch):
+    return ARCHS[arch].get('variants', DEFAULT_VARIANTS)
+
+
+def gt_size(arch, s):
+    """HR training patch: the paper's 192 at x4 (96 at x2), or the arch's own (SwinIR: 64 LR pixels)."""
+    return ARCHS[arch].get('gt_size', {2: 96, 4: 192})[s]
 
 VARIANT_HELP = """\
 # Twins (same data, schedule and checkpoint; only network_g weight_clip / offsets and train.odm_opt differ):
@@ -86,9 +116,9 @@ def _network_block(arch, s, b, weight_clip, offsets):
     lines = [f'  type: {a["type"]}'] + [f'  {line.format(s=s)}' for line in a['network']]
     lines += [f'  w_bit: {b}', f'  a_bit: {b}',
               f'  weight_clip: {weight_clip:<8s}# max | percentile | wcc (v2)',
-              '  scope: body          # the paper\'s scope: the convs of the residual/dense blocks; `all` quantizes every conv',
+              f'  scope: body          # {a.get("scope_note", CONV_SCOPE_NOTE)}',
               f'  offsets: {offsets:<12s}# v1 distribution offsets: none | shift | scale | auto']
-    return '\n'.join(lines)
+    return '\n'.join(lines + [f'  {line}' for line in a.get('extra_network', [])])
 
 
 def _val_metrics(s, indent='  '):
@@ -212,16 +242,22 @@ def train_name(arch, s, b, variant='v1'):
 def train_file(arch, s, b, variant='v1'):
     a = ARCHS[arch]
     prefix, weight_clip, offsets, title = VARIANTS[variant]
-    gt_size = 96 * s // 2 if s == 2 else 192
-    help_text = VARIANT_HELP.format(v2_file=option_path('train', arch, s, b, 'v2'),
-                                    qat_file=option_path('train', arch, s, b, 'qat')) if variant == 'v1' else (
-        f'# Twin of {option_path("train", arch, s, b)} (ODM v1); only network_g weight_clip / offsets and '
-        'train.odm_opt differ.')
+    patch = gt_size(arch, s)
+    if variant == 'v1':
+        help_text = VARIANT_HELP.format(v2_file=option_path('train', arch, s, b, 'v2'),
+                                        qat_file=option_path('train', arch, s, b, 'qat'))
+    elif 'v1' in arch_variants(arch):
+        help_text = (f'# Twin of {option_path("train", arch, s, b)} (ODM v1); only network_g weight_clip / offsets '
+                     'and train.odm_opt differ.')
+    else:
+        other = 'qat' if variant == 'v2' else 'v2'
+        help_text = (f'# No v1 file for {arch}: v1\'s offsets are conv-only, and its quantized body is Linear. Twin: '
+                     f'{option_path("train", arch, s, b, other)}.')
     return f"""\
 # {title}
 # {a['label']} x{s}, W{b}A{b}.
 {help_text}
-# Recipe (docs/METHOD.md): 60K iterations, batch 8, HR patch {gt_size}, lr 1e-4 halved every 15K, quantizers at 10x.
+# Recipe (docs/METHOD.md): 60K iterations, batch 8, HR patch {patch}, lr 1e-4 halved every 15K, quantizers at 10x.
 # Data: basicsr prepare div2k --root datasets/DIV2K ; basicsr prepare benchmark --root datasets
 # Run:  basicsr train -opt {option_path('train', arch, s, b, variant)}   (multi-GPU: torchrun ... --launcher pytorch)
 # Test: basicsr test -opt {option_path('test', arch, s, b, variant)}
@@ -243,7 +279,7 @@ datasets:
     dataroot_lq: datasets/DIV2K/DIV2K_train_LR_bicubic_X{s}_sub.lmdb
     io_backend:
       type: lmdb
-    gt_size: {gt_size}
+    gt_size: {patch}
     use_hflip: true
     use_rot: true
     num_worker_per_gpu: 6
@@ -444,7 +480,7 @@ def all_files():
     for arch in ARCHS:
         for s in SCALES:
             for b in BITS:
-                for variant in VARIANTS:
+                for variant in arch_variants(arch):
                     files[option_path('train', arch, s, b, variant)] = train_file(arch, s, b, variant)
                     files[option_path('test', arch, s, b, variant)] = test_file(arch, s, b, variant)
     for variant in ('v1', 'qat'):
