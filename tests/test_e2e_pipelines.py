@@ -25,7 +25,7 @@ def test_import_order_basicsr_after_plugin():
     code = 'import odm_basicsr, basicsr; from basicsr.utils.registry import ARCH_REGISTRY; ' \
            'print(sorted(k for k in ARCH_REGISTRY._obj_map if k.startswith(("ODM", "RDN"))))'
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=REPO).stdout
-    assert "['ODMEDSR', 'ODMMSRResNet', 'ODMQuant', 'ODMRDN', 'RDN']" in out
+    assert "['ODMEDSR', 'ODMMSRResNet', 'ODMQuant', 'ODMRDN', 'ODMSwinIR', 'RDN']" in out
 
 
 def test_help_and_version(tmp_path):
