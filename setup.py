@@ -41,6 +41,8 @@ setup(
     description='ODM (Overcoming Distribution Mismatch) quantization-aware training for BasicSR SR networks',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
+    license='Apache-2.0',  # as BasicSR's (LICENSE)
+    license_files=['LICENSE'],
     packages=find_packages(exclude=('tests', 'options', 'benchmarks', 'experiments', 'results', 'tb_logger')),
     py_modules=['odm_basicsr_boot'],
     cmdclass={'build_py': BuildWithStartupHook, 'editable_wheel': EditableWithStartupHook},
@@ -62,6 +64,7 @@ setup(
     extras_require={
         'test': ['pytest'],
         'export': ['onnx', 'onnxruntime'],
+        'plot': ['matplotlib'],  # basicsr compare's PSNR-vs-BitOPs plot
     },
     entry_points={
         'console_scripts': [

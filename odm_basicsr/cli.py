@@ -109,6 +109,12 @@ def _export(argv):
     export_main(argv)
 
 
+@subcommand('compare', 'FP, quantized and bicubic side by side on test sets: table, crop grid, PSNR-vs-BitOPs plot')
+def _compare(argv):
+    from .tools.compare_cli import main as compare_main
+    compare_main(argv)
+
+
 @subcommand('infer', 'upscale an image or a folder to PNGs with a trained network (test option file) or its ONNX '
             'export, tiled')
 def _infer(argv):

@@ -46,7 +46,10 @@ def rel(path):
 
 
 ALL_FILES = sorted(rel(p) for folder in ('', 'v2', 'qat', 'demo')
-                   for p in glob.glob(osp.join(REPO, 'options', folder, '*.yml')))
+                   for p in glob.glob(osp.join(REPO, 'options', folder, '*.yml'))
+                   if not osp.basename(p).startswith('compare_'))
+COMPARE_FILES = sorted(rel(p) for folder in ('', 'demo')
+                       for p in glob.glob(osp.join(REPO, 'options', folder, 'compare_*.yml')))
 DEMO_FILES = [f for f in ALL_FILES if f.startswith('options/demo/')]
 
 
@@ -74,7 +77,8 @@ def network_key(net):
 
 
 def test_option_files_found():
-    assert len(GRID) == 108 + 24 and len(ALL_FILES) == len(GRID) + 6
+    assert len(GRID) == 108 + 24 and len(ALL_FILES) == len(GRID) + 8
+    assert len(COMPARE_FILES) == 2 * 4 + 1
     assert all(FILE_RE.match(osp.basename(f)) for f in ALL_FILES), ALL_FILES
 
 
@@ -88,7 +92,7 @@ def test_grid_is_complete_and_equals_the_generator(capsys):
     assert set(GRID) <= generated
     # every file under options/ is generated (no stale, orphaned file), except the hand-written FP demo recipe
     assert set(ALL_FILES) - generated == HAND_WRITTEN
-    assert generated <= set(ALL_FILES)
+    assert generated == set(ALL_FILES + COMPARE_FILES) - HAND_WRITTEN
 
 
 # 2. -------------------------------------------------------------------------------------------------------------
@@ -196,6 +200,39 @@ def _check_twin(v1, twin, variant):
     for opt in (v1, twin):
         opt.pop('name')
     assert twin == v1
+
+
+@pytest.mark.parametrize('path', COMPARE_FILES)
+def test_compare_file_entries_are_the_test_files_networks_and_checkpoints(path):
+    """Each quantized entry of a compare file is the network and checkpoint of a test (or demo training) file of
+    the grid; the FP entry is the training files' FP checkpoint with the FP arch of the same shape."""
+    from odm_basicsr.tools.compare_cli import check_compare
+    opt = plain(load(path))
+    try:
+        entries, reference = check_compare(opt)
+    except Exception as err:  # only the datasets may be missing here
+        assert all('datasets.' in line for line in str(err).splitlines()[1:]), str(err)
+        entries, reference = opt['compare']['entries'], opt['compare']['reference']
+    assert reference == 'FP' and entries[0]['label'] == 'FP'
+    demo = '/demo/' in path
+    sources = DEMO_FILES if demo else [f for f in GRID if osp.basename(f).startswith('test_')]
+    by_checkpoint = {}
+    for source in sources:
+        other = plain(load(source))
+        if 'network_g' in other and 'w_bit' in other['network_g']:
+            ckpt = (f'experiments/{other["name"]}/models/net_g_latest.pth' if demo else
+                    other['path']['pretrain_network_g'])
+            by_checkpoint[ckpt] = other['network_g']
+    quantized = entries[1:]
+    assert len(quantized) == (6 if demo else 9 if 'SwinIR' not in path else 6)
+    for entry in quantized:
+        assert entry['network_g'] == by_checkpoint[entry['checkpoint']], entry['label']
+    fp = entries[0]['network_g']
+    sample = quantized[0]['network_g']
+    assert {k: v for k, v in fp.items() if k != 'type'} == {
+        k: v for k, v in sample.items() if k not in ('type', 'w_bit', 'a_bit', 'weight_clip', 'scope', 'offsets',
+                                                     'quantize_attention')}
+    assert len({e['label'] for e in entries}) == len(entries)
 
 
 def test_demo_files_share_the_fp_network_and_data():

@@ -3,8 +3,10 @@
 1. prepare the demo data (``basicsr prepare demo``);
 2. evaluate the shipped FP checkpoint (EDSR 32x8, x4, trained by options/demo/train_FP_EDSR_demo_x4.yml) with
    ``basicsr test``;
-3. fine-tune it with ``basicsr train`` at w4a4 and w2a2, with ODM v1 and with plain QAT (options/demo/*.yml);
-4. print one table of PSNR/SSIM on the Y channel of the held-out photos, with bicubic for reference.
+3. fine-tune it with ``basicsr train`` at w4a4 and w2a2, with plain QAT, ODM v1 and ODM v2 (options/demo/*.yml);
+4. print one table of PSNR/SSIM on the Y channel of the held-out photos, with bicubic for reference;
+5. ``basicsr compare -opt options/demo/compare_EDSR_demo_x4.yml``: the same runs side by side with Δ, fidelity,
+   BitOPs and storage, a crop grid and a PSNR-vs-BitOPs plot in results/compare_EDSR_demo_x4/.
 
 Each step is a real ``basicsr`` command in a subprocess (full logs under experiments/ and results/); its progress
 lines are echoed. The table is also written to results/demo/summary.{md,json}.
@@ -21,11 +23,14 @@ import time
 
 DEMO_RUNS = (  # (method, bits, option file)
     ('ODM v1', 4, 'options/demo/train_ODM_EDSR_demo_x4_w4a4.yml'),
+    ('ODM v2', 4, 'options/demo/train_ODMv2_EDSR_demo_x4_w4a4.yml'),
     ('plain QAT', 4, 'options/demo/train_QAT_EDSR_demo_x4_w4a4.yml'),
     ('ODM v1', 2, 'options/demo/train_ODM_EDSR_demo_x4_w2a2.yml'),
+    ('ODM v2', 2, 'options/demo/train_ODMv2_EDSR_demo_x4_w2a2.yml'),
     ('plain QAT', 2, 'options/demo/train_QAT_EDSR_demo_x4_w2a2.yml'),
 )
 FP_TEST = 'options/demo/test_FP_EDSR_demo_x4.yml'
+COMPARE = 'options/demo/compare_EDSR_demo_x4.yml'
 ECHO = re.compile(r'(\[epoch:|# psnr|# ssim|Validation|Calibrating|calibration is skipped|ODM variant|layers got an '
                   r'offset|Testing|End of training|error|Error)')
 METRIC = re.compile(r'# (psnr|ssim): ([0-9.]+)')
@@ -96,10 +101,10 @@ def main(argv=None):
         raise SystemExit(f'error: the demo FP checkpoint {DEMO_FP_CHECKPOINT} is missing; it ships with the '
                          'repository (or re-train it: basicsr train -opt options/demo/train_FP_EDSR_demo_x4.yml).')
     start = time.time()
-    print('=== 1/4 demo data (photos from scikit-image; see datasets/demo/SPLIT.txt)')
+    print('=== 1/5 demo data (photos from scikit-image; see datasets/demo/SPLIT.txt)')
     paths = prepare_demo('datasets/demo')
     rows = [('bicubic', '-', bicubic_metrics(paths['val_gt'], paths['val_lq']))]
-    out = _run(['test', '-opt', FP_TEST], '2/4 FP checkpoint on the held-out photos')
+    out = _run(['test', '-opt', FP_TEST], '2/5 FP checkpoint on the held-out photos')
     rows.append(('FP (EDSR 32x8, shipped)', 32, _last_metrics(out)))
     extra = []
     if args.iters:
@@ -107,7 +112,7 @@ def main(argv=None):
                  f'logger:save_checkpoint_freq={args.iters}', f'train:scheduler:milestones=[{args.iters * 2 // 3}]']
     for i, (method, bits, opt_file) in enumerate(DEMO_RUNS, 1):
         out = _run(['train', '-opt', opt_file] + extra,
-                   f'3/4 fine-tune {i}/{len(DEMO_RUNS)}: {method} w{bits}a{bits} ({time.time() - start:.0f} s so far)')
+                   f'3/5 fine-tune {i}/{len(DEMO_RUNS)}: {method} w{bits}a{bits} ({time.time() - start:.0f} s so far)')
         rows.append((method, bits, _last_metrics(out)))
     table = format_table(rows)
     os.makedirs('results/demo', exist_ok=True)
@@ -115,11 +120,15 @@ def main(argv=None):
         f.write(table + '\n')
     with open('results/demo/summary.json', 'w') as f:
         json.dump([{'method': m, 'bits': b, **v} for m, b, v in rows], f, indent=2)
-    print(f'\n=== 4/4 results on the held-out photos ({", ".join(sorted(os.listdir(paths["val_gt"])))}), x4, '
+    print(f'\n=== 4/5 results on the held-out photos ({", ".join(sorted(os.listdir(paths["val_gt"])))}), x4, '
           f'PSNR/SSIM on Y with a 4-pixel border crop. A SMALL PROXY (EDSR 32x8, 10 training photos, short '
           f'fine-tunes), not the paper\'s setting.\n')
     print(table)
-    print(f'\n(total {time.time() - start:.0f} s; table in results/demo/summary.md, logs in experiments/demo_*)')
+    out = _run(['compare', '-opt', COMPARE], '5/5 basicsr compare: the runs side by side, crops and plot',
+               log=lambda line: None)
+    print('\n' + out[out.index('# compare_'):] if '# compare_' in out else out)
+    print(f'\n(total {time.time() - start:.0f} s; table in results/demo/summary.md, logs in experiments/demo_*, '
+          'comparison in results/compare_EDSR_demo_x4/)')
 
 
 if __name__ == '__main__':

@@ -38,7 +38,7 @@ def scaled_regularizer_weights(lambda_m, feature_range, quant_layers):
     return V1_WEIGHT_EDSR * ratio**2 * 32 / quant_layers, lambda_m / 255 * ratio
 ARCHS = {
     'EDSR': {
-        'label': 'EDSR-baseline (64 features, 16 residual blocks)', 'exp': 'EDSR_M', 'type': 'ODMEDSR',
+        'label': 'EDSR-baseline (64 features, 16 residual blocks)', 'exp': 'EDSR_M', 'type': 'ODMEDSR', 'fp_type': 'EDSR',
         'network': ['num_in_ch: 3', 'num_out_ch: 3', 'num_feat: 64', 'num_block: 16', 'upscale: {s}', 'res_scale: 1',
                     'img_range: 255.', f'rgb_mean: {DIV2K_MEAN}'],
         'pretrain': {2: 'experiments/pretrained_models/EDSR/EDSR_Mx2_f64b16_DIV2K_official-3ba7b086.pth',
@@ -48,7 +48,7 @@ ARCHS = {
         'feature_range': 255, 'quant_layers': 32,
     },
     'RDN': {
-        'label': 'RDN (16 RDBs x 8 layers, growth 64)', 'exp': 'RDN', 'type': 'ODMRDN',
+        'label': 'RDN (16 RDBs x 8 layers, growth 64)', 'exp': 'RDN', 'type': 'ODMRDN', 'fp_type': 'RDN',
         'network': ['num_in_ch: 3', 'num_out_ch: 3', 'num_feat: 64', 'num_block: 16', 'num_layer: 8', 'growth: 64',
                     'upscale: {s}', 'img_range: 255.', 'rgb_mean: [0., 0., 0.]'],
         'pretrain': {s: f'experiments/pretrained_models/RDN/RDN_x{s}_converted.pth' for s in SCALES},
@@ -60,6 +60,7 @@ ARCHS = {
     },
     'SRResNet': {
         'label': 'SRResNet (BasicSR MSRResNet, 64 features, 16 blocks)', 'exp': 'MSRResNet', 'type': 'ODMMSRResNet',
+        'fp_type': 'MSRResNet',
         'network': ['num_in_ch: 3', 'num_out_ch: 3', 'num_feat: 64', 'num_block: 16', 'upscale: {s}'],
         'pretrain': {
             2: 'experiments/pretrained_models/MSRResNet/002_MSRResNet_x2_f64b16_DIV2K_1000k_B16G1_001pretrain_wandb.pth',
@@ -71,7 +72,7 @@ ARCHS = {
     },
     'SwinIR': {
         'label': 'SwinIR-light (embed_dim 60, 4 RSTBs x 6 blocks, window 8, pixelshuffledirect)', 'exp': 'SwinIR_light',
-        'type': 'ODMSwinIR',
+        'type': 'ODMSwinIR', 'fp_type': 'SwinIR',
         'network': ['upscale: {s}', 'in_chans: 3', 'img_size: 64', 'window_size: 8', 'img_range: 1.',
                     'depths: [6, 6, 6, 6]', 'embed_dim: 60', 'num_heads: [6, 6, 6, 6]', 'mlp_ratio: 2',
                     "upsampler: 'pixelshuffledirect'", "resi_connection: '1conv'"],
@@ -474,6 +475,85 @@ val:
 """
 
 
+VARIANT_LABELS = {'v1': 'ODM v1', 'v2': 'ODM v2', 'qat': 'plain QAT'}
+
+
+def _compare_file(title, name, scale, datasets_text, fp_entry, entries, published, crop_border):
+    """A ``basicsr compare`` option file; ``entries`` [(label, network lines, checkpoint)]."""
+    blocks = []
+    for label, net_lines, checkpoint in [fp_entry] + entries:
+        net = '\n'.join(f'        {line}' for line in net_lines)
+        blocks.append(f"""\
+    - label: {label}
+      network_g:
+{net}
+      checkpoint: {checkpoint}""")
+    published_line = f'\n  published: {{arch: {published}}}   # the papers\' rows at this scale, marked as such' \
+        if published else ''
+    entries_text = '\n'.join(blocks)
+    return f"""\
+# {title}
+# Entries whose checkpoint does not exist yet are listed with the command that trains them.
+name: {name}
+scale: {scale}
+num_gpu: 1  # set 0 for CPU
+
+{datasets_text}
+compare:
+  reference: FP{published_line}
+  entries:
+{entries_text}
+
+val:
+{_val_metrics(crop_border)}
+"""
+
+
+def compare_file(arch, s):
+    a = ARCHS[arch]
+    sets = ''.join(f"""\
+  test_{i}:
+    name: {name}
+    type: PairedImageDataset
+    dataroot_gt: datasets/{name}/GTmod12
+    dataroot_lq: datasets/{name}/LRbicx{s}
+    io_backend:
+      type: disk
+""" for i, name in enumerate(('Set5', 'Set14', 'B100', 'Urban100'), 1))
+    quant_keys = ('w_bit', 'a_bit', 'weight_clip', 'scope', 'offsets', 'quantize_attention')
+    fp_lines = [f'type: {a["fp_type"]}'] + [line.format(s=s) for line in a['network']]
+    entries = []
+    for b in sorted(BITS, reverse=True):
+        for variant in arch_variants(arch):
+            prefix, weight_clip, offsets, _ = VARIANTS[variant]
+            lines = [f'type: {a["type"]}'] + [line.format(s=s) for line in a['network']] + [
+                f'w_bit: {b}', f'a_bit: {b}', f'weight_clip: {weight_clip}', 'scope: body', f'offsets: {offsets}'] + [
+                line.split('  #')[0] for line in a.get('extra_network', []) if line.startswith(quant_keys)]
+            entries.append((f'{VARIANT_LABELS[variant]} w{b}a{b}', lines,
+                            f'experiments/{train_name(arch, s, b, variant)}/models/net_g_latest.pth'))
+    return _compare_file(
+        f'{a["label"]} x{s}: the FP checkpoint next to every trained quantized run of the grid, on the four benchmark '
+        f'sets.\n# Run: basicsr compare -opt options/compare_{arch}_x{s}.yml   (results/compare_{arch}_x{s}/)',
+        f'compare_{arch}_x{s}', s, 'datasets:\n' + sets.rstrip(), ('FP', fp_lines, a['pretrain'][s]), entries, arch, s)
+
+
+def demo_compare_file():
+    val = DEMO_DATA.split('  val:\n', 1)[1]
+    entries = []
+    for b in (4, 2):
+        for variant in ('qat', 'v1', 'v2'):
+            _, weight_clip, offsets, _ = VARIANTS[variant]
+            lines = ['type: ODMEDSR'] + DEMO_NETWORK + [f'w_bit: {b}', f'a_bit: {b}', f'weight_clip: {weight_clip}',
+                                                        'scope: body', f'offsets: {offsets}']
+            entries.append((f'{VARIANT_LABELS[variant]} w{b}a{b}', lines,
+                            f'experiments/{demo_name(variant, b)}/models/net_g_latest.pth'))
+    return _compare_file(
+        'Demo comparison, A SMALL PROXY (EDSR 32x8, x4, demo photos): the shipped FP checkpoint, plain QAT, ODM v1 '
+        'and ODM v2\n# fine-tunes of make demo. Run: basicsr compare -opt options/demo/compare_EDSR_demo_x4.yml',
+        'compare_EDSR_demo_x4', 4, 'datasets:\n  test_1:\n' + val.rstrip(),
+        ('FP', ['type: EDSR'] + DEMO_NETWORK, DEMO_FP_CHECKPOINT), entries, None, 4)
+
+
 def all_files():
     """{relative path: text} of every generated option file."""
     files = {}
@@ -483,10 +563,13 @@ def all_files():
                 for variant in arch_variants(arch):
                     files[option_path('train', arch, s, b, variant)] = train_file(arch, s, b, variant)
                     files[option_path('test', arch, s, b, variant)] = test_file(arch, s, b, variant)
-    for variant in ('v1', 'qat'):
+        for s in SCALES:
+            files[f'options/compare_{arch}_x{s}.yml'] = compare_file(arch, s)
+    for variant in ('v1', 'v2', 'qat'):
         for b in (4, 2):
             files[f'options/demo/train_{VARIANTS[variant][0]}_EDSR_demo_x4_w{b}a{b}.yml'] = demo_train_file(variant, b)
     files['options/demo/test_FP_EDSR_demo_x4.yml'] = demo_test_fp_file()
+    files['options/demo/compare_EDSR_demo_x4.yml'] = demo_compare_file()
     return files
 
 

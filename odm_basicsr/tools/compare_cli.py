@@ -1,0 +1,453 @@
+"""``basicsr compare -opt COMPARE_FILE``: FP, quantized and bicubic upscaling of the same test sets, side by side.
+
+The option file holds BasicSR ``datasets`` test blocks, ``val.metrics`` (BasicSR's calculate_psnr / calculate_ssim),
+and a ``compare`` block:
+
+    compare:
+      reference: FP                  # the entry that Δ and fidelity are taken against (default: the first)
+      published: {arch: EDSR}        # optional: the published rows of this arch at this scale
+      crops: [{image: baboon, box: [y, x, h, w]}]   # optional HR boxes; default: one automatic crop
+      entries:
+        - label: FP
+          network_g: {type: EDSR, ...}
+          checkpoint: experiments/pretrained_models/EDSR/EDSR_Mx4_f64b16_DIV2K_official-0c287733.pth
+          param_key: params          # default params (falling back to params_ema), as BasicSR
+        - ...
+
+Bicubic (MATLAB-style, BasicSR's imresize) is always added. Every entry runs on every image; the metrics are
+BasicSR's own functions on ``tensor2img`` outputs, exactly as ``basicsr test`` computes them. An entry whose
+checkpoint does not exist yet is listed as not trained, with the command that makes it.
+
+Writes to results/<name>/: compare.md, compare.json, compare.csv (per entry and test set: metrics, Δ vs the
+reference, fidelity to the reference output in dB, BitOPs and storage of the cost report for a --size LR input),
+crops_<image>.png (HR, bicubic, then every entry on one zoomed region, labelled with the image's PSNR), and
+psnr_vs_bitops.png (needs matplotlib: pip install "odm-basicsr[plot]").
+"""
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import os.path as osp
+import re
+import sys
+
+from .cost_cli import parse_size
+
+BICUBIC = 'bicubic'
+CROP_LR = 24  # side of the automatic crop, in LR pixels
+PANEL = 192  # minimum side of a crop panel, in pixels
+
+
+class CompareError(ValueError):
+    """Bad compare file; the message names the entry, arch or path."""
+
+
+def _training_file_for(experiment, repo):
+    """The training option file under options/ whose name is ``experiment``, or None."""
+    pattern = re.compile(rf'^name:\s*{re.escape(experiment)}\s*$', re.M)
+    for path in sorted(glob.glob(osp.join(repo, 'options', '**', 'train_*.yml'), recursive=True)):
+        with open(path) as f:
+            if pattern.search(f.read()):
+                return osp.relpath(path, repo)
+    return None
+
+
+def missing_hint(path, repo):
+    """How to produce a missing checkpoint: the training run that writes it, or where to download it."""
+    from odm_basicsr.options_check import checkpoint_hint
+    parts = osp.normpath(str(path)).split(os.sep)
+    if len(parts) >= 3 and parts[-2] == 'models' and 'experiments' in parts:
+        train = _training_file_for(parts[-3], repo)
+        if train:
+            return f'not trained yet: basicsr train -opt {train}'
+    return 'missing: ' + checkpoint_hint(path)
+
+
+def check_compare(opt):
+    """Validate a compare option dict; returns (entries, reference label). Nothing is computed or written."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from odm_basicsr.options_check import dataset_hint
+    errors = []
+    if not isinstance(opt.get('name'), str) or not opt['name']:
+        errors.append('name: a non-empty string is needed (results go to results/<name>/).')
+    if not isinstance(opt.get('scale'), int) or opt['scale'] < 1:
+        errors.append(f'scale: a positive integer is needed, got {opt.get("scale")!r}.')
+    datasets = opt.get('datasets')
+    if not isinstance(datasets, dict) or not datasets:
+        errors.append('datasets: at least one BasicSR test dataset block is needed.')
+        datasets = {}
+    for key, ds in datasets.items():
+        if not isinstance(ds, dict):
+            errors.append(f'datasets.{key}: must be a BasicSR dataset mapping.')
+            continue
+        for root in ('dataroot_gt', 'dataroot_lq'):
+            path = ds.get(root)
+            if not path or not osp.isdir(str(path)):
+                errors.append(f'datasets.{key}.{root}: folder {path!r} does not exist. {dataset_hint(str(path))}')
+    metrics = (opt.get('val') or {}).get('metrics')
+    if not isinstance(metrics, dict) or not metrics:
+        errors.append('val.metrics: BasicSR metric blocks are needed (calculate_psnr / calculate_ssim).')
+    compare = opt.get('compare')
+    entries = compare.get('entries') if isinstance(compare, dict) else None
+    if not isinstance(entries, list) or not entries:
+        errors.append('compare.entries: a list of {label, network_g, checkpoint} is needed.')
+        entries = []
+    labels = []
+    for i, entry in enumerate(entries):
+        where = f'compare.entries[{i}]'
+        if not isinstance(entry, dict):
+            errors.append(f'{where}: must be a mapping with label, network_g and checkpoint.')
+            continue
+        label = entry.get('label')
+        if not isinstance(label, str) or not label:
+            errors.append(f'{where}.label: a non-empty string is needed.')
+            continue
+        where = f'entry {label!r}'
+        if label in labels or label == BICUBIC:
+            errors.append(f'{where}: the label is used twice (bicubic is built in).')
+        labels.append(label)
+        unknown = set(entry) - {'label', 'network_g', 'checkpoint', 'param_key'}
+        if unknown:
+            errors.append(f'{where}: unknown keys {sorted(unknown)} (label, network_g, checkpoint, param_key).')
+        net = entry.get('network_g')
+        if not isinstance(net, dict) or not net.get('type'):
+            errors.append(f'{where}: network_g must be a mapping with a type.')
+        elif net['type'] not in ARCH_REGISTRY:
+            errors.append(f'{where}: network_g.type {net["type"]!r} is not a registered arch.')
+        if not isinstance(entry.get('checkpoint'), str):
+            errors.append(f'{where}: checkpoint must be a path.')
+    reference = compare.get('reference', labels[0] if labels else None) if isinstance(compare, dict) else None
+    if labels and reference not in labels:
+        errors.append(f'compare.reference: {reference!r} is not an entry label ({", ".join(labels)}).')
+    crops = compare.get('crops', []) if isinstance(compare, dict) else []
+    for i, crop in enumerate(crops or []):
+        box = crop.get('box') if isinstance(crop, dict) else None
+        if not isinstance(crop, dict) or not isinstance(crop.get('image'), str) or not (
+                isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and v >= 0 for v in box)):
+            errors.append(f'compare.crops[{i}]: {{image: <name>, box: [y, x, h, w]}} in HR pixels is needed.')
+    if errors:
+        raise CompareError('Invalid compare file:\n  - ' + '\n  - '.join(errors))
+    return entries, reference
+
+
+def load_entries(entries, repo, device):
+    """{label: network} for the entries whose checkpoint exists, and {label: hint} for the others. Every present
+    checkpoint is loaded and checked against its network_g before anything is computed."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from odm_basicsr.quant import CheckpointMismatchError, quantized_layers
+    from odm_basicsr.quant.export import check_calibrated
+    from odm_basicsr.utils.safe_load import load_network_state
+    nets, missing, errors = {}, {}, []
+    for entry in entries:
+        label, path = entry['label'], entry['checkpoint']
+        net_opt = dict(entry['network_g'])
+        arch = net_opt.pop('type')
+        if not osp.isfile(path):
+            missing[label] = missing_hint(path, repo)
+            continue
+        try:
+            net = ARCH_REGISTRY.get(arch)(**net_opt)
+        except (TypeError, ValueError) as err:
+            errors.append(f'entry {label!r} ({arch}): network_g cannot be built: {err}')
+            continue
+        try:
+            try:
+                state = load_network_state(path, entry.get('param_key', 'params'))
+            except ValueError:
+                if 'param_key' in entry:
+                    raise
+                state = load_network_state(path, 'params_ema')  # BasicSR's default key, then the EMA copy
+            net.load_state_dict(state, strict=True)
+            if quantized_layers(net):
+                check_calibrated(net)
+        except CheckpointMismatchError as err:
+            errors.append(f'entry {label!r} ({arch}): {path} does not fit its network_g:\n    '
+                          + '\n    '.join(str(err).splitlines()[1:]))
+            continue
+        except (RuntimeError, ValueError) as err:
+            errors.append(f'entry {label!r} ({arch}): {path}: {str(err).splitlines()[0]}')
+            continue
+        nets[label] = net.to(device).eval()
+    if errors:
+        raise CompareError('Entries that cannot be compared:\n  - ' + '\n  - '.join(errors))
+    if not nets:
+        raise CompareError('no entry has a checkpoint yet:\n  - ' + '\n  - '.join(
+            f'{label}: {hint}' for label, hint in missing.items()))
+    return nets, missing
+
+
+def bicubic_upscale(lq, scale):
+    """MATLAB-style bicubic of a (1, C, h, w) tensor on [0, 1], as BasicSR's imresize, quantized to 8 bits like
+    every network output is by tensor2img."""
+    import numpy as np
+    import torch
+    from basicsr.utils.matlab_functions import imresize
+    img = lq[0].permute(1, 2, 0).double().numpy()
+    up = np.clip(np.round(imresize(img, scale) * 255.), 0, 255) / 255.
+    return torch.from_numpy(up).permute(2, 0, 1).unsqueeze(0).float()
+
+
+def auto_box(outputs, scale, hr_shape):
+    """HR box [y, x, h, w] of side CROP_LR * scale where the entries' outputs differ most (std across entries of
+    the 0-1 output, box-averaged)."""
+    import cv2
+    import numpy as np
+    height, width = hr_shape
+    side = min(CROP_LR * scale, height, width)
+    stack = np.stack([o[0].mean(0).numpy() for o in outputs])
+    spread = cv2.blur(stack.std(0).astype(np.float32), (side, side))
+    half = side // 2
+    spread[:half, :], spread[height - side + half + 1:, :] = -1, -1
+    spread[:, :half], spread[:, width - side + half + 1:] = -1, -1
+    cy, cx = np.unravel_index(int(np.argmax(spread)), spread.shape)
+    return [int(cy - half), int(cx - half), side, side]
+
+
+def crop_grid(panels, box):
+    """One PNG image (uint8 BGR) of labelled crops: panels [(label, caption, BGR uint8 HR-sized image)]."""
+    import cv2
+    import numpy as np
+    y, x, h, w = box
+    zoom = max(1, math.ceil(PANEL / max(h, w)))
+    tiles = []
+    for label, caption, img in panels:
+        crop = cv2.resize(img[y:y + h, x:x + w], (w * zoom, h * zoom), interpolation=cv2.INTER_NEAREST)
+        band = np.full((44, crop.shape[1], 3), 255, np.uint8)
+        cv2.putText(band, label[:28], (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(band, caption, (4, 37), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.concatenate([crop, band], 0))
+    per_row = 5
+    rows = []
+    for start in range(0, len(tiles), per_row):
+        row = tiles[start:start + per_row]
+        row += [np.full_like(tiles[0], 255)] * (per_row - len(row)) if len(tiles) > per_row else []
+        rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row], 1))
+    return np.concatenate(rows, 0)
+
+
+def plot_psnr_vs_bitops(table, datasets, path):
+    """PSNR vs BitOPs (log x), one panel per test set; returns False if matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        rows = [r for r in table if r['dataset'] == name]
+        for r in rows:
+            if r['bitops'] is None:
+                ax.axhline(r['psnr'], linestyle='--', color='gray', linewidth=1)
+                ax.annotate(r['label'], (0.01, r['psnr']), xycoords=('axes fraction', 'data'), fontsize=8,
+                            color='gray', va='bottom')
+                continue
+            ax.scatter(r['bitops'], r['psnr'], s=25)
+            ax.annotate(r['label'], (r['bitops'], r['psnr']), fontsize=8, xytext=(3, 3), textcoords='offset points')
+        ax.set_xscale('log')
+        ax.set_xlabel('BitOPs (one LR input, see compare.md)')
+        ax.set_ylabel('PSNR (dB, Y)')
+        ax.set_title(name)
+        ax.grid(True, which='both', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def run(opt, size, device, repo, log=print):
+    """Compute the comparison of a checked option dict; returns the result dict (nothing written)."""
+    import torch
+    from basicsr.data import build_dataset
+    from basicsr.metrics import calculate_metric
+    from basicsr.utils import tensor2img
+
+    from odm_basicsr.data.published import published_rows
+    from odm_basicsr.quant import cost_report, quantized_layers
+    from odm_basicsr.tools.calibrate_cli import fidelity_psnr
+    from tqdm import tqdm
+    entries, reference = check_compare(opt)
+    scale = opt['scale']
+    nets, missing = load_entries(entries, repo, device)
+    labels = [BICUBIC] + [e['label'] for e in entries if e['label'] in nets]
+    if reference not in nets:
+        log(f'reference {reference!r} has no checkpoint yet: Δ and fidelity are taken against bicubic')
+        reference = BICUBIC
+    # window-based FP nets (BasicSR's SwinIR) need sides that are multiples of the window, as SwinIRModel pads them
+    windows = {e['label']: e['network_g'].get('window_size') for e in entries
+               if e['label'] in nets and e['network_g'].get('window_size')}
+    costs = {}
+    for entry in entries:
+        label = entry['label']
+        if label not in nets:
+            continue
+        net_opt = dict(entry['network_g'].get('arch') or {}, **entry['network_g'])
+        channels = int(net_opt.get('num_in_ch', net_opt.get('in_chans', 3)))
+        report = cost_report(nets[label], (channels, *size))
+        bits = sorted({(r['w_bit'], r['a_bit']) for r in report['layers'] if r['w_bit'] < 32})
+        costs[label] = dict(bitops=report['total']['bitops'], storage_bytes=report['total']['storage_bits'] / 8,
+                            bits='/'.join(f'w{w}a{a}' for w, a in bits) or 'FP32',
+                            quantized_layers=len(quantized_layers(nets[label])))
+    crops_opt = (opt.get('compare') or {}).get('crops') or []
+    table, crops = [], []
+    for key, ds_opt in opt['datasets'].items():
+        dataset = build_dataset(dict(ds_opt, phase='val', scale=scale))
+        name = ds_opt.get('name', key)
+        sums = {label: {} for label in labels}
+        fidelity = {label: [] for label in labels}
+        for index in tqdm(range(len(dataset)), desc=f'compare {name}', unit='image', file=sys.stdout):
+            data = dataset[index]
+            image = osp.splitext(osp.basename(data['lq_path']))[0]
+            lq = data['lq'].unsqueeze(0)
+            gt = tensor2img(data['gt'].unsqueeze(0))
+            outs = {BICUBIC: bicubic_upscale(lq, scale)}
+            with torch.no_grad():
+                for label, net in nets.items():
+                    outs[label] = _forward(net, lq.to(device), windows.get(label), scale).cpu().clamp_(0, 1)
+            images, per_image = {}, {}
+            for label in labels:
+                img = tensor2img(outs[label])
+                images[label] = img
+                for metric, metric_opt in opt['val']['metrics'].items():
+                    value = float(calculate_metric(dict(img=img, img2=gt), dict(metric_opt)))
+                    sums[label][metric] = sums[label].get(metric, 0.0) + value
+                    per_image.setdefault(label, {})[metric] = value
+                fidelity[label].append(fidelity_psnr(outs[label], outs[reference], scale))
+            wanted = [c for c in crops_opt if c['image'] == image and c.get('dataset', name) == name]
+            if not crops_opt and not crops:  # automatic: the first image of the first set
+                wanted = [{'image': image, 'box': auto_box([outs[lb] for lb in labels], scale, gt.shape[:2])}]
+            for crop in wanted:
+                y, x, h, w = crop['box']
+                if y + h > gt.shape[0] or x + w > gt.shape[1]:
+                    raise CompareError(f'compare.crops: box {crop["box"]} lies outside {image} ({gt.shape[0]}x'
+                                       f'{gt.shape[1]} HR pixels).')
+                panels = [('HR', name, gt)] + [
+                    (label, f'{per_image[label].get("psnr", float("nan")):.2f} dB', images[label]) for label in labels]
+                crops.append(dict(dataset=name, image=image, box=list(crop['box']), grid=crop_grid(panels, crop['box'])))
+        count = len(dataset)
+        for label in labels:
+            means = {m: v / count for m, v in sums[label].items()}
+            cost = costs.get(label, dict(bitops=None, storage_bytes=None, bits='-', quantized_layers=0))
+            finite = [f for f in fidelity[label] if math.isfinite(f)]
+            table.append(dict(dataset=name, label=label, images=count, **means, bits=cost['bits'],
+                              fidelity_db=(sum(finite) / len(finite)) if finite else float('inf'),
+                              bitops=cost['bitops'], storage_bytes=cost['storage_bytes']))
+        for row in [r for r in table if r['dataset'] == name]:
+            ref = next(r for r in table if r['dataset'] == name and r['label'] == reference)
+            row['delta_psnr'] = row.get('psnr', float('nan')) - ref.get('psnr', float('nan'))
+    published = []
+    spec = (opt.get('compare') or {}).get('published') or {}
+    if spec.get('arch'):
+        sets = [ds.get('name', k) for k, ds in opt['datasets'].items()]
+        for method, bits, values in published_rows(spec['arch'], scale):
+            for name in sets:
+                if name in values:
+                    psnr, ssim = values[name]
+                    published.append(dict(dataset=name, method=method, bits=bits, psnr=psnr, ssim=ssim))
+    return dict(name=opt['name'], scale=scale, reference=reference, size=list(size), rows=table, missing=missing,
+                published=published, crops=crops, published_arch=spec.get('arch'))
+
+
+def _forward(net, lq, window, scale):
+    """net(lq), reflect-padding lq to a multiple of ``window`` first and cropping the output back (SwinIRModel's
+    test-time rule) when ``window`` is set."""
+    import torch.nn.functional as F
+    if not window:
+        return net(lq)
+    height, width = lq.shape[-2:]
+    pad_h, pad_w = (-height) % window, (-width) % window
+    if pad_h or pad_w:
+        lq = F.pad(lq, (0, pad_w, 0, pad_h), 'reflect' if pad_h < height and pad_w < width else 'replicate')
+    return net(lq)[..., :height * scale, :width * scale]
+
+
+def _fmt(value, digits):
+    return '-' if value is None or (isinstance(value, float) and math.isnan(value)) else (
+        'inf' if value == float('inf') else f'{value:.{digits}f}')
+
+
+def format_markdown(result):
+    h, w = result['size']
+    lines = [f'# {result["name"]}: x{result["scale"]}, PSNR / SSIM on Y (BasicSR metrics); Δ and fidelity against '
+             f'{result["reference"]!r}; BitOPs and storage for one {h}x{w} LR input', '']
+    for name in dict.fromkeys(r['dataset'] for r in result['rows']):
+        rows = [r for r in result['rows'] if r['dataset'] == name]
+        lines += [f'## {name} ({rows[0]["images"]} images)', '',
+                  '| entry | bits | PSNR | SSIM | Δ PSNR | fidelity (dB) | GBitOPs | storage (KiB) |',
+                  '|---|---|---|---|---|---|---|---|']
+        for r in rows:
+            lines.append(f'| {r["label"]} | {r["bits"]} | {_fmt(r.get("psnr"), 2)} | {_fmt(r.get("ssim"), 4)} | '
+                         f'{r["delta_psnr"]:+.2f} | {_fmt(r["fidelity_db"], 2)} | '
+                         f'{_fmt(None if r["bitops"] is None else r["bitops"] / 1e9, 1)} | '
+                         f'{_fmt(None if r["storage_bytes"] is None else r["storage_bytes"] / 1024, 1)} |')
+        published = [p for p in result['published'] if p['dataset'] == name]
+        if published:
+            lines += ['', f'Published ({result["published_arch"]} x{result["scale"]}, from the papers, **not measured '
+                      'here**):', '', '| method | bits | PSNR | SSIM |', '|---|---|---|---|']
+            lines += [f'| {p["method"]} | {p["bits"]} | {p["psnr"]:.2f} | {_fmt(p["ssim"], 3)} |' for p in published]
+        lines.append('')
+    if result['missing']:
+        lines += ['## Not compared', ''] + [f'- {label}: {hint}' for label, hint in result['missing'].items()] + ['']
+    return '\n'.join(lines)
+
+
+def write_results(result, out_dir, log=print):
+    """compare.md / .json / .csv, crops_*.png and psnr_vs_bitops.png in ``out_dir``; returns the written paths."""
+    import cv2
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    md = osp.join(out_dir, 'compare.md')
+    with open(md, 'w') as f:
+        f.write(format_markdown(result))
+    with open(osp.join(out_dir, 'compare.json'), 'w') as f:
+        json.dump({k: v for k, v in result.items() if k != 'crops'} | {
+            'crops': [{k: v for k, v in c.items() if k != 'grid'} for c in result['crops']]}, f, indent=2)
+    with open(osp.join(out_dir, 'compare.csv'), 'w', newline='') as f:
+        fields = ['dataset', 'label', 'bits', 'psnr', 'ssim', 'delta_psnr', 'fidelity_db', 'bitops', 'storage_bytes',
+                  'images']
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
+        writer.writeheader()
+        writer.writerows(result['rows'])
+    written += [md, osp.join(out_dir, 'compare.json'), osp.join(out_dir, 'compare.csv')]
+    for crop in result['crops']:
+        path = osp.join(out_dir, f'crops_{crop["image"]}.png')
+        cv2.imwrite(path, crop['grid'])
+        written.append(path)
+    plot = osp.join(out_dir, 'psnr_vs_bitops.png')
+    if plot_psnr_vs_bitops(result['rows'], list(dict.fromkeys(r['dataset'] for r in result['rows'])), plot):
+        written.append(plot)
+    else:
+        log('plot skipped: it needs matplotlib (pip install "odm-basicsr[plot]")')
+    return written
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog='basicsr compare', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-opt', required=True, help='compare option file (options/compare_<ARCH>_x<S>.yml)')
+    parser.add_argument('--size', type=parse_size, default=(180, 320),
+                        help='LR H x W for the BitOPs / storage columns (default 180x320, a 720x1280 x4 output)')
+    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
+    parser.add_argument('--out', help='output folder (default results/<name>)')
+    args = parser.parse_args(argv)
+    import torch
+
+    import odm_basicsr  # noqa: F401  (registers the archs)
+    from odm_basicsr.options_check import load_option_file
+    from odm_basicsr.tools.option_grid import REPO
+    opt = load_option_file(args.opt)
+    device = args.device
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() and opt.get('num_gpu', 1) != 0 else 'cpu'
+    try:
+        result = run(opt, args.size, torch.device(device), REPO)
+        out_dir = args.out or osp.join('results', opt['name'])
+        written = write_results(result, out_dir)
+    except CompareError as err:
+        raise SystemExit(f'error in {args.opt}: {err}')
+    print('\n' + format_markdown(result))
+    print('wrote: ' + ', '.join(written))
