@@ -2,7 +2,7 @@
 
 A SMALL PROXY, not the paper's setting: each FP network is a small one this project trained on the demo photos of
 skimage.data (recipes in options/demo/train_FP_EDSR_demo_x4.yml and options/ptq/train_FP_*_demo_x4.yml, checkpoints
-in odm_basicsr/pretrained/). Every network is quantized with ODMQuant (default scope: the arch's body blocks, or
+in odm_basicsr/pretrained/). Every network is quantized with ODMQuant (SwinIR with its twin ODMSwinIR; default scope: the arch's body blocks, or
 ``--scope all``), calibrated on the same 8 training batches of the demo LMDB, and measured on the 3 held-out photos:
 
 - fidelity: PSNR (dB) of the quantized output against the FP output, [0, 1] range, border of 4 pixels cropped;
@@ -31,7 +31,7 @@ from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 
 from odm_basicsr.data.calibration import calibration_batches  # noqa: E402
 from odm_basicsr.quant import (DEFAULT_RANGE_METHOD, RANGE_METHODS, WEIGHT_GRANULARITIES, calibrate,  # noqa: E402
-                               quantized_layers)
+                               quantized_layers, set_quantization)
 from odm_basicsr.tools.calibrate_cli import fidelity_psnr  # noqa: E402
 from odm_basicsr.utils.safe_load import load_network_state  # noqa: E402
 
@@ -46,7 +46,12 @@ ARCHS = {
     'RCAN': (dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=32, num_group=2, num_block=4, squeeze_factor=8,
                   upscale=4, res_scale=1, img_range=255., rgb_mean=[0.4488, 0.4371, 0.4040]),
              'RCAN_demo_x4_f32g2b4_FP.pth'),
+    # SwinIR runs through ODMSwinIR (its own twin), which pads inputs to the window as BasicSR's SwinIRModel does
+    'SwinIR': (dict(type='SwinIR', upscale=4, in_chans=3, img_size=32, window_size=8, img_range=1.,
+                    depths=[2, 2, 2], embed_dim=30, num_heads=[3, 3, 3], mlp_ratio=2, upsampler='pixelshuffledirect',
+                    resi_connection='1conv'), 'SwinIR_demo_x4_e30d2x3_FP.pth'),
 }
+TWINS = {'SwinIR': 'ODMSwinIR'}  # archs quantized by their own twin instead of ODMQuant
 SCALE = 4
 CAL_BATCHES = 8
 BEST_SIMPLE = {8: 'minmax', 6: 'minmax', 4: 'percentile', 2: 'percentile'}
@@ -127,7 +132,12 @@ def main(argv=None):
         net_opt, ckpt = ARCHS[arch]
         state = load_network_state(osp.join(PRETRAINED, ckpt))
         fp_opt = dict(net_opt)
-        fp = ARCH_REGISTRY.get(fp_opt.pop('type'))(**fp_opt)
+        fp_type = fp_opt.pop('type')
+        if arch in TWINS:  # the twin with its quantizers off is the exact FP function (and pads the input)
+            fp = ARCH_REGISTRY.get(TWINS[arch])(**fp_opt)
+            set_quantization(fp, False)
+        else:
+            fp = ARCH_REGISTRY.get(fp_type)(**fp_opt)
         fp.load_state_dict(state, strict=True)
         fp.eval()
         fp_outs = outputs(fp, images)
@@ -136,8 +146,11 @@ def main(argv=None):
         for bits in args.bits:
             for granularity in args.granularities:
                 cell = {}
-                net = ARCH_REGISTRY.get('ODMQuant')(arch=net_opt, w_bit=bits, a_bit=bits, weight_clip=args.weight_clip,
-                                                    scope=args.scope, weight_granularity=granularity)
+                quant = dict(w_bit=bits, a_bit=bits, weight_clip=args.weight_clip, weight_granularity=granularity)
+                if arch in TWINS:
+                    net = ARCH_REGISTRY.get(TWINS[arch])(**fp_opt, scope=args.scope or 'body', **quant)
+                else:
+                    net = ARCH_REGISTRY.get('ODMQuant')(arch=net_opt, scope=args.scope, **quant)
                 net.load_state_dict(state, strict=True)
                 # 'auto' measures every candidate's ranges in one pass and keeps one; each candidate's ranges equal
                 # those of calibrating with that method alone (tests/test_any_arch.py), so one call serves all

@@ -37,7 +37,7 @@ from .cost_cli import parse_size
 
 BICUBIC = 'bicubic'
 CROP_LR = 24  # side of the automatic crop, in LR pixels
-PANEL = 192  # minimum side of a crop panel, in pixels
+PANEL = 160  # minimum side of a crop panel, in pixels
 
 
 class CompareError(ValueError):
@@ -240,6 +240,7 @@ def plot_psnr_vs_bitops(table, datasets, path):
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, name in zip(axes[0], datasets):
         rows = [r for r in table if r['dataset'] == name]
+        taken = {}
         for r in rows:
             if r['bitops'] is None:
                 ax.axhline(r['psnr'], linestyle='--', color='gray', linewidth=1)
@@ -247,7 +248,10 @@ def plot_psnr_vs_bitops(table, datasets, path):
                             color='gray', va='bottom')
                 continue
             ax.scatter(r['bitops'], r['psnr'], s=25)
-            ax.annotate(r['label'], (r['bitops'], r['psnr']), fontsize=8, xytext=(3, 3), textcoords='offset points')
+            spot = (round(math.log10(r['bitops']), 2), round(r['psnr'], 1))  # labels of coinciding points stack
+            taken[spot] = taken.get(spot, -1) + 1
+            ax.annotate(r['label'], (r['bitops'], r['psnr']), fontsize=8, xytext=(3, 3 - 10 * taken[spot]),
+                        textcoords='offset points')
         ax.set_xscale('log')
         ax.set_xlabel('BitOPs (one LR input, see compare.md)')
         ax.set_ylabel('PSNR (dB, Y)')
@@ -415,7 +419,10 @@ def write_results(result, out_dir, log=print):
     written += [md, osp.join(out_dir, 'compare.json'), osp.join(out_dir, 'compare.csv')]
     for crop in result['crops']:
         path = osp.join(out_dir, f'crops_{crop["image"]}.png')
-        cv2.imwrite(path, crop['grid'])
+        grid = crop['grid']
+        if (grid[..., 0] == grid[..., 1]).all() and (grid[..., 1] == grid[..., 2]).all():
+            grid = grid[..., 0]  # a grey photo: one channel, a third of the file
+        cv2.imwrite(path, grid, [cv2.IMWRITE_PNG_COMPRESSION, 9])
         written.append(path)
     plot = osp.join(out_dir, 'psnr_vs_bitops.png')
     if plot_psnr_vs_bitops(result['rows'], list(dict.fromkeys(r['dataset'] for r in result['rows'])), plot):
