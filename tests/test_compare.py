@@ -140,7 +140,8 @@ def test_published_rows_of_the_matching_arch_and_set_are_marked_as_published(tin
     from odm_basicsr.data import published
     from odm_basicsr.tools.compare_cli import format_markdown, run
     monkeypatch.setitem(published.PUBLISHED, ('EDSR', 2), [('ODM', 4, {'Set5': (37.5, 0.95), 'Set14': (33.0, None)}),
-                                                          ('DAQ', 4, {'Urban100': (30.0, 0.9)})])
+                                                          ('DAQ', 4, {'Urban100': (30.0, 0.9)}),
+                                                          ('ODM', 2, {'Set5': (36.0, 0.94)})])  # no w2 entry
     result = run(compare_options(tiny_data, checkpoints), (16, 16), torch.device('cpu'), REPO, log=lambda line: None)
     assert result['published'] == [dict(dataset='Set5', method='ODM', bits=4, psnr=37.5, ssim=0.95)]
     md = format_markdown(result)

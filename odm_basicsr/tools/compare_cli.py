@@ -5,7 +5,7 @@ and a ``compare`` block:
 
     compare:
       reference: FP                  # the entry that Δ and fidelity are taken against (default: the first)
-      published: {arch: EDSR}        # optional: the published rows of this arch at this scale
+      published: {arch: EDSR}        # optional: the published rows of this arch at this scale and these bits
       crops: [{image: baboon, box: [y, x, h, w]}]   # optional HR boxes; default: one automatic crop
       entries:
         - label: FP
@@ -347,7 +347,9 @@ def run(opt, size, device, repo, log=print):
     spec = (opt.get('compare') or {}).get('published') or {}
     if spec.get('arch'):
         sets = [ds.get('name', k) for k, ds in opt['datasets'].items()]
-        for method, bits, values in published_rows(spec['arch'], scale):
+        # the bit-widths the entries are at (FP included): published rows at other bit-widths are left out
+        entry_bits = {32} | {e['network_g'].get('w_bit', 4) for e in entries if 'w_bit' in e['network_g']}
+        for method, bits, values in published_rows(spec['arch'], scale, bits=entry_bits):
             for name in sets:
                 if name in values:
                     psnr, ssim = values[name]
