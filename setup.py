@@ -20,7 +20,9 @@ class BuildWithStartupHook(build_py):
 
 
 class EditableWithStartupHook(editable_wheel):
-    """``pip install -e``: an editable wheel holds only setuptools' own finder, so the .pth is added to its root."""
+    """``pip install -e``: an editable wheel holds only setuptools' own finder, so the .pth is added to its root.
+    ``_run_build_commands`` is setuptools' (>= 64) private step that fills the wheel's folder; if a future setuptools
+    drops it, the editable install still works, only without the startup hook (tests/test_import_order.py fails)."""
 
     def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
         outputs = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
@@ -44,6 +46,7 @@ setup(
     license='Apache-2.0',  # as BasicSR's (LICENSE)
     license_files=['LICENSE'],
     packages=find_packages(exclude=('tests', 'options', 'benchmarks', 'experiments', 'results', 'tb_logger')),
+    package_data={'odm_basicsr': ['pretrained/*.pth', 'pretrained/*.log']},  # the demo / PTQ FP checkpoints
     py_modules=['odm_basicsr_boot'],
     cmdclass={'build_py': BuildWithStartupHook, 'editable_wheel': EditableWithStartupHook},
     python_requires='>=3.10',  # torch 2.14.1 has no wheels for 3.9; tested on 3.11

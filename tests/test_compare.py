@@ -62,22 +62,38 @@ def test_duplicate_labels_missing_sets_and_bad_reference_are_errors(tiny_data, c
     assert "compare.reference: 'nobody'" in message
 
 
+def test_bad_crops_and_a_wrong_upscale_are_errors_before_computing(tiny_data, checkpoints):
+    opt = compare_options(tiny_data, checkpoints, crops=[{'image': 'chelsea', 'box': [0, 0, 0, 8]},
+                                                         {'image': 'nowhere', 'box': [0, 0, 8, 8]},
+                                                         {'image': 'chelsea', 'box': [0, 0, 9999, 8]}])
+    with pytest.raises(CompareError) as info:
+        check_compare(opt)
+    message = str(info.value)
+    assert 'compare.crops[0]: {image' in message and "compare.crops[1]: image 'nowhere' is in no test set" in message
+    assert 'compare.crops[2]: box [0, 0, 9999, 8] lies outside chelsea' in message
+    opt = compare_options(tiny_data, checkpoints)
+    opt['compare']['entries'][1]['network_g']['upscale'] = 4
+    entries, _ = check_compare(opt)
+    with pytest.raises(CompareError, match=r"entry 'ODM v2 w4a4' \(ODMEDSR\): upscale 4 but the compare file's scale is 2"):
+        load_entries(entries, REPO, torch.device('cpu'), 2)
+
+
 def test_an_entry_that_does_not_fit_its_checkpoint_is_named_before_computing(tiny_data, checkpoints):
     opt = compare_options(tiny_data, checkpoints)
     opt['compare']['entries'][1]['network_g']['num_feat'] = 16  # the checkpoint has 8
     entries, _ = check_compare(opt)
     with pytest.raises(CompareError, match=r"entry 'ODM v2 w4a4' \(ODMEDSR\): .*odm.pth does not fit"):
-        load_entries(entries, REPO, torch.device('cpu'))
+        load_entries(entries, REPO, torch.device('cpu'), 2)
 
 
 def test_missing_checkpoints_name_the_training_run_and_all_missing_is_an_error(tiny_data, checkpoints):
     opt = compare_options(tiny_data, checkpoints)
     entries, _ = check_compare(opt)
-    nets, missing = load_entries(entries, REPO, torch.device('cpu'))
+    nets, missing = load_entries(entries, REPO, torch.device('cpu'), 2)
     assert set(nets) == {'FP', 'ODM v2 w4a4'}
     assert missing['not yet'] == 'not trained yet: basicsr train -opt options/v2/train_ODMv2_EDSR_x4_w4a4.yml'
     with pytest.raises(CompareError, match='no entry has a checkpoint yet'):
-        load_entries(entries[2:], REPO, torch.device('cpu'))
+        load_entries(entries[2:], REPO, torch.device('cpu'), 2)
 
 
 def test_grid_compare_file_without_checkpoints_says_what_to_run(tmp_path):
@@ -104,7 +120,7 @@ def test_compare_through_the_cli_matches_basicsr_test(tiny_data, checkpoints, tm
     rows = {r['label']: r for r in result['rows']}
     assert set(rows) == {'bicubic', 'FP', 'ODM v2 w4a4'} and result['missing'] == {
         'not yet': 'not trained yet: basicsr train -opt options/v2/train_ODMv2_EDSR_x4_w4a4.yml'}
-    assert rows['FP']['delta_psnr'] == 0 and rows['FP']['fidelity_db'] == float('inf')
+    assert rows['FP']['delta_psnr'] == 0 and rows['FP']['fidelity_db'] is None  # identical to the reference
     assert rows['ODM v2 w4a4']['bits'] == 'w4a4' and rows['ODM v2 w4a4']['bitops'] < rows['FP']['bitops']
     assert rows['bicubic']['bitops'] is None
     # the published rows of EDSR x2 do not exist; x4 rows would be for another scale: none here

@@ -34,7 +34,8 @@ def test_tiles_cover_the_image_once(height, width, tile):
 
 def test_tiled_equals_whole_image_when_the_overlap_covers_the_receptive_field():
     """A quantized net with static ranges sees the same context per output pixel in a tile as in the whole image
-    once the overlap reaches its receptive-field radius (here 6 convs of 3x3 before the upsampler: 6 px), so the
+    once the overlap reaches its receptive-field radius (here 8 LR px: 6 convs of 3x3 before the upsampler, then the
+    upsampler conv and conv_last at HR), so the
     tiled output equals the untiled one; with no overlap the tile seams differ."""
     torch.manual_seed(0)
     net = build_network(dict(NET, num_block=2)).eval()

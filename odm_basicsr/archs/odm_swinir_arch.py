@@ -22,6 +22,14 @@ class QuantWindowAttention(WindowAttention):
         attention.av_matmul = MatMul(a_bit).to(attention.qkv.weight.device)
         return attention
 
+    def name_operands(self, prefix):
+        """Give the operand quantizers their qualified names (for the uncalibrated-forward error)."""
+        for product in ('qk_matmul', 'av_matmul'):
+            matmul = getattr(self, product)
+            if matmul.quantized:
+                matmul.left.act_quantizer.layer_name = f'{prefix}.{product}.left'
+                matmul.right.act_quantizer.layer_name = f'{prefix}.{product}.right'
+
     def forward(self, x, mask=None):
         windows, tokens, channels = x.shape
         heads = self.num_heads
@@ -78,9 +86,9 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
             raise ValueError('ODMSwinIR: offsets must be none (distribution offsets are implemented for conv layers, '
                              'and the quantized body of SwinIR is Linear).')
         self.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity)
-        for module in list(self.modules()):
+        for name, module in list(self.named_modules()):
             if isinstance(module, WindowAttention):
-                QuantWindowAttention.convert(module, a_bit if quantize_attention else None)
+                QuantWindowAttention.convert(module, a_bit if quantize_attention else None).name_operands(name)
         self.quant_config['quantize_attention'] = bool(quantize_attention)
 
     def forward(self, x):

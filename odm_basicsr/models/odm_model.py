@@ -15,7 +15,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from odm_basicsr.data.calibration import calibration_batches, calibration_settings
-from odm_basicsr.quant import (calibrate, combine_gradients, is_quantizer_param, quantized_layers,
+from odm_basicsr.quant import (activation_points, calibrate, combine_gradients, is_quantizer_param, quantized_layers,
                                refresh_quantizer_state)
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'none': 'grad_cos'}
@@ -181,7 +181,7 @@ class ODMModel(SRModel):
         ema_buffers = dict(self.net_g_ema.named_buffers())
         for name, buf in net.named_buffers():
             ema_buffers[name].data.copy_(buf.data)
-        for _, layer in quantized_layers(self.net_g_ema):  # the python mirrors of the buffers copied in place
+        for _, layer in activation_points(self.net_g_ema):  # the python mirrors of the buffers copied in place
             if not layer.act_quantizer.is_calibrated:  # once calibrated it stays so: no per-step device read
                 layer.act_quantizer.refresh()
             if layer.offset is not None:

@@ -58,7 +58,7 @@ def check_calibrated(net):
     missing = [n for n, m in activation_points(net) if not bool(m.act_quantizer.calibrated)]
     if missing:
         raise ValueError(f'the network was never calibrated: act_quantizer.calibrated is false in {len(missing)} '
-                         f'quantized layer(s) ({", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}). '
+                         f'quantized layer(s) or matmul operand(s) ({", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}). '
                          'Export a checkpoint written by ODM training (or calibrate the network first): the activation '
                          'ranges would be the placeholder [-1, 1].')
 

@@ -6,12 +6,13 @@ and a ``compare`` block:
     compare:
       reference: FP                  # the entry that Δ and fidelity are taken against (default: the first)
       published: {arch: EDSR}        # optional: the published rows of this arch at this scale and these bits
-      crops: [{image: baboon, box: [y, x, h, w]}]   # optional HR boxes; default: one automatic crop
+      crops: [{image: baboon, box: [y, x, h, w]}]   # optional HR boxes (and dataset: <set name>); default: one
+                                                     # automatic crop on the first image of the first set
       entries:
         - label: FP
           network_g: {type: EDSR, ...}
           checkpoint: experiments/pretrained_models/EDSR/EDSR_Mx4_f64b16_DIV2K_official-0c287733.pth
-          param_key: params          # default params (falling back to params_ema), as BasicSR
+          param_key: params          # default params, then params_ema if the file has no params
         - ...
 
 Bicubic (MATLAB-style, BasicSR's imresize) is always added. Every entry runs on every image; the metrics are
@@ -20,7 +21,7 @@ checkpoint does not exist yet is listed as not trained, with the command that ma
 
 Writes to results/<name>/: compare.md, compare.json, compare.csv (per entry and test set: metrics, Δ vs the
 reference, fidelity to the reference output in dB, BitOPs and storage of the cost report for a --size LR input),
-crops_<image>.png (HR, bicubic, then every entry on one zoomed region, labelled with the image's PSNR), and
+crops_<set>_<image>.png (HR, bicubic, then every entry on one zoomed region, labelled with the image's PSNR), and
 psnr_vs_bitops.png (needs matplotlib: pip install "odm-basicsr[plot]").
 """
 import argparse
@@ -34,6 +35,7 @@ import re
 import sys
 
 from .cost_cli import parse_size
+from .network_io import forward_padded, input_channels
 
 BICUBIC = 'bicubic'
 CROP_LR = 24  # side of the automatic crop, in LR pixels
@@ -122,20 +124,45 @@ def check_compare(opt):
     reference = compare.get('reference', labels[0] if labels else None) if isinstance(compare, dict) else None
     if labels and reference not in labels:
         errors.append(f'compare.reference: {reference!r} is not an entry label ({", ".join(labels)}).')
+    datasets_found = not any(line.startswith('datasets') for line in errors)
     crops = compare.get('crops', []) if isinstance(compare, dict) else []
     for i, crop in enumerate(crops or []):
         box = crop.get('box') if isinstance(crop, dict) else None
         if not isinstance(crop, dict) or not isinstance(crop.get('image'), str) or not (
-                isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and v >= 0 for v in box)):
-            errors.append(f'compare.crops[{i}]: {{image: <name>, box: [y, x, h, w]}} in HR pixels is needed.')
+                isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box) and box[0] >= 0
+                and box[1] >= 0 and box[2] > 0 and box[3] > 0):
+            errors.append(f'compare.crops[{i}]: {{image: <name>, box: [y, x, h, w]}} in HR pixels is needed '
+                          '(optional dataset: <test set name>).')
+        elif datasets_found:
+            problem = _crop_problem(crop, datasets)
+            if problem:
+                errors.append(f'compare.crops[{i}]: {problem}')
     if errors:
         raise CompareError('Invalid compare file:\n  - ' + '\n  - '.join(errors))
     return entries, reference
 
 
-def load_entries(entries, repo, device):
+def _crop_problem(crop, datasets):
+    """Why a crop cannot be drawn (its image in no test set, or a box outside it), or None."""
+    import cv2
+    y, x, h, w = crop['box']
+    for key, ds in datasets.items():
+        if crop.get('dataset') not in (None, ds.get('name', key)):
+            continue
+        for path in glob.glob(osp.join(str(ds['dataroot_gt']), crop['image'] + '.*')):
+            img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            if img is None:
+                continue
+            if y + h > img.shape[0] or x + w > img.shape[1]:
+                return f'box {crop["box"]} lies outside {crop["image"]} ({img.shape[0]}x{img.shape[1]} HR pixels).'
+            return None
+    return f'image {crop["image"]!r} is in no test set{" " + repr(crop["dataset"]) if crop.get("dataset") else ""}.'
+
+
+def load_entries(entries, repo, device, scale):
     """{label: network} for the entries whose checkpoint exists, and {label: hint} for the others. Every present
-    checkpoint is loaded and checked against its network_g before anything is computed."""
+    checkpoint is loaded and checked against its network_g (and the upscale against ``scale``) before anything is
+    computed. The checkpoint entry is ``param_key`` (default params, then params_ema if there is no params)."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
     from odm_basicsr.quant import CheckpointMismatchError, quantized_layers
@@ -149,9 +176,13 @@ def load_entries(entries, repo, device):
         if not osp.isfile(path):
             missing[label] = missing_hint(path, repo)
             continue
+        upscale = net_opt.get('upscale', net_opt.get('scale', (net_opt.get('arch') or {}).get('upscale')))
+        if upscale is not None and upscale != scale:
+            errors.append(f'entry {label!r} ({arch}): upscale {upscale} but the compare file\'s scale is {scale}.')
+            continue
         try:
             net = ARCH_REGISTRY.get(arch)(**net_opt)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, AssertionError, KeyError) as err:
             errors.append(f'entry {label!r} ({arch}): network_g cannot be built: {err}')
             continue
         try:
@@ -169,7 +200,9 @@ def load_entries(entries, repo, device):
                           + '\n    '.join(str(err).splitlines()[1:]))
             continue
         except (RuntimeError, ValueError) as err:
-            errors.append(f'entry {label!r} ({arch}): {path}: {str(err).splitlines()[0]}')
+            lines = str(err).splitlines()
+            errors.append(f'entry {label!r} ({arch}): {path}: ' + '\n    '.join(lines[:6]) + (' ...' if len(lines) > 6
+                                                                                          else ''))
             continue
         nets[label] = net.to(device).eval()
     if errors:
@@ -276,7 +309,7 @@ def run(opt, size, device, repo, log=print):
     from tqdm import tqdm
     entries, reference = check_compare(opt)
     scale = opt['scale']
-    nets, missing = load_entries(entries, repo, device)
+    nets, missing = load_entries(entries, repo, device, scale)
     labels = [BICUBIC] + [e['label'] for e in entries if e['label'] in nets]
     if reference not in nets:
         log(f'reference {reference!r} has no checkpoint yet: Δ and fidelity are taken against bicubic')
@@ -289,9 +322,9 @@ def run(opt, size, device, repo, log=print):
         label = entry['label']
         if label not in nets:
             continue
-        net_opt = dict(entry['network_g'].get('arch') or {}, **entry['network_g'])
-        channels = int(net_opt.get('num_in_ch', net_opt.get('in_chans', 3)))
-        report = cost_report(nets[label], (channels, *size))
+        window = windows.get(label)
+        cost_size = tuple(-(-side // window) * window for side in size) if window else tuple(size)
+        report = cost_report(_with_countable_attention(nets[label]), (input_channels(entry['network_g']), *cost_size))
         bits = sorted({(r['w_bit'], r['a_bit']) for r in report['layers'] if r['w_bit'] < 32})
         costs[label] = dict(bitops=report['total']['bitops'], storage_bytes=report['total']['storage_bits'] / 8,
                             bits='/'.join(f'w{w}a{a}' for w, a in bits) or 'FP32',
@@ -311,7 +344,7 @@ def run(opt, size, device, repo, log=print):
             outs = {BICUBIC: bicubic_upscale(lq, scale)}
             with torch.no_grad():
                 for label, net in nets.items():
-                    outs[label] = _forward(net, lq.to(device), windows.get(label), scale).cpu().clamp_(0, 1)
+                    outs[label] = forward_padded(net, lq.to(device), windows.get(label), scale).cpu().clamp_(0, 1)
             images, per_image = {}, {}
             for label in labels:
                 img = tensor2img(outs[label])
@@ -325,10 +358,6 @@ def run(opt, size, device, repo, log=print):
             if not crops_opt and not crops:  # automatic: the first image of the first set
                 wanted = [{'image': image, 'box': auto_box([outs[lb] for lb in labels], scale, gt.shape[:2])}]
             for crop in wanted:
-                y, x, h, w = crop['box']
-                if y + h > gt.shape[0] or x + w > gt.shape[1]:
-                    raise CompareError(f'compare.crops: box {crop["box"]} lies outside {image} ({gt.shape[0]}x'
-                                       f'{gt.shape[1]} HR pixels).')
                 panels = [('HR', name, gt)] + [
                     (label, f'{per_image[label].get("psnr", float("nan")):.2f} dB', images[label]) for label in labels]
                 crops.append(dict(dataset=name, image=image, box=list(crop['box']), grid=crop_grid(panels, crop['box'])))
@@ -338,7 +367,7 @@ def run(opt, size, device, repo, log=print):
             cost = costs.get(label, dict(bitops=None, storage_bytes=None, bits='-', quantized_layers=0))
             finite = [f for f in fidelity[label] if math.isfinite(f)]
             table.append(dict(dataset=name, label=label, images=count, **means, bits=cost['bits'],
-                              fidelity_db=(sum(finite) / len(finite)) if finite else float('inf'),
+                              fidelity_db=(sum(finite) / len(finite)) if finite else None,  # None: identical
                               bitops=cost['bitops'], storage_bytes=cost['storage_bytes']))
         for row in [r for r in table if r['dataset'] == name]:
             ref = next(r for r in table if r['dataset'] == name and r['label'] == reference)
@@ -348,7 +377,7 @@ def run(opt, size, device, repo, log=print):
     if spec.get('arch'):
         sets = [ds.get('name', k) for k, ds in opt['datasets'].items()]
         # the bit-widths the entries are at (FP included): published rows at other bit-widths are left out
-        entry_bits = {32} | {e['network_g'].get('w_bit', 4) for e in entries if 'w_bit' in e['network_g']}
+        entry_bits = {32} | {e['network_g']['w_bit'] for e in entries if 'w_bit' in e['network_g']}
         for method, bits, values in published_rows(spec['arch'], scale, bits=entry_bits):
             for name in sets:
                 if name in values:
@@ -358,22 +387,26 @@ def run(opt, size, device, repo, log=print):
                 published=published, crops=crops, published_arch=spec.get('arch'))
 
 
-def _forward(net, lq, window, scale):
-    """net(lq), reflect-padding lq to a multiple of ``window`` first and cropping the output back (SwinIRModel's
-    test-time rule) when ``window`` is set."""
-    import torch.nn.functional as F
-    if not window:
-        return net(lq)
-    height, width = lq.shape[-2:]
-    pad_h, pad_w = (-height) % window, (-width) % window
-    if pad_h or pad_w:
-        lq = F.pad(lq, (0, pad_w, 0, pad_h), 'reflect' if pad_h < height and pad_w < width else 'replicate')
-    return net(lq)[..., :height * scale, :width * scale]
+def _with_countable_attention(net):
+    """``net``, or for BasicSR's FP SwinIR a copy whose attention products are MatMul modules (FP), so that the cost
+    report counts them as it does for ODMSwinIR."""
+    import copy
+
+    from basicsr.archs.swinir_arch import WindowAttention
+
+    from odm_basicsr.archs.odm_swinir_arch import QuantWindowAttention
+    attention = [m for m in net.modules() if type(m) is WindowAttention]
+    if not attention:
+        return net
+    net = copy.deepcopy(net)
+    for module in net.modules():
+        if type(module) is WindowAttention:
+            QuantWindowAttention.convert(module, None)
+    return net
 
 
 def _fmt(value, digits):
-    return '-' if value is None or (isinstance(value, float) and math.isnan(value)) else (
-        'inf' if value == float('inf') else f'{value:.{digits}f}')
+    return '-' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.{digits}f}'
 
 
 def format_markdown(result):
@@ -419,8 +452,11 @@ def write_results(result, out_dir, log=print):
         writer.writeheader()
         writer.writerows(result['rows'])
     written += [md, osp.join(out_dir, 'compare.json'), osp.join(out_dir, 'compare.csv')]
+    seen = {}
     for crop in result['crops']:
-        path = osp.join(out_dir, f'crops_{crop["image"]}.png')
+        stem = f'crops_{crop["dataset"]}_{crop["image"]}'
+        seen[stem] = seen.get(stem, 0) + 1
+        path = osp.join(out_dir, stem + (f'_{seen[stem]}' if seen[stem] > 1 else '') + '.png')  # boxes on one image
         grid = crop['grid']
         if (grid[..., 0] == grid[..., 1]).all() and (grid[..., 1] == grid[..., 2]).all():
             grid = grid[..., 0]  # a grey photo: one channel, a third of the file
@@ -452,6 +488,8 @@ def main(argv):
     device = args.device
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() and opt.get('num_gpu', 1) != 0 else 'cpu'
+    elif device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda, but torch sees no CUDA device.')
     try:
         result = run(opt, args.size, torch.device(device), REPO)
         out_dir = args.out or osp.join('results', opt['name'])

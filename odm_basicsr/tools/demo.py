@@ -124,8 +124,7 @@ def main(argv=None):
           f'PSNR/SSIM on Y with a 4-pixel border crop. A SMALL PROXY (EDSR 32x8, 10 training photos, short '
           f'fine-tunes), not the paper\'s setting.\n')
     print(table)
-    out = _run(['compare', '-opt', COMPARE], '5/5 basicsr compare: the runs side by side, crops and plot',
-               log=lambda line: None)
+    out = _run(['compare', '-opt', COMPARE], '5/5 basicsr compare: the runs side by side, crops and plot')
     print('\n' + out[out.index('# compare_'):] if '# compare_' in out else out)
     print(f'\n(total {time.time() - start:.0f} s; table in results/demo/summary.md, logs in experiments/demo_*, '
           'comparison in results/compare_EDSR_demo_x4/)')

@@ -11,6 +11,7 @@ import os
 import os.path as osp
 
 from .cost_cli import parse_size
+from .network_io import input_channels
 
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
 
@@ -76,7 +77,7 @@ def main(argv):
     if not layers:
         raise SystemExit(f'error: network_g of {args.opt} ({opt["network_g"]["type"]}) has no quantized layers: '
                          'there is nothing to export as integers. Use a quantized arch (ODMEDSR, ODMRDN, '
-                         'ODMMSRResNet, or ODMQuant with arch: {type: ...}) with a trained or calibrated checkpoint '
+                         'ODMMSRResNet, ODMSwinIR, or ODMQuant with arch: {type: ...}) with a trained or calibrated checkpoint '
                          '(basicsr calibrate -opt <training option file>).')
     if args.format == 'packed':
         written = qexport.save_packed(net, out)
@@ -90,7 +91,7 @@ def main(argv):
         import onnx  # noqa: F401
     except ImportError:
         raise SystemExit('error: ONNX export needs onnx and onnxruntime: pip install "odm-basicsr[export]"')
-    channels = opt['network_g'].get('num_in_ch', opt['network_g'].get('in_chans', 3))
+    channels = input_channels(opt['network_g'])
     example = torch.rand(1, channels, *args.input_size, generator=torch.Generator().manual_seed(0))
     info = qexport.export_onnx(net, example, out)
     print(f'onnx model: {out}: {_mib(info["bytes"])} (opset 13, checked), {info["quantize_linear"]} QuantizeLinear, '

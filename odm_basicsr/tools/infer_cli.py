@@ -10,8 +10,10 @@ model written by ``basicsr export --format onnx`` through onnxruntime (CPU). A m
 
 Images larger than ``--tile`` LR pixels on a side are cut into tiles of that size; each tile is run with
 ``--tile_overlap`` LR pixels of context on every side (cut at the image border), and only its own region of the
-output is kept. With an overlap at least the network's receptive-field radius the result equals the untiled one;
-the static quantization ranges of an ODM network do not depend on the tile. ``--tile 0`` runs whole images.
+output is kept. For a conv net with an overlap at least its receptive-field radius the result equals the untiled
+one (the static quantization ranges of an ODM network do not depend on the tile). With less (EDSR-baseline's radius
+is about 34 LR pixels), pixels next to the seams differ slightly, and so do SwinIR's, whose windows start at each
+tile's corner. ``--tile 0`` runs whole images. Networks with a window (SwinIR) get inputs padded to it.
 
 Output: ``OUT_DIR/<image name>.png`` (8-bit, or 16-bit for 16-bit inputs), RGB in the input's channel count
 (grey inputs are run as three equal channels and written grey; an alpha channel is dropped, with a warning).
@@ -21,6 +23,8 @@ import argparse
 import os
 import os.path as osp
 import sys
+
+from .network_io import forward_padded, input_channels
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
@@ -136,14 +140,15 @@ class TorchRunner:
             raise InferError('--device cuda, but torch sees no CUDA device.')
         self.device = torch.device(device)
         self.net = load_network(opt, opt_path).to(self.device)
-        net_opt = dict(opt['network_g'].get('arch') or {}, **opt['network_g'])
-        self.channels = int(net_opt.get('num_in_ch', net_opt.get('in_chans', 3)))
+        self.channels = input_channels(opt['network_g'])
+        self.window = opt['network_g'].get('window_size')
+        self.scale = int(opt.get('scale', 1))
         self.name = f'{opt["network_g"]["type"]} from {opt["path"]["pretrain_network_g"]} on {self.device}'
 
     def __call__(self, patch):
         import torch
         with torch.no_grad():
-            return self.net(patch.to(self.device)).cpu()
+            return forward_padded(self.net, patch.to(self.device), self.window, self.scale).cpu()
 
 
 class OnnxRunner:
@@ -182,7 +187,8 @@ class OnnxRunner:
             if pad_h < 0 or pad_w < 0:
                 raise InferError(f'a {height}x{width} patch exceeds the ONNX model\'s fixed input '
                                  f'{self.fixed_size[0]}x{self.fixed_size[1]}.')
-            patch = F.pad(patch, (0, pad_w, 0, pad_h), 'replicate')
+            mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'  # as ODMSwinIR pads
+            patch = F.pad(patch, (0, pad_w, 0, pad_h), mode)
         out = torch.from_numpy(self.session.run(None, {self.input_name: patch.numpy()})[0])
         if self.fixed_size:
             scale = out.shape[-1] // self.fixed_size[1]

@@ -525,7 +525,7 @@ def compare_file(arch, s):
     entries = []
     for b in sorted(BITS, reverse=True):
         for variant in arch_variants(arch):
-            prefix, weight_clip, offsets, _ = VARIANTS[variant]
+            _, weight_clip, offsets, _ = VARIANTS[variant]
             lines = [f'type: {a["type"]}'] + [line.format(s=s) for line in a['network']] + [
                 f'w_bit: {b}', f'a_bit: {b}', f'weight_clip: {weight_clip}', 'scope: body', f'offsets: {offsets}'] + [
                 line.split('  #')[0] for line in a.get('extra_network', []) if line.startswith(quant_keys)]
