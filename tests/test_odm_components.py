@@ -50,6 +50,18 @@ def test_cosine_is_global_over_all_tensors():
     assert torch.allclose(out[0], T(1.5)) and torch.allclose(out[1], T(0.5))
 
 
+def test_cosine_per_tensor_weights_each_tensor_by_its_own_cosine():
+    # the same gradients as above: per tensor the cosines are +1 and -1 -> weights 1 and 0 (globally 0.5 each)
+    g_r, g_v = [T(1), T(1)], [T(1), T(-1)]
+    out, stat = combine_gradients(g_r, g_v, 'cosine_tensor')
+    assert torch.allclose(out[0], T(2.0)) and torch.allclose(out[1], T(1.0))
+    assert stat.item() == pytest.approx(0.0, abs=1e-6)  # the mean of +1 and -1
+    # an orthogonal pair gets half: cos 0 -> s = 1/2; the statistic is the mean cosine over tensors
+    out, stat = combine_gradients([T(1, 0), T(2, 0)], [T(0, 4), T(3, 0)], 'cosine_tensor')
+    assert torch.allclose(out[0], T(1, 2)) and torch.allclose(out[1], T(5, 0))
+    assert stat.item() == pytest.approx(0.5)
+
+
 def test_none_adds_full_regularizer_gradient():
     out, _ = combine_gradients([T(1, 2)], [T(-3, 1)], 'none')
     assert torch.equal(out[0], T(-2, 3))

@@ -18,7 +18,8 @@ from odm_basicsr.data.calibration import calibration_batches, calibration_settin
 from odm_basicsr.quant import (activation_points, calibrate, combine_gradients, is_quantizer_param, quantized_layers,
                                refresh_quantizer_state)
 
-COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'none': 'grad_cos'}
+COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'cosine_tensor': 'grad_cos_tensor_mean',
+                         'none': 'grad_cos'}
 
 
 DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}  # each regularizer with its own paper's rule
@@ -37,8 +38,9 @@ class ODMModel(SRModel):
     Options under ``train`` (besides SRModel's):
         odm_opt (dict | None): the regularizer, ``{type: ODMLoss, regularizer, stat, loss_weight}``. None gives
             plain QAT.
-        cooperation (str): 'sign' (v1) | 'cosine' (v2) | 'none': how the regularizer gradient joins the
-            reconstruction gradient over the network weights. The regularizer never trains quantizer parameters.
+        cooperation (str): 'sign' (v1) | 'cosine' (v2) | 'cosine_tensor' (one cosine per weight tensor) | 'none':
+            how the regularizer gradient joins the reconstruction gradient over the network weights. The regularizer
+            never trains quantizer parameters.
         quant_lr_mul (float): learning-rate multiplier of quantizer parameters (ranges, gamma, offsets). Default 10.
         calibration (dict): num_batches (default 8) batches for the activation ranges, from ``dataset`` (a BasicSR
             dataset block) if given, else from datasets.train; method ('auto', default | 'mse' | 'percentile', the
