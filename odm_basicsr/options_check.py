@@ -336,7 +336,7 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
         # not basicsr's build_network: it would initialise BasicSR's root logger before train_pipeline gives it
         # its log file. Shapes only (the meta device where the arch allows it).
         net = build_shapes_only(opt['network_g'])
-        missing_quant = check_state_dict(net, state, allow_missing=path_opt.get('strict_load_g', True) is False)
+        missing_quant = check_state_dict(net, state, allow_missing=not path_opt.get('strict_load_g', True))
         calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
         if not calibrating_model and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
             errors.append(f'path.pretrain_network_g: {path!r} has no quantizer state (it is an FP checkpoint), so the '
