@@ -48,7 +48,12 @@ VARIANTS = {
     # issue 13, item 3: the cosine per weight tensor instead of once over all weights (an ablation, not a default)
     'ODM v2 (cosine per tensor)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                    {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine_tensor'),
+    # issue 13, item 6: activation ranges measured a second time with the quantizers on
+    'ODM v2 (sequential calibration)': ({'weight_clip': 'wcc', 'offsets': 'none'},
+                                        {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
 }
+CALIBRATION_EXTRA = {'ODM v2 (sequential calibration)': {'sequential': True}}
+ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)')  # run when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),
@@ -68,6 +73,7 @@ def build_options(variant, bits, iters, seed, weight=None, cooperation=None):
     train['cooperation'] = cooperation or coop
     if net_keys['offsets'] != 'none':
         train['calibration']['offset_top_k'] = 0.25
+    train['calibration'].update(CALIBRATION_EXTRA.get(variant, {}))
     train['total_iter'] = iters
     train['scheduler']['milestones'] = [iters * 2 // 3]
     opt.update(name=f'proxy_{variant}', num_gpu=0, manual_seed=seed, is_train=True, dist=False, rank=0,
@@ -194,7 +200,7 @@ def main():
     parser.add_argument('--iters', type=int, default=None, help='fine-tuning iterations (quick 150, full 600)')
     parser.add_argument('--seeds', type=int, nargs='+', default=None, help='seeds (quick: 10; full: 10 11)')
     parser.add_argument('--bits', type=int, nargs='+', default=[4, 2])
-    parser.add_argument('--variants', nargs='+', default=[v for v in VARIANTS if 'per tensor' not in v],
+    parser.add_argument('--variants', nargs='+', default=[v for v in VARIANTS if v not in ABLATION_ONLY],
                         choices=list(VARIANTS))
     parser.add_argument('--no-sweep', action='store_true', help='skip the regularizer-weight sweep')
     parser.add_argument('--sweep-mults', type=float, nargs='+', default=[1, 10, 100])
