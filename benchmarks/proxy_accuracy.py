@@ -51,9 +51,14 @@ VARIANTS = {
     # issue 13, item 6: activation ranges measured a second time with the quantizers on
     'ODM v2 (sequential calibration)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                         {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
+    # issue 13, item 2: activation ranges learned in units of their own width (train.range_lr: relative)
+    'ODM v2 (relative range lr)': ({'weight_clip': 'wcc', 'offsets': 'none'},
+                                   {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
 }
 CALIBRATION_EXTRA = {'ODM v2 (sequential calibration)': {'sequential': True}}
-ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)')  # run when named
+TRAIN_EXTRA = {'ODM v2 (relative range lr)': {'range_lr': 'relative'}}
+ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)',
+                 'ODM v2 (relative range lr)')  # run when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),
@@ -74,6 +79,7 @@ def build_options(variant, bits, iters, seed, weight=None, cooperation=None):
     if net_keys['offsets'] != 'none':
         train['calibration']['offset_top_k'] = 0.25
     train['calibration'].update(CALIBRATION_EXTRA.get(variant, {}))
+    train.update(TRAIN_EXTRA.get(variant, {}))
     train['total_iter'] = iters
     train['scheduler']['milestones'] = [iters * 2 // 3]
     opt.update(name=f'proxy_{variant}', num_gpu=0, manual_seed=seed, is_train=True, dist=False, rank=0,

@@ -242,3 +242,26 @@ def test_cooperation_default_follows_the_regularizer(tiny_data, regularizer, coo
         extra['cooperation'] = cooperation
     model = build_model(model_options(tiny_data, NET, **extra))
     assert model.cooperation == expected
+
+
+def test_relative_range_learning_scales_each_range_by_its_calibrated_width(tiny_data):
+    """range_lr relative: each activation quantizer's bounds get lr x quant_lr_mul x (u - l), so one Adam step moves
+    a bound by about that much; absolute keeps one shared quantizer group at lr x quant_lr_mul."""
+    extra = dict(calibration=dict(num_batches=1), quant_lr_mul=10)
+    absolute = build_model(model_options(tiny_data, NET, **extra))
+    assert len(absolute.optimizer_g.param_groups) == 2 and absolute.range_groups == []
+    model = build_model(model_options(tiny_data, NET, range_lr='relative', **extra))
+    quantizers = [layer.act_quantizer for layer in model.quant_layers]
+    assert len(model.range_groups) == len(quantizers) == 4
+    for quantizer, group in model.range_groups:
+        width = float(quantizer.upper - quantizer.lower)
+        assert width > 2.5  # calibrated on 0-255 features, not the [-1, 1] placeholder
+        assert group['lr'] == pytest.approx(1e-4 * 10 * width) and group['initial_lr'] == pytest.approx(group['lr'])
+    before = [(float(q.lower), float(q.upper)) for q in quantizers]
+    for lq, gt in batches(0, 2)[:1]:
+        model.feed_data({'lq': lq, 'gt': gt})
+        model.optimize_parameters(1)
+    for (low, high), (quantizer, group) in zip(before, model.range_groups):
+        moved = max(abs(float(quantizer.lower) - low), abs(float(quantizer.upper) - high))
+        assert moved <= group['lr'] * 1.01  # Adam's first step is at most lr per parameter
+    assert any(abs(float(q.upper) - h) > 1e-3 * 2 for q, (_, h) in zip(quantizers, before))  # beyond absolute steps

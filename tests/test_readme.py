@@ -79,6 +79,7 @@ def test_model_defaults(tiny_data):
                              dist=False, rank=0, world_size=1))
     assert model.quant_lr_mul == REFERENCE['train']['quant_lr_mul']
     assert model.max_skipped_steps == REFERENCE['train']['max_skipped_steps']
+    assert model.range_lr == REFERENCE['train']['range_lr']
 
 
 def test_calibration_defaults():

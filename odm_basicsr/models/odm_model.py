@@ -22,6 +22,7 @@ COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'c
                          'none': 'grad_cos'}
 
 
+RANGE_LR_MODES = ('absolute', 'relative')
 DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}  # each regularizer with its own paper's rule
 
 
@@ -42,6 +43,9 @@ class ODMModel(SRModel):
             how the regularizer gradient joins the reconstruction gradient over the network weights. The regularizer
             never trains quantizer parameters.
         quant_lr_mul (float): learning-rate multiplier of quantizer parameters (ranges, gamma, offsets). Default 10.
+        range_lr (str): 'absolute' (default, the paper's: every activation bound at lr x quant_lr_mul, in feature
+            units) | 'relative': each activation quantizer's bounds at lr x quant_lr_mul x its calibrated width, so
+            Adam moves them by a fraction of their own range per step, whatever the features' scale.
         calibration (dict): num_batches (default 8) batches for the activation ranges, from ``dataset`` (a BasicSR
             dataset block) if given, else from datasets.train; method ('auto', default | 'mse' | 'percentile', the
             paper's | 'minmax') and sequential (default false), see ``odm_basicsr.quant.calibrate``; for networks
@@ -84,6 +88,7 @@ class ODMModel(SRModel):
         train_opt = self.opt['train']
         self.cooperation = train_opt.get('cooperation') or default_cooperation(train_opt.get('odm_opt'))
         self.quant_lr_mul = float(train_opt.get('quant_lr_mul', 10))
+        self.range_lr = train_opt.get('range_lr', 'absolute')
         self.max_skipped_steps = int(train_opt.get('max_skipped_steps', 5))
         self.skipped_steps = 0
         self.quant_layers = [m for _, m in quantized_layers(self.net_g)]
@@ -95,8 +100,10 @@ class ODMModel(SRModel):
             logger.info('Resuming: calibration is skipped; quantizer state comes from the checkpoint.')
         elif getattr(self.get_bare_model(self.net_g), 'quantizer_state_loaded', False):
             logger.info('The pretrained checkpoint carries quantizer state: calibration is skipped.')
+            self.scale_range_learning_rates()
         else:
             self.run_calibration()
+            self.scale_range_learning_rates()
 
     # ------------------------------------------------------------------------------------------------------
     def variant_description(self):
@@ -119,15 +126,26 @@ class ODMModel(SRModel):
         return weights, quant
 
     def setup_optimizers(self):
-        """Two Adam groups: network weights at lr, quantizer parameters at lr x quant_lr_mul."""
+        """Adam groups: network weights at lr, quantizer parameters at lr x quant_lr_mul; with range_lr relative,
+        one more group per activation quantizer (its two bounds), scaled once calibrated."""
         train_opt = self.opt['train']
         optim_opt = dict(train_opt['optim_g'])
         optim_type = optim_opt.pop('type')
         lr = optim_opt.pop('lr')
         self.weight_params, self.quant_params = self._param_split()
         groups = [{'params': self.weight_params, 'lr': lr}]
-        if self.quant_params:
-            groups.append({'params': self.quant_params, 'lr': lr * self.quant_lr_mul})
+        shared = self.quant_params
+        self.range_groups = []  # [(ActQuantizer, its param group)]
+        if self.range_lr == 'relative':
+            quantizers = [point.act_quantizer for _, point in activation_points(self.net_g)]
+            bounds = {id(p) for q in quantizers for p in (q.lower, q.upper)}
+            shared = [p for p in shared if id(p) not in bounds]
+            for quantizer in quantizers:
+                group = {'params': [quantizer.lower, quantizer.upper], 'lr': lr * self.quant_lr_mul}
+                groups.append(group)
+                self.range_groups.append((quantizer, group))
+        if shared:
+            groups.append({'params': shared, 'lr': lr * self.quant_lr_mul})
         self.optimizer_g = self.get_optimizer(optim_type, groups, lr, **optim_opt)
         self.optimizers.append(self.optimizer_g)
 
@@ -144,6 +162,22 @@ class ODMModel(SRModel):
         t = tensor.detach().to(self.device, torch.float64).clone()
         dist.all_reduce(t)
         return (t / dist.get_world_size()).to(tensor.device, tensor.dtype)
+
+    def scale_range_learning_rates(self):
+        """range_lr relative: each range group's learning rate x the calibrated width u - l of its quantizer (and
+        the scheduler's initial_lr with it). Not on resume: the optimizer state carries the scaled rates."""
+        index = {id(group): i for i, group in enumerate(self.optimizer_g.param_groups)}
+        for quantizer, group in self.range_groups:
+            width = float((quantizer.upper - quantizer.lower).detach())
+            group['lr'] *= width
+            group['initial_lr'] = group.get('initial_lr', group['lr'] / width) * width
+            for scheduler in self.schedulers:  # schedulers that recompute from their base rates (cosine)
+                if hasattr(scheduler, 'base_lrs'):
+                    scheduler.base_lrs[index[id(group)]] = group['initial_lr']
+        if self.range_groups:
+            widths = [float((q.upper - q.lower).detach()) for q, _ in self.range_groups]
+            get_root_logger().info(f'range_lr relative: activation ranges learn at lr x {self.quant_lr_mul:g} x their '
+                                   f'width ({min(widths):.3g} to {max(widths):.3g}).')
 
     def run_calibration(self):
         """Initialise activation ranges (and select/initialise offsets), then sync ranks and the EMA copy."""
