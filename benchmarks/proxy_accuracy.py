@@ -54,11 +54,13 @@ VARIANTS = {
     # issue 13, item 2: activation ranges learned in units of their own width (train.range_lr: relative)
     'ODM v2 (relative range lr)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                    {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
+    'WCC only (relative range lr)': ({'weight_clip': 'wcc', 'offsets': 'none'}, None, 'none'),
 }
 CALIBRATION_EXTRA = {'ODM v2 (sequential calibration)': {'sequential': True}}
-TRAIN_EXTRA = {'ODM v2 (relative range lr)': {'range_lr': 'relative'}}
-ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)',
-                 'ODM v2 (relative range lr)')  # run when named
+TRAIN_EXTRA = {'ODM v2 (relative range lr)': {'range_lr': 'relative'},
+               'WCC only (relative range lr)': {'range_lr': 'relative'}}
+ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)', 'ODM v2 (relative range lr)',
+                 'WCC only (relative range lr)')  # run when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),
