@@ -106,3 +106,17 @@ def read_log(exp_dir, prefix='train_'):
 def save_basicsr_checkpoint(net, path, key='params'):
     torch.save({key: net.state_dict()}, path)
     return str(path)
+
+
+def cost_and_export_in_process(test_file, cwd):
+    """basicsr cost (16x16, cost.json), export onnx (net.onnx, traced at 16x16) and packed (net.packed.pth) of
+    ``test_file``, in this process, from ``cwd``."""
+    from odm_basicsr.cli import main as cli_main
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        cli_main(['cost', '-opt', test_file, '--size', '16x16', '--json', 'cost.json'])
+        cli_main(['export', '-opt', test_file, '--format', 'onnx', '--out', 'net.onnx', '--input-size', '16x16'])
+        cli_main(['export', '-opt', test_file, '--format', 'packed', '--out', 'net.packed.pth'])
+    finally:
+        os.chdir(before)

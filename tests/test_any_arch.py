@@ -14,7 +14,8 @@ import yaml
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from conftest import REPO, base_options, make_test_options, read_log, run_cli, save_basicsr_checkpoint, write_options
+from conftest import (REPO, base_options, cost_and_export_in_process, make_test_options, read_log, run_cli,
+                      save_basicsr_checkpoint, write_options)
 from odm_basicsr.options_check import OptionError, check_options
 from odm_basicsr.quant import (UncalibratedQuantizerError, WeightQuantizer, calibrate, cost_report, fake_quantize,
                                is_quantizer_param, quantize_modules, round_ste)
@@ -212,7 +213,6 @@ def quant_options(tiny_data, name, arch_opt, **train_extra):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', list(ARCHS))
 def test_calibrate_then_test_cost_and_export_through_the_cli(name, tiny_data, tmp_path):
-    from odm_basicsr.cli import main as cli_main
     arch_opt, _ = ARCHS[name]
     torch.manual_seed(0)
     fp_path = save_basicsr_checkpoint(build_fp(arch_opt), tmp_path / 'fp.pth')
@@ -235,14 +235,7 @@ def test_calibrate_then_test_cost_and_export_through_the_cli(name, tiny_data, tm
     assert proc.returncode != 0 and 'basicsr calibrate' in proc.stderr + proc.stdout
     assert not (tmp_path / 'results' / f'ptq_{name}_fp').exists()
     # cost and export, in process
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        cli_main(['cost', '-opt', test_file, '--size', '16x16', '--json', 'cost.json'])
-        cli_main(['export', '-opt', test_file, '--format', 'onnx', '--out', 'net.onnx', '--input-size', '16x16'])
-        cli_main(['export', '-opt', test_file, '--format', 'packed', '--out', 'net.packed.pth'])
-    finally:
-        os.chdir(cwd)
+    cost_and_export_in_process(test_file, tmp_path)
     cost = json.loads((tmp_path / 'cost.json').read_text())
     assert cost['total']['bitops'] < cost['total']['fp_bitops']
     assert (tmp_path / 'net.onnx').is_file() and (tmp_path / 'net.packed.pth').is_file()

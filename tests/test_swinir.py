@@ -11,7 +11,7 @@ import torch
 from basicsr.archs.swinir_arch import SwinIR
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from conftest import base_options, make_test_options, read_log, run_cli, write_options
+from conftest import base_options, cost_and_export_in_process, make_test_options, read_log, run_cli, write_options
 from odm_basicsr.options_check import OptionError, check_options
 from odm_basicsr.quant import (MatMul, QuantLinear, activation_points, calibrate, cost_report, is_quantizer_param,
                                quantized_layers, set_quantization)
@@ -152,7 +152,6 @@ def test_train_test_cost_export_through_the_cli(tiny_data, fp_state, tmp_path):
     cosine cooperation with the regularizer on the Linear inputs, WCC, validation), basicsr test, cost, export."""
     import yaml
 
-    from odm_basicsr.cli import main as cli_main
     with open(os.path.join(os.path.dirname(__file__), '..', 'options', 'v2', 'train_ODMv2_SwinIR_x4_w4a4.yml')) as f:
         shipped = yaml.safe_load(f)
     network = dict(shipped['network_g'], **SMALL, quantize_attention=True)
@@ -173,14 +172,7 @@ def test_train_test_cost_export_through_the_cli(tiny_data, fp_state, tmp_path):
     test_file = write_options(tmp_path / 'test.yml', make_test_options(opt, 'swinir_v2_test', ckpt))
     run_cli(['test', '-opt', test_file], tmp_path)
     assert '# psnr:' in read_log(tmp_path / 'results' / 'swinir_v2_test', prefix='test_')
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        cli_main(['cost', '-opt', test_file, '--size', '16x16', '--json', 'cost.json'])
-        cli_main(['export', '-opt', test_file, '--format', 'onnx', '--out', 'net.onnx', '--input-size', '16x16'])
-        cli_main(['export', '-opt', test_file, '--format', 'packed', '--out', 'net.packed.pth'])
-    finally:
-        os.chdir(cwd)
+    cost_and_export_in_process(test_file, tmp_path)
     cost = json.loads((tmp_path / 'cost.json').read_text())
     names = {r['name'] for r in cost['layers']}
     assert 'layers.0.residual_group.blocks.0.attn.qkv' in names and 'layers.0.residual_group.blocks.0.attn.qk_matmul' \

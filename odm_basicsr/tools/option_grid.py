@@ -324,11 +324,9 @@ val:
 {_logging_tail(100, '!!float 5e3')}"""
 
 
-def test_file(arch, s, b, variant='v1'):
-    a = ARCHS[arch]
-    prefix, weight_clip, offsets, title = VARIANTS[variant]
-    what = {'v1': 'ODM-trained', 'v2': 'ODM v2-trained', 'qat': 'plain-QAT-trained'}[variant]
-    sets = ''.join(f"""\
+def _benchmark_sets(s):
+    """The test_1..test_4 dataset blocks of Set5 / Set14 / B100 / Urban100 at x``s`` (basicsr prepare benchmark)."""
+    return ''.join(f"""\
   test_{i}:
     name: {name}
     type: PairedImageDataset
@@ -337,6 +335,13 @@ def test_file(arch, s, b, variant='v1'):
     io_backend:
       type: disk
 """ for i, name in enumerate(('Set5', 'Set14', 'B100', 'Urban100'), 1))
+
+
+def test_file(arch, s, b, variant='v1'):
+    a = ARCHS[arch]
+    prefix, weight_clip, offsets, title = VARIANTS[variant]
+    what = {'v1': 'ODM-trained', 'v2': 'ODM v2-trained', 'qat': 'plain-QAT-trained'}[variant]
+    sets = _benchmark_sets(s)
     return f"""\
 # Test a {what} {a['label']} x{s} W{b}A{b} (from {option_path('train', arch, s, b, variant)})
 # on the four benchmark sets, PSNR/SSIM on the Y channel with a border crop of {s} (the protocol of the published
@@ -511,15 +516,7 @@ val:
 
 def compare_file(arch, s):
     a = ARCHS[arch]
-    sets = ''.join(f"""\
-  test_{i}:
-    name: {name}
-    type: PairedImageDataset
-    dataroot_gt: datasets/{name}/GTmod12
-    dataroot_lq: datasets/{name}/LRbicx{s}
-    io_backend:
-      type: disk
-""" for i, name in enumerate(('Set5', 'Set14', 'B100', 'Urban100'), 1))
+    sets = _benchmark_sets(s)
     quant_keys = ('w_bit', 'a_bit', 'weight_clip', 'scope', 'offsets', 'quantize_attention')
     fp_lines = [f'type: {a["fp_type"]}'] + [line.format(s=s) for line in a['network']]
     entries = []
