@@ -76,8 +76,9 @@ def _check_network(opt, errors):
         _choice('network_g.offsets', net['offsets'], OFFSET_MODES, errors)
     if 'weight_granularity' in net:
         _choice('network_g.weight_granularity', net['weight_granularity'], WEIGHT_GRANULARITIES, errors)
-    if 'quantize_attention' in net and not isinstance(net['quantize_attention'], bool):
-        errors.append(f'network_g.quantize_attention: must be true or false, got {net["quantize_attention"]!r}.')
+    for key in ('quantize_attention', 'integer_zero_point'):
+        if key in net and not isinstance(net[key], bool):
+            errors.append(f'network_g.{key}: must be true or false, got {net[key]!r}.')
     if arch == 'ODMSwinIR' and net.get('offsets', 'none') != 'none':
         errors.append('network_g.offsets: must be none for ODMSwinIR (distribution offsets are implemented for conv '
                       'layers; the quantized body of SwinIR is Linear).')

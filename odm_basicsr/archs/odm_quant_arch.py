@@ -32,10 +32,11 @@ class ODMQuant:
         outer_bit (int | None): bit-width of the layers outside the body when the scope is wider.
         offsets (str): 'none' | 'shift' | 'scale' | 'auto': distribution offsets calibration may enable (v1).
         weight_granularity (str): 'layer' | 'channel'.
+        integer_zero_point (bool): activation grids on integer zero points (integer ONNX export runs it exactly).
     """
 
     def __new__(cls, arch, w_bit=4, a_bit=4, weight_clip='max', scope=None, outer_bit=None, offsets='none',
-                weight_granularity='layer'):
+                weight_granularity='layer', integer_zero_point=False):
         if not isinstance(arch, dict) or 'type' not in arch:
             raise ValueError(f'ODMQuant: arch must be a mapping with a type (a BasicSR arch), got {arch!r}.')
         arch = dict(arch)
@@ -45,10 +46,10 @@ class ODMQuant:
         net = quantized_arch_class(arch_cls)(**arch)
         if scope is None:
             scope = 'body' if arch_cls.__name__ in BODY_SCOPES else 'all'
-        net.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity)
+        net.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity, integer_zero_point)
         return net
 
     # for introspection (option checks, docs): the keyword arguments __new__ takes
     def __init__(self, arch, w_bit=4, a_bit=4, weight_clip='max', scope=None, outer_bit=None, offsets='none',
-                 weight_granularity='layer'):
+                 weight_granularity='layer', integer_zero_point=False):
         raise AssertionError('unreachable: ODMQuant.__new__ returns a quantized instance of the FP arch')

@@ -2,7 +2,7 @@ import torch.nn.functional as F
 from basicsr.archs.swinir_arch import SwinIR, WindowAttention
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from odm_basicsr.quant import MatMul
+from odm_basicsr.quant import MatMul, set_integer_zero_point
 
 from .quant_util import QuantizedArchMixin
 
@@ -66,6 +66,7 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
         weight_granularity (str): 'layer' (the paper's) | 'channel'.
         quantize_attention (bool): also quantize both operands of q·kᵀ and attn·v to a_bit with static ranges.
             Default false: the paper's scope names the Linear layers only (README, SwinIR).
+        integer_zero_point (bool): activation grids on integer zero points (see ODMEDSR).
     """
 
     fp_arch = 'SwinIR'
@@ -75,7 +76,8 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
                  window_size=7, mlp_ratio=4., qkv_bias=True, qk_scale=None, drop_rate=0., attn_drop_rate=0.,
                  drop_path_rate=0.1, ape=False, patch_norm=True, use_checkpoint=False, upscale=2, img_range=1.,
                  upsampler='', resi_connection='1conv', w_bit=4, a_bit=4, weight_clip='max', scope='body',
-                 outer_bit=None, offsets='none', weight_granularity='layer', quantize_attention=False):
+                 outer_bit=None, offsets='none', weight_granularity='layer', quantize_attention=False,
+                 integer_zero_point=False):
         SwinIR.__init__(self, img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
                         depths=depths, num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio,
                         qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
@@ -85,11 +87,12 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
         if offsets != 'none':
             raise ValueError('ODMSwinIR: offsets must be none (distribution offsets are implemented for conv layers, '
                              'and the quantized body of SwinIR is Linear).')
-        self.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity)
+        self.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity, integer_zero_point)
         for name, module in list(self.named_modules()):
             if isinstance(module, WindowAttention):
                 QuantWindowAttention.convert(module, a_bit if quantize_attention else None).name_operands(name)
         self.quant_config['quantize_attention'] = bool(quantize_attention)
+        set_integer_zero_point(self, integer_zero_point)  # the attention operands too
 
     def forward(self, x):
         height, width = x.shape[-2:]

@@ -4,20 +4,21 @@ from .calibrate import DEFAULT_RANGE_METHOD, RANGE_METHODS, calibrate, offset_sc
 from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMismatchError, check_state_dict,
                          convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn)
 from .convert import (SCOPES, ScopeError, activation_points, is_quantizer_param, layer_names, quantize_modules,
-                      quantize_network, quantized_layers, refresh_quantizer_state, set_quantization)
+                      quantize_network, quantized_layers, refresh_quantizer_state, set_integer_zero_point,
+                      set_quantization)
 from .cooperation import COOPERATION_MODES, combine_gradients, cosine_similarity
 from .cost import cost_report, format_cost_report
 from .layers import OFFSET_MODES, ChannelOffset, MatMul, QuantConv2d, QuantLinear, QuantOperand
 from .quantizer import (MAX_BITS, MIN_BITS, WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, ActQuantizer,
                         UncalibratedQuantizerError, WeightQuantizer, channel_percentile, check_bits, fake_quantize,
-                        percentile, round_ste)
+                        integer_grid, percentile, round_ste)
 from .regularizers import REGULARIZERS, VARIANCE_STATS, mismatch_loss, variance_loss
 
 __all__ = [
     'ActQuantizer', 'WeightQuantizer', 'QuantConv2d', 'QuantLinear', 'QuantOperand', 'MatMul', 'ChannelOffset',
-    'fake_quantize', 'round_ste', 'activation_points',
+    'fake_quantize', 'round_ste', 'activation_points', 'integer_grid',
     'percentile', 'check_bits', 'quantize_modules', 'quantize_network', 'quantized_layers', 'set_quantization',
-    'refresh_quantizer_state', 'ScopeError', 'layer_names', 'UncalibratedQuantizerError', 'channel_percentile',
+    'refresh_quantizer_state', 'set_integer_zero_point', 'ScopeError', 'layer_names', 'UncalibratedQuantizerError', 'channel_percentile',
     'WEIGHT_GRANULARITIES', 'RANGE_METHODS', 'DEFAULT_RANGE_METHOD',
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
     'variance_loss', 'mismatch_loss', 'combine_gradients', 'cosine_similarity', 'check_state_dict',

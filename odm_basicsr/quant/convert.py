@@ -118,6 +118,14 @@ def set_quantization(net, enabled):
             point.weight_quantizer.enabled = enabled
 
 
+def set_integer_zero_point(net, enabled):
+    """Keep every activation grid of ``net`` on integer multiples of its step (``ActQuantizer.integer_zero_point``),
+    as the integer ONNX export runs it; False restores the free [l, u] grids."""
+    for _, point in activation_points(net):
+        point.act_quantizer.integer_zero_point = bool(enabled)
+    return net
+
+
 def is_quantizer_param(name):
     """True for parameter/buffer names that belong to quantizer state (ranges, gamma, offsets)."""
     return any(part in ('act_quantizer', 'weight_quantizer', 'offset') for part in name.split('.'))

@@ -87,6 +87,21 @@ def fake_quantize(x, lower, upper, bits):
     return _FakeQuantize.apply(x, lower, upper, 2**bits - 1)
 
 
+def integer_grid(lower, upper, bits):
+    """The activation grid [lower, upper] moved onto integer multiples of its step, as integer kernels need it.
+
+    With s = (upper - lower) / L and n = round(lower / s) (straight-through), the grid n·s + i·s (i = 0..L) has an
+    integer zero point: a uint8 code c = n + i + max(-n, 0) dequantizes exactly as (c - zp)·s. n is clamped to
+    [-255, 255 - L] so that the codes fit uint8 (at 8 bits the range then always contains 0).
+
+    Returns:
+        (n, s): Tensors shaped like ``lower``; n holds integral values, differentiable straight-through.
+    """
+    levels = 2**bits - 1
+    step = (upper - lower) / levels
+    return torch.clamp(round_ste(lower / step), -255, 255 - levels), step
+
+
 def percentile(x, q):
     """Nearest-rank ``q``-th percentile (0-100) of all elements of ``x``, any size (no torch.quantile limit)."""
     flat = x.detach().reshape(-1)
@@ -111,11 +126,15 @@ class ActQuantizer(nn.Module):
 
     Args:
         bits (int): bit-width, 2-8.
+        integer_zero_point (bool): keep the grid on integer multiples of its step (``integer_grid``), so that the
+            integer ONNX export (uint8 codes, integer zero point) runs exactly this network; the bounds still learn,
+            the lower one moves in whole steps (TensorFlow's fake-quant nudging). False: the paper's free [l, u].
     """
 
-    def __init__(self, bits):
+    def __init__(self, bits, integer_zero_point=False):
         super().__init__()
         self.bits = check_bits('a_bit', bits)
+        self.integer_zero_point = bool(integer_zero_point)
         self.lower = nn.Parameter(torch.tensor(-1.0))
         self.upper = nn.Parameter(torch.tensor(1.0))
         self.register_buffer('calibrated', torch.tensor(False))
@@ -134,9 +153,14 @@ class ActQuantizer(nn.Module):
         self.refresh()
 
     def valid_range(self):
-        """(lower, upper) with upper >= lower + MIN_RANGE_WIDTH, differentiable in both."""
+        """(lower, upper) with upper >= lower + MIN_RANGE_WIDTH, differentiable in both; with
+        ``integer_zero_point`` the grid moved onto multiples of its step (``integer_grid``)."""
         upper = torch.maximum(self.upper, self.lower + MIN_RANGE_WIDTH)
-        return self.lower, upper
+        if not self.integer_zero_point:
+            return self.lower, upper
+        n, step = integer_grid(self.lower, upper, self.bits)
+        lower = n * step
+        return lower, lower + step * (2**self.bits - 1)
 
     def forward(self, x):
         if not self.enabled:
@@ -165,7 +189,7 @@ class ActQuantizer(nn.Module):
         self.is_calibrated = True
 
     def extra_repr(self):
-        return f'bits={self.bits}'
+        return f'bits={self.bits}' + (', integer_zero_point=True' if self.integer_zero_point else '')
 
 
 class WeightQuantizer(nn.Module):

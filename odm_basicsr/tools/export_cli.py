@@ -1,7 +1,11 @@
 """``basicsr export -opt <test option file> --format onnx|packed``: integer export of a trained quantized network.
 
-onnx:   QuantizeLinear -> DequantizeLinear on every quantized layer's input, int8 weight initializers ->
-        DequantizeLinear, the FP layers in float (needs the ``export`` extra: onnx, onnxruntime).
+onnx:   --mode integer (default): the canonical QDQ form onnxruntime runs as integer kernels (QLinearConv /
+        QLinearMatMul); integer zero points, conv outputs requantized to uint8 where they do not feed one quantized
+        layer (their ranges observed on --calibration images). ``odm_basicsr/quant/export_integer.py``.
+        --mode exact: the reference: QuantizeLinear -> DequantizeLinear on every quantized layer's input with the
+        fake-quant network's exact grids, int8 weight initializers -> DequantizeLinear, all convs in float.
+        Both need the ``export`` extra (onnx, onnxruntime).
 packed: the weights as b-bit codes, bit-packed; every other tensor as it is. ``odm_basicsr.quant.export.load_packed``
         rebuilds a network whose output is bit-identical to the exported one.
 The mappings are described in ``odm_basicsr/quant/export.py``.
@@ -11,9 +15,40 @@ import os
 import os.path as osp
 
 from .cost_cli import parse_size
-from .network_io import input_channels
+from .network_io import input_channels, network_scale
 
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
+ONNX_MODES = ('integer', 'exact')
+CALIBRATION_COUNT = 8  # images (LR crops of CALIBRATION_SIZE) whose outputs set the integer mode's requantization
+
+
+def calibration_batches(folder, channels, scale, size=64, count=CALIBRATION_COUNT):
+    """LR crops (1, channels, <= size, <= size) on 0-1: the centre of each of the first ``count`` images of
+    ``folder`` (sorted), or, without a folder, of the photos scikit-image ships (bicubic x``scale`` downscaled)."""
+    import torch
+
+    from odm_basicsr.data.photos import DEMO_TRAIN, bicubic_downscale, load_photo
+
+    from .infer_cli import IMAGE_EXTENSIONS, read_image
+
+    def centre(t):
+        h, w = t.shape[-2:]
+        y, x = max((h - size) // 2, 0), max((w - size) // 2, 0)
+        return t[..., y:y + size, x:x + size]
+
+    if folder:
+        files = [folder] if osp.isfile(folder) else sorted(
+            osp.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        return [centre(read_image(f, channels)[0]) for f in files[:count]]
+    batches = []
+    for name in DEMO_TRAIN[:count]:
+        hr = load_photo(name)
+        h, w = hr.shape[:2]
+        side = min(size * scale, h - h % scale, w - w % scale)
+        y, x = (h - side) // 2, (w - side) // 2
+        lr = torch.from_numpy(bicubic_downscale(hr[y:y + side, x:x + side], scale)).permute(2, 0, 1).float() / 255
+        batches.append((lr.mean(0, keepdim=True) if channels == 1 else lr)[None])
+    return batches
 
 
 def _mib(n):
@@ -48,10 +83,18 @@ def main(argv):
     parser.add_argument('-opt', required=True, help='test option file: network_g and path.pretrain_network_g')
     parser.add_argument('--format', choices=sorted(EXTENSIONS), default='onnx', help='output format (default onnx)')
     parser.add_argument('--out', help='output file (default: <name><.onnx|.packed.pth> in the current folder)')
+    parser.add_argument('--mode', choices=ONNX_MODES, default='integer',
+                        help='onnx: integer (default; integer kernels in onnxruntime, faster, not bit-exact) or exact '
+                             '(the fake-quant network to float rounding, float convs)')
+    parser.add_argument('--calibration', metavar='DIR',
+                        help='--mode integer: LR images whose conv outputs set the requantization ranges (the centres '
+                             f'of the first {CALIBRATION_COUNT}); default: photos that scikit-image ships, downscaled')
     parser.add_argument('--input-size', type=parse_size, default=(64, 64),
                         help='LR H x W of the tracing input for onnx (height and width stay dynamic, except for '
                              'SwinIR, whose model keeps this size; default 64x64)')
     args = parser.parse_args(argv)
+    if args.calibration and not (osp.isdir(args.calibration) or osp.isfile(args.calibration)):
+        raise SystemExit(f'error: --calibration {args.calibration}: no such folder or image.')
     import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
     from odm_basicsr.options_check import check_option_file
     # export reads no data: missing test folders are no error
@@ -93,9 +136,26 @@ def main(argv):
         raise SystemExit('error: ONNX export needs onnx and onnxruntime: pip install "odm-basicsr[export]"')
     channels = input_channels(opt['network_g'])
     example = torch.rand(1, channels, *args.input_size, generator=torch.Generator().manual_seed(0))
-    info = qexport.export_onnx(net, example, out)
-    print(f'onnx model: {out}: {_mib(info["bytes"])} (opset 13, checked), {info["quantize_linear"]} QuantizeLinear, '
-          f'{info["dequantize_linear"]} DequantizeLinear, {info["int8_weight_initializers"]} int8 weight initializers')
+    if args.mode == 'exact':
+        info = qexport.export_onnx(net, example, out)
+    else:
+        from odm_basicsr.quant.export_integer import export_onnx_integer
+        scale = network_scale(opt['network_g'], opt.get('scale'))
+        try:
+            batches = calibration_batches(args.calibration, channels, scale)
+        except Exception as err:  # unreadable images: one clear line
+            raise SystemExit(f'error: --calibration {args.calibration}: {err}')
+        if not batches:
+            raise SystemExit(f'error: --calibration {args.calibration}: no images there.')
+        info = export_onnx_integer(net, example, out, batches)
+    print(f'onnx model ({args.mode}): {out}: {_mib(info["bytes"])} (opset 13, checked), {info["quantize_linear"]} '
+          f'QuantizeLinear, {info["dequantize_linear"]} DequantizeLinear, {info["int8_weight_initializers"]} int8 '
+          'weight initializers')
+    if args.mode == 'integer':
+        print(f'integer mode: {info["chained"]} of {info["layers"]} quantized layer outputs go straight onto the next '
+              f'layer\'s grid, {info["requantized"]} are requantized to uint8 (ranges from '
+              f'{len(batches)} calibration images); {len(info["grids_moved"])} activation grids moved to an integer '
+              f'zero point (at most {info["largest_move"]:.2f} of a step; 0 with integer_zero_point: true)')
     if not getattr(net, 'onnx_dynamic_size', True):
         print(f'input size fixed at {args.input_size[0]}x{args.input_size[1]} ({type(net).__name__} traces its '
               'window masks for one size); basicsr infer --onnx tiles images to it')
@@ -105,6 +165,13 @@ def main(argv):
     except ImportError:
         return
     import numpy as np
+    if args.mode == 'integer':
+        from odm_basicsr.quant.export_integer import onnx_integer_ops
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            kernels = onnx_integer_ops(out, osp.join(tmp, 'optimized.onnx'))
+        print(f'onnxruntime runs {kernels["integer_kernels"]} integer kernels (QLinearConv / QLinearMatMul) for '
+              f'{len(layers)} quantized layers; {kernels["float_convs"]} quantized layers left in float')
     session = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
     got = session.run(None, {'lr': example.numpy()})[0]
     with torch.no_grad():

@@ -7,6 +7,12 @@ def input_channels(network_opt):
     return int(merged.get('num_in_ch', merged.get('in_chans', 3)))
 
 
+def network_scale(network_opt, default=None):
+    """Upscaling factor of a network_g block: upscale or scale (ODMQuant's inner arch's too), else ``default``, else 4."""
+    merged = dict(network_opt.get('arch') or {}, **network_opt)
+    return int(merged.get('upscale', merged.get('scale', default or 4)))
+
+
 def pad_to_multiple(x, multiple):
     """x (N, C, H, W) padded at the bottom and right to multiples of ``multiple`` (reflect where the image is large
     enough, else replicate), and the (pad_h, pad_w) added."""

@@ -1,0 +1,419 @@
+"""Integer ONNX export: a graph whose quantized convs and linears run as onnxruntime integer kernels.
+
+The exact export (``export.py``) reproduces the fake-quant network to float rounding, but onnxruntime fuses none
+of it: float ops sit between DequantizeLinear and Conv. This mode writes the canonical QDQ form that onnxruntime's
+optimizer turns into QLinearConv / QLinearMatMul:
+
+    Q(x; s, zp) -> [Clip(c_lo, c_hi) on uint8] -> DQ -> Conv(DQ(int8 W; s_w, 0), DQ(int32 b; s·s_w, 0)) -> Q(uint8)
+
+What it changes against the fake-quant network, each step named in the export report:
+
+1. **Integer zero point.** The activation grid l + i·s (i = 0..L) moves onto multiples of its step:
+   (n + i)·s with n = round(l / s) (``integer_grid``), the same step, the range moved by at most s/2. Codes are
+   uint8 c = n + i + zp with zp = max(-n, 0); a b-bit grid (b < 8) is cut out of uint8 by a Clip on the codes.
+   Networks trained with ``integer_zero_point: true`` are already on such a grid: nothing moves.
+2. **Weights.** b <= 7: the zero-free grid as odd int8 integers at half the step (exact). b = 8: the 256-level
+   zero-free grid does not fit int8; it is rounded to int8 at scale u/127 (error at most u/254 per weight).
+3. **Bias** (with the offsets' W·o/a folded in): int32 at scale s·s_w, rounding at most s·s_w/2.
+4. **Conv outputs.** An output that feeds, through a ReLU or a scalar Mul at most, one quantized layer's input
+   is quantized straight onto that layer's input grid (the ReLU becomes the uint8 Clip's lower bound zp): the
+   same codes as the fake-quant network. Any other output (a residual add, a concat, the tail) is requantized to
+   uint8 on its 8-bit min/max range observed on calibration images, the one rounding the fake-quant network does
+   not have.
+5. **Offsets (ODM v1)**, X' = (X - o)/a: X is zero-padded first, then shifted and scaled, and the conv runs
+   unpadded with bias b + W_q·(o/a); border pixels see q(-o/a) + o/a instead of 0.
+6. **Linear layers**: MatMul -> requantize -> DequantizeLinear -> Add(bias) (QLinearMatMul has no bias input).
+   Quantized matmul operands (SwinIR attention) keep the exact QDQ form; their products run in float.
+
+``onnx_integer_ops`` lists what onnxruntime's optimized graph actually runs.
+"""
+import copy
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .convert import _set_submodule, activation_points, quantized_layers
+from .export import ExportQuantOperand, _offset_pair, check_calibrated, describe_onnx, weight_grid
+from .layers import QuantConv2d, QuantLinear, QuantOperand
+from .quantizer import integer_grid
+
+UINT8_MAX = 255
+INT8_MAX = 127
+
+
+class _QuantizeCodes(torch.autograd.Function):
+    """x -> clip(round(x / s) + zp, lo, hi) -> (c - zp)·s; ONNX: QuantizeLinear(uint8) [-> Clip] -> Dequantize."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, lo, hi):
+        # (no arithmetic with a python 0: TorchScript's peephole pass would drop it and break the export trace)
+        if zero_point:
+            return (torch.clamp(torch.round(x / scale) + zero_point, lo, hi) - zero_point) * scale
+        return torch.clamp(torch.round(x / scale), lo, hi) * scale
+
+    @staticmethod
+    def symbolic(g, x, scale, zero_point, lo, hi):
+        zero = g.op('Constant', value_t=torch.tensor(zero_point, dtype=torch.uint8))
+        codes = g.op('QuantizeLinear', x, scale, zero)
+        if lo > 0 or hi < UINT8_MAX:
+            codes = g.op('Clip', codes, g.op('Constant', value_t=torch.tensor(lo, dtype=torch.uint8)),
+                         g.op('Constant', value_t=torch.tensor(hi, dtype=torch.uint8)))
+        return g.op('DequantizeLinear', codes, scale, zero)
+
+
+class _DequantizeInitializer(torch.autograd.Function):
+    """Integer codes -> codes·scale; ONNX: DequantizeLinear with zero point 0, per tensor (``count`` 0, scale 0-dim)
+    or along ``axis`` (``count`` scales). ``int32`` marks a bias (int32 codes), otherwise int8 weights."""
+
+    @staticmethod
+    def forward(ctx, codes, scale, axis, count, int32):
+        if count:
+            shape = [1] * codes.dim()
+            shape[axis] = -1
+            scale = scale.view(shape)
+        return codes.float() * scale
+
+    @staticmethod
+    def symbolic(g, codes, scale, axis, count, int32):
+        dtype = torch.int32 if int32 else torch.int8
+        if not count:
+            return g.op('DequantizeLinear', codes, scale, g.op('Constant', value_t=torch.tensor(0, dtype=dtype)))
+        return g.op('DequantizeLinear', codes, scale, g.op('Constant', value_t=torch.zeros(count, dtype=dtype)),
+                    axis_i=axis)
+
+
+def uint8_grid(lower, upper, bits):
+    """The uint8 form of an activation grid [lower, upper] at ``bits`` bits (see ``integer_grid``).
+
+    Returns:
+        dict: scale (0-dim float32), zero_point, code_lo, code_hi (python ints; the b-bit codes in uint8),
+        moved (float: how far the lower bound moved, in units of the step).
+    """
+    with torch.no_grad():
+        n, step = integer_grid(lower.detach().float(), upper.detach().float(), bits)
+        n = int(n)
+        zero_point = max(-n, 0)
+        moved = abs(float(lower) / float(step) - n)
+    return dict(scale=step.detach().clone().reshape(()), zero_point=zero_point, code_lo=n + zero_point,
+                code_hi=n + 2**bits - 1 + zero_point, moved=moved)
+
+
+def requantization_grid(low, high):
+    """uint8 grid (scale, zero_point) covering [min(low, 0), max(high, 0)]: 8-bit min/max of an observed output."""
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    scale = max((high - low) / UINT8_MAX, 1e-8)
+    zero_point = int(min(max(round(-low / scale), 0), UINT8_MAX))
+    return torch.tensor(scale, dtype=torch.float32), zero_point
+
+
+def observe_output_ranges(net, batches):
+    """{layer name: (min, max)} of each quantized conv / linear output of the fake-quant ``net`` over ``batches``
+    (a list of (N, C, H, W) tensors on the network's device)."""
+    net = getattr(net, 'module', net)
+    ranges, hooks = {}, []
+
+    def keep(name):
+        def hook(module, inputs, output):
+            low, high = float(output.min()), float(output.max())
+            old = ranges.get(name, (low, high))
+            ranges[name] = (min(old[0], low), max(old[1], high))
+        return hook
+
+    for name, layer in quantized_layers(net):
+        hooks.append(layer.register_forward_hook(keep(name)))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                net(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        net.train(was_training)
+    return ranges
+
+
+class IntegerQuantLayer(nn.Module):
+    """Export-time stand-in for a QuantConv2d or QuantLinear in the integer graph (module docstring, steps 1-6).
+
+    Args:
+        layer (QuantConv2d | QuantLinear): calibrated.
+        output_range (tuple[float, float]): observed (min, max) of the layer's output, for the requantization.
+    """
+
+    def __init__(self, layer, output_range):
+        super().__init__()
+        self.is_linear = isinstance(layer, QuantLinear)
+        w_bits, a_bits = layer.weight_quantizer.bits, layer.act_quantizer.bits
+        with torch.no_grad():
+            grid = uint8_grid(*layer.act_quantizer.valid_range(), a_bits)
+            self.zero_point, self.code_lo, self.code_hi = grid['zero_point'], grid['code_lo'], grid['code_hi']
+            self.grid_moved = grid['moved']
+            self.register_buffer('act_scale', grid['scale'])
+            k, upper = weight_grid(layer)
+            step = 2 * upper / (2**w_bits - 1)
+            if w_bits <= 7:  # odd integers at half the step: exact
+                codes, scale = (2 * k.to(torch.int16) - (2**w_bits - 1)).to(torch.int8), step / 2
+            else:  # the 256-level zero-free grid rounded onto int8 at u/127
+                scale = upper / INT8_MAX
+                codes = torch.clamp(torch.round((k.float() * step - upper) / scale), -INT8_MAX, INT8_MAX).to(torch.int8)
+            scale = scale.reshape(-1) if scale.numel() > 1 else scale.reshape(())
+            weight = codes.float() * (scale.view(-1, *([1] * (codes.dim() - 1))) if scale.dim() else scale)
+            pair = _offset_pair(layer)
+            shift = in_scale = None
+            if pair is not None:
+                shift = pair[0].detach().clone() if float(layer.offset.shift_on) else None
+                in_scale = pair[1].detach().clone() if float(layer.offset.scale_on) else None
+            bias = torch.zeros(codes.shape[0]) if layer.bias is None else layer.bias.detach().float().clone()
+            if shift is not None:  # the conv of the constant o/a, on interior pixels (step 5)
+                post_add = shift / (in_scale if in_scale is not None else 1)
+                bias = bias + (weight * post_add.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+            if self.is_linear:
+                self.register_buffer('weight_codes', codes.t().contiguous())  # (in, out): MatMul's B
+                self.weight_axis = 1
+                self.register_buffer('bias', None if layer.bias is None else bias)
+                self.register_buffer('bias_codes', None)
+                self.register_buffer('bias_scale', None)
+            else:
+                self.weight_axis = 0
+                self.register_buffer('weight_codes', codes)
+                bias_scale = (self.act_scale * (scale if scale.dim() else scale.expand(codes.shape[0]))).float()
+                has_bias = layer.bias is not None or shift is not None
+                self.register_buffer('bias_codes', torch.round(bias.double() / bias_scale.double()).to(torch.int32)
+                                     if has_bias else None)
+                self.register_buffer('bias_scale', bias_scale.contiguous() if has_bias else None)
+                self.register_buffer('bias', None)
+            self.register_buffer('weight_scale', scale.contiguous())
+            # python ints (the ONNX symbolics need them at trace time): per-channel scale counts, 0 per tensor
+            self.weight_scale_count = scale.numel() if scale.dim() else 0
+            self.bias_count = 0 if self.bias_scale is None else self.bias_scale.numel()
+            self.register_buffer('in_shift', None if shift is None else shift.view(1, -1, 1, 1))
+            self.register_buffer('in_scale', None if in_scale is None else in_scale.view(1, -1, 1, 1))
+            out_scale, self.out_zero_point = requantization_grid(*output_range)
+            self.register_buffer('out_scale', out_scale)
+        if not self.is_linear:
+            self.stride, self.dilation, self.groups = layer.stride, layer.dilation, layer.groups
+            self.padding = layer.padding
+            self.pad_first = shift is not None or in_scale is not None
+
+    def forward(self, x):
+        if not self.is_linear and self.pad_first:
+            ph, pw = self.padding
+            x = F.pad(x, (pw, pw, ph, ph))
+        if self.in_shift is not None:
+            x = x - self.in_shift
+        if self.in_scale is not None:
+            x = x / self.in_scale
+        x = _QuantizeCodes.apply(x, self.act_scale, self.zero_point, self.code_lo, self.code_hi)
+        weight = _DequantizeInitializer.apply(self.weight_codes, self.weight_scale, self.weight_axis,
+                                              self.weight_scale_count, False)
+        if self.is_linear:
+            y = _QuantizeCodes.apply(torch.matmul(x, weight), self.out_scale, self.out_zero_point, 0, UINT8_MAX)
+            return y if self.bias is None else y + self.bias
+        bias = None if self.bias_codes is None else _DequantizeInitializer.apply(
+            self.bias_codes, self.bias_scale, 0, self.bias_count, True)
+        y = F.conv2d(x, weight, bias, self.stride, 0 if self.pad_first else self.padding, self.dilation, self.groups)
+        return _QuantizeCodes.apply(y, self.out_scale, self.out_zero_point, 0, UINT8_MAX)
+
+
+def to_integer_module(net, calibration_batches):
+    """A deep copy of ``net`` (eval, CPU) with every quantized layer swapped for an IntegerQuantLayer (output ranges
+    observed on ``calibration_batches``) and every quantized matmul operand for an ExportQuantOperand (exact QDQ).
+
+    Returns:
+        (nn.Module, dict): the module and a report: layers, grids_moved (layer names whose lower bound moved by
+        more than 1e-3 steps), largest_move (in steps).
+    """
+    check_calibrated(net)
+    source = getattr(net, 'module', net)
+    device = next(source.parameters()).device
+    ranges = observe_output_ranges(source, [b.to(device) for b in calibration_batches])
+    model = copy.deepcopy(source).cpu().eval()
+    moved = {}
+    for name, point in activation_points(model):
+        if isinstance(point, QuantOperand):
+            _set_submodule(model, name, ExportQuantOperand(point))
+            continue
+        layer = IntegerQuantLayer(point, ranges[name])
+        if layer.grid_moved > 1e-3:
+            moved[name] = layer.grid_moved
+        _set_submodule(model, name, layer)
+    return model, dict(layers=len(quantized_layers(source)), grids_moved=sorted(moved),
+                       largest_move=max(moved.values(), default=0.0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ONNX pass: quantize a conv's output straight onto the next quantized layer's input grid (module docstring, 4)
+# ---------------------------------------------------------------------------------------------------------------
+class _Graph:
+    """Producer / consumer maps and constant lookup over an onnx GraphProto."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.inits = {t.name: t for t in graph.initializer}
+        self.constants = {n.output[0]: n for n in graph.node if n.op_type == 'Constant'}
+        self.outputs = {o.name for o in graph.output}
+        self.consumers = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def value(self, name):
+        """numpy value of a constant input (initializer or Constant node), or None."""
+        from onnx import numpy_helper
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        node = self.constants.get(name)
+        if node is not None:
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def only_consumer(self, name, op_type=None):
+        users = self.consumers.get(name, [])
+        if len(users) != 1 or name in self.outputs or (op_type and users[0].op_type != op_type):
+            return None
+        return users[0]
+
+    def add_constant(self, name, array):
+        from onnx import numpy_helper
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        self.inits[name] = self.graph.initializer[-1]
+        return name
+
+
+def chain_requantizations(model):
+    """Rewrite ``conv -> Q_out -> DQ_out [-> Mul(scalar)] [-> Relu] -> Q_in [-> Clip] -> DQ_in`` into
+    ``conv -> Q_in -> Clip -> DQ_in`` in place; a scalar Mul after a requantization folds into its DQ scale.
+
+    Returns:
+        int: the number of conv outputs now quantized straight onto their consumer's grid.
+    """
+    graph = model.graph
+    chained, removed, counter = 0, set(), 0
+    for conv in list(graph.node):
+        if conv.op_type not in ('Conv', 'MatMul'):
+            continue
+        g = _Graph(graph)
+        q_out = g.only_consumer(conv.output[0], 'QuantizeLinear')
+        dq_out = q_out and g.only_consumer(q_out.output[0], 'DequantizeLinear')
+        if not dq_out:
+            continue
+        nxt = g.only_consumer(dq_out.output[0])
+        if nxt is not None and nxt.op_type == 'Mul':  # res_scale: fold into the requantization scale
+            other = nxt.input[1] if nxt.input[0] == dq_out.output[0] else nxt.input[0]
+            factor = g.value(other)
+            if factor is not None and factor.size == 1:
+                scale = g.value(dq_out.input[1]) * np.float32(factor.reshape(()))
+                counter += 1
+                dq_out.input[1] = g.add_constant(f'odm_requant_scale_{counter}', scale.astype(np.float32))
+                _rewire(graph, nxt.output[0], dq_out.output[0])
+                graph.node.remove(nxt)
+                g = _Graph(graph)
+                nxt = g.only_consumer(dq_out.output[0])
+        relu = None
+        if nxt is not None and nxt.op_type == 'Relu':
+            relu, nxt = nxt, g.only_consumer(nxt.output[0])
+        if conv.op_type != 'Conv' or nxt is None or nxt.op_type != 'QuantizeLinear':
+            continue
+        q_in = nxt
+        zero_point = g.value(q_in.input[2])
+        if zero_point is None or zero_point.dtype != np.uint8 or g.value(dq_out.input[1]) is None:
+            continue
+        zp = int(zero_point)
+        clip = g.only_consumer(q_in.output[0], 'Clip')
+        if relu is not None:
+            if clip is not None:
+                low = int(g.value(clip.input[1]))
+                if low < zp:
+                    counter += 1
+                    clip.input[1] = g.add_constant(f'odm_clip_low_{counter}', np.array(zp, np.uint8))
+            else:  # the ReLU becomes a uint8 Clip at the zero point
+                counter += 1
+                clipped = f'odm_relu_codes_{counter}'
+                _rewire(graph, q_in.output[0], clipped)
+                node = _make_node('Clip', [q_in.output[0], g.add_constant(f'odm_clip_low_{counter}', np.array(zp, np.uint8)),
+                                           g.add_constant(f'odm_clip_high_{counter}', np.array(UINT8_MAX, np.uint8))],
+                                  [clipped])
+                graph.node.insert(list(graph.node).index(q_in) + 1, node)
+        q_in.input[0] = conv.output[0]
+        for node in (q_out, dq_out, relu):
+            if node is not None:
+                removed.add(id(node))
+                graph.node.remove(node)
+        chained += 1
+    return chained
+
+
+def _make_node(op_type, inputs, outputs):
+    from onnx import helper
+    return helper.make_node(op_type, inputs, outputs)
+
+
+def _rewire(graph, old, new):
+    """Point every consumer of tensor ``old`` (and the graph outputs) at ``new``."""
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+    for output in graph.output:
+        if output.name == old:
+            output.name = new
+
+
+def export_onnx_integer(net, example_input, path, calibration_batches, opset=13):
+    """Write ``net`` as an integer ONNX graph (module docstring): input 'lr', output 'sr', dynamic batch (and height
+    and width unless the network sets ``onnx_dynamic_size = False``).
+
+    Args:
+        net (nn.Module): a calibrated quantized network.
+        example_input (Tensor): (N, C, H, W) for tracing.
+        path (str): output .onnx file.
+        calibration_batches (list[Tensor]): LR images (N, C, H, W) whose outputs set the requantization ranges.
+    Returns:
+        dict: ``describe_onnx`` plus mode, chained (conv outputs quantized onto their consumer's grid),
+        requantized (the others), layers, grids_moved, largest_move.
+    """
+    import onnx
+    model, report = to_integer_module(net, calibration_batches)
+    dynamic_size = getattr(getattr(net, 'module', net), 'onnx_dynamic_size', True)
+    axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(model, (example_input.cpu(), ), path, dynamo=False, opset_version=opset,
+                          input_names=['lr'], output_names=['sr'], dynamic_axes={'lr': axes, 'sr': axes})
+    proto = onnx.load(path)
+    chained = chain_requantizations(proto)
+    onnx.save(proto, path)
+    info = describe_onnx(path)
+    info.update(report, mode='integer', chained=chained, requantized=report['layers'] - chained)
+    return info
+
+
+def onnx_integer_ops(path, optimized_path):
+    """Run onnxruntime's optimizer (all levels) on ``path`` and count what its graph runs.
+
+    Returns:
+        dict: ops ({op type: count} of the optimized graph), integer_kernels (QLinearConv + QLinearMatMul +
+        ConvInteger + MatInteger ops), float_convs (Conv + FusedConv + MatMul + Gemm fed by a DequantizeLinear
+        weight, i.e. quantized layers left in float).
+    """
+    import onnx
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = optimized_path
+    options.log_severity_level = 3
+    ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    graph = onnx.load(optimized_path).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    ops = {}
+    for node in graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    float_convs = sum(1 for n in graph.node if n.op_type in ('Conv', 'FusedConv', 'MatMul', 'Gemm', 'FusedMatMul')
+                      and len(n.input) > 1 and getattr(producers.get(n.input[1]), 'op_type', '') == 'DequantizeLinear')
+    integer = sum(ops.get(k, 0) for k in ('QLinearConv', 'QLinearMatMul', 'ConvInteger', 'MatMulInteger'))
+    return dict(ops=ops, integer_kernels=integer, float_convs=float_convs)
