@@ -341,4 +341,7 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
     finally:
         set_quantization(net, True)
         net.train(was_training)
+    if any(getattr(m, 'output_quantizer', None) is not None for m in layers.values()):
+        from .export_integer import calibrate_output_requantizers  # integer_zero_point: the export's requantization
+        report['requantized_outputs'] = calibrate_output_requantizers(net, batches, reduce_fn)
     return report

@@ -3,7 +3,7 @@ from fnmatch import fnmatchcase
 
 import torch.nn as nn
 
-from .layers import OFFSET_MODES, QUANT_LAYER_TYPES, QuantConv2d, QuantLinear, QuantOperand
+from .layers import OFFSET_MODES, QUANT_LAYER_TYPES, OutputRequantizer, QuantConv2d, QuantLinear, QuantOperand
 from .quantizer import check_bits
 
 SCOPES = ('body', 'all')
@@ -116,19 +116,30 @@ def set_quantization(net, enabled):
         point.act_quantizer.enabled = enabled
         if hasattr(point, 'weight_quantizer'):
             point.weight_quantizer.enabled = enabled
+        if getattr(point, 'output_quantizer', None) is not None:
+            point.output_quantizer.enabled = enabled
 
 
 def set_integer_zero_point(net, enabled):
-    """Keep every activation grid of ``net`` on integer multiples of its step (``ActQuantizer.integer_zero_point``),
-    as the integer ONNX export runs it; False restores the free [l, u] grids."""
+    """Make ``net`` compute what its integer ONNX export computes: every activation grid on integer multiples of its
+    step (``ActQuantizer.integer_zero_point``), 8-bit weights on the int8 grid (``WeightQuantizer.int8_grid``), and
+    an ``OutputRequantizer`` on every quantized layer's output (identity until ``calibrate`` switches on those the
+    export requantizes; the conv bias then sits on the int32 grid, ``QuantConv2d.integer_bias``). False restores
+    the paper's grids and removes the requantizers."""
     for _, point in activation_points(net):
         point.act_quantizer.integer_zero_point = bool(enabled)
+        if isinstance(point, QUANT_LAYER_TYPES):
+            point.weight_quantizer.int8_grid = bool(enabled) and point.weight_quantizer.bits == 8
+            if enabled and point.output_quantizer is None:
+                point.output_quantizer = OutputRequantizer().to(point.weight.device)
+            elif not enabled:
+                point.output_quantizer = None
     return net
 
 
 def is_quantizer_param(name):
     """True for parameter/buffer names that belong to quantizer state (ranges, gamma, offsets)."""
-    return any(part in ('act_quantizer', 'weight_quantizer', 'offset') for part in name.split('.'))
+    return any(part in ('act_quantizer', 'weight_quantizer', 'offset', 'output_quantizer') for part in name.split('.'))
 
 
 def refresh_quantizer_state(net):
@@ -138,4 +149,6 @@ def refresh_quantizer_state(net):
         layer.act_quantizer.refresh()
         if getattr(layer, 'offset', None) is not None:
             layer.offset.refresh()
+        if getattr(layer, 'output_quantizer', None) is not None:
+            layer.output_quantizer.refresh()
     return net

@@ -47,6 +47,7 @@ from .convert import _set_submodule, activation_points, quantized_layers
 from .layers import QuantConv2d, QuantLinear, QuantOperand
 
 PACKED_FORMAT = 'odm-packed-v1'
+UINT8_MAX = 255
 
 
 def _levels(bits):
@@ -70,10 +71,11 @@ def _offset_pair(layer):
     return layer.offset.effective()
 
 
-def grid_weight(codes, upper, bits):
-    """k·step - u (float32, codes' shape) with the operations of ``fake_quantize``: bit-identical to q_w."""
+def grid_weight(codes, upper, bits, levels=None):
+    """k·step - u (float32, codes' shape) with the operations of ``fake_quantize``: bit-identical to q_w. ``levels``:
+    the grid's steps, 2^bits - 1 unless given (254 on the int8 grid)."""
     lower = -upper
-    step = (upper - lower) / _levels(bits)
+    step = (upper - lower) / (levels or _levels(bits))
     return codes.float() * step + lower
 
 
@@ -88,7 +90,7 @@ def weight_grid(layer):
         weight = layer.weight if pair is None else layer.effective_weight(pair)
         upper = quantizer.clip_value(weight).detach()
         lower = -upper
-        step = (upper - lower) / _levels(quantizer.bits)
+        step = (upper - lower) / quantizer.levels
         codes = torch.round((torch.minimum(torch.maximum(weight, lower), upper) - lower) / step)
     return codes.to(torch.uint8), upper
 
@@ -114,9 +116,12 @@ def fold_layer(layer):
     if not bool(layer.act_quantizer.calibrated):
         raise ValueError('fold_layer needs a calibrated layer (act_quantizer.calibrated is false)')
     w_bits, a_bits = layer.weight_quantizer.bits, layer.act_quantizer.bits
+    w_levels = layer.weight_quantizer.levels
     k, upper = weight_grid(layer)
-    step = (upper - (-upper)) / _levels(w_bits)
-    if w_bits <= 7:
+    step = (upper - (-upper)) / w_levels
+    if w_levels == 254:  # the int8 grid (8 bits with integer_zero_point): codes k - 127 at the step
+        codes, scale, offset = (k.to(torch.int16) - 127).to(torch.int8), step, torch.zeros(())
+    elif w_bits <= 7:
         codes, scale, offset = (2 * k.to(torch.int16) - _levels(w_bits)).to(torch.int8), step / 2, torch.zeros(())
     else:
         codes, scale, offset = (k.to(torch.int16) - 128).to(torch.int8), step, step / 2
@@ -137,7 +142,7 @@ def fold_layer(layer):
             const = lower + (torch.zeros(layer.in_channels) if post_add is None else post_add)
             kh, kw = layer.kernel_size
             int_bias = F.conv2d(const.view(1, -1, 1, 1).expand(1, -1, kh, kw), w_q, layer.bias, groups=layer.groups)
-    return dict(w_bits=w_bits, a_bits=a_bits, weight_codes=codes, weight_scale=scale, weight_offset=offset,
+    return dict(w_bits=w_bits, w_levels=w_levels, a_bits=a_bits, weight_codes=codes, weight_scale=scale, weight_offset=offset,
                 weight_k=k, weight_upper=upper, act_lower=lower, act_upper=a_upper, act_scale=a_scale,
                 act_zero_point=0, act_qmax=_levels(a_bits), in_shift=shift, in_scale=in_scale, post_add=post_add,
                 bias=None if layer.bias is None else layer.bias.detach().clone(), int_bias=int_bias.flatten())
@@ -175,6 +180,26 @@ class _WeightDQ(torch.autograd.Function):
             zero = g.op('Constant', value_t=torch.zeros(channels, dtype=torch.int8))
             return g.op('DequantizeLinear', codes, scale, zero, axis_i=0)
         return g.op('DequantizeLinear', codes, scale, g.op('Constant', value_t=torch.tensor(0, dtype=torch.int8)))
+
+
+class _QuantizeCodes(torch.autograd.Function):
+    """x -> clip(round(x / s) + zp, lo, hi) -> (c - zp)·s; ONNX: QuantizeLinear(uint8) [-> Clip] -> Dequantize."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, lo, hi):
+        # (no arithmetic with a python 0: TorchScript's peephole pass would drop it and break the export trace)
+        if zero_point:
+            return (torch.clamp(torch.round(x / scale) + zero_point, lo, hi) - zero_point) * scale
+        return torch.clamp(torch.round(x / scale), lo, hi) * scale
+
+    @staticmethod
+    def symbolic(g, x, scale, zero_point, lo, hi):
+        zero = g.op('Constant', value_t=torch.tensor(zero_point, dtype=torch.uint8))
+        codes = g.op('QuantizeLinear', x, scale, zero)
+        if lo > 0 or hi < UINT8_MAX:
+            codes = g.op('Clip', codes, g.op('Constant', value_t=torch.tensor(lo, dtype=torch.uint8)),
+                         g.op('Constant', value_t=torch.tensor(hi, dtype=torch.uint8)))
+        return g.op('DequantizeLinear', codes, scale, zero)
 
 
 def _act_qdq(x, lower, upper, scale):
@@ -217,9 +242,19 @@ class ExportQuantLayer(nn.Module):
                             ('weight_codes', fold['weight_codes']), ('weight_scale', fold['weight_scale'].flatten()
                                                                      if fold['weight_scale'].dim() else
                                                                      fold['weight_scale']),
-                            ('weight_offset', fold['weight_offset'] if fold['w_bits'] == 8 else None),
+                            ('weight_offset', fold['weight_offset'] if fold['w_levels'] == 255 else None),
                             ('bias', fold['bias'])):
             self.register_buffer(name, value)
+        # integer_zero_point (OutputRequantizer): the int32-grid bias and the output requantization, as trained
+        requantizer = getattr(layer, 'output_quantizer', None)
+        self.requantize = requantizer is not None and requantizer.is_active
+        self.bias_after = self.conv_args is None and self.requantize  # linear: requantize, then add the bias
+        if requantizer is not None and self.conv_args is not None and self.bias is not None:
+            grid = fold['act_scale'] * layer.weight_quantizer.integer_scale(fold['weight_upper']).reshape(-1)
+            self.bias = torch.round(self.bias / grid) * grid
+        if self.requantize:
+            self.register_buffer('out_scale', requantizer.scale.detach().clone())
+            self.out_zero_point = int(requantizer.zero_point)
 
     def forward(self, x):
         if self.in_shift is not None:
@@ -233,8 +268,12 @@ class ExportQuantLayer(nn.Module):
         if self.weight_offset is not None:
             weight = weight + self.weight_offset
         if self.conv_args is None:
-            return F.linear(x, weight, self.bias)
-        return F.conv2d(x, weight, self.bias, *self.conv_args)
+            y = F.linear(x, weight, None if self.bias_after else self.bias)
+        else:
+            y = F.conv2d(x, weight, self.bias, *self.conv_args)
+        if self.requantize:
+            y = _QuantizeCodes.apply(y, self.out_scale, self.out_zero_point, 0, UINT8_MAX)
+        return y + self.bias if self.bias_after and self.bias is not None else y
 
 
 def to_export_module(net):
@@ -309,10 +348,12 @@ class FrozenWeightQuantizer(nn.Module):
     to the trained quantizer's output) whatever its input; the layer's ``weight`` serves only the FP path."""
 
     weight_clip = 'frozen'
+    int8_grid = False
 
-    def __init__(self, codes, upper, bits):
+    def __init__(self, codes, upper, bits, levels=None):
         super().__init__()
         self.bits = bits
+        self.levels = levels or _levels(bits)
         self.register_buffer('codes', codes.to(torch.uint8), persistent=False)
         self.register_buffer('upper', upper.detach().float(), persistent=False)  # 0-dim, or (C_out, 1, ...)
         self.enabled = True
@@ -323,7 +364,12 @@ class FrozenWeightQuantizer(nn.Module):
     def forward(self, weight):
         if not self.enabled:
             return weight
-        return grid_weight(self.codes, self.upper, self.bits)
+        self.last_upper = self.upper
+        return grid_weight(self.codes, self.upper, self.bits, self.levels)
+
+    def integer_scale(self, upper):
+        """As ``WeightQuantizer.integer_scale``."""
+        return upper / 127 if self.levels == 254 or self.bits == 8 else upper / (2**self.bits - 1)
 
     def extra_repr(self):
         return f'bits={self.bits}, frozen'
@@ -343,7 +389,8 @@ def pack_checkpoint(net):
     for name, layer in quantized_layers(net):
         codes, upper = weight_grid(layer)
         bits = layer.weight_quantizer.bits
-        layers[name] = dict(bits=bits, shape=list(codes.shape), upper=upper.cpu().clone(),
+        layers[name] = dict(bits=bits, levels=layer.weight_quantizer.levels, shape=list(codes.shape),
+                            upper=upper.cpu().clone(),
                             codes=torch.from_numpy(pack_bits(codes.cpu().numpy(), bits)))
         skip.add(f'{name}.weight')
         skip.update(f'{name}.weight_quantizer.{key}' for key in layer.weight_quantizer.state_dict())
@@ -371,8 +418,10 @@ def unpack_checkpoint(packed, net):
             raise ValueError(f'{name}: packed {shape} at {entry["bits"]} bits, network {tuple(layer.weight.shape)} at '
                              f'{layer.weight_quantizer.bits} bits')
         codes = torch.from_numpy(unpack_bits(entry['codes'].numpy(), entry['bits'], math.prod(shape))).reshape(shape)
-        layer.weight_quantizer = FrozenWeightQuantizer(codes, entry['upper'], entry['bits']).to(layer.weight.device)
-        state[f'{name}.weight'] = grid_weight(codes, entry['upper'].float(), entry['bits'])
+        levels = entry.get('levels', _levels(entry['bits']))
+        layer.weight_quantizer = FrozenWeightQuantizer(codes, entry['upper'], entry['bits'], levels).to(
+            layer.weight.device)
+        state[f'{name}.weight'] = grid_weight(codes, entry['upper'].float(), entry['bits'], levels)
     net.load_state_dict(state, strict=True)
     with torch.no_grad():
         for layer in own.values():

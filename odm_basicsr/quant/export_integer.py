@@ -36,32 +36,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .convert import _set_submodule, activation_points, quantized_layers
-from .export import ExportQuantOperand, _offset_pair, check_calibrated, describe_onnx, weight_grid
+from .export import (UINT8_MAX, ExportQuantOperand, _offset_pair, _QuantizeCodes, check_calibrated, describe_onnx,
+                     weight_grid)
 from .layers import QuantConv2d, QuantLinear, QuantOperand
 from .quantizer import integer_grid
 
-UINT8_MAX = 255
 INT8_MAX = 127
-
-
-class _QuantizeCodes(torch.autograd.Function):
-    """x -> clip(round(x / s) + zp, lo, hi) -> (c - zp)·s; ONNX: QuantizeLinear(uint8) [-> Clip] -> Dequantize."""
-
-    @staticmethod
-    def forward(ctx, x, scale, zero_point, lo, hi):
-        # (no arithmetic with a python 0: TorchScript's peephole pass would drop it and break the export trace)
-        if zero_point:
-            return (torch.clamp(torch.round(x / scale) + zero_point, lo, hi) - zero_point) * scale
-        return torch.clamp(torch.round(x / scale), lo, hi) * scale
-
-    @staticmethod
-    def symbolic(g, x, scale, zero_point, lo, hi):
-        zero = g.op('Constant', value_t=torch.tensor(zero_point, dtype=torch.uint8))
-        codes = g.op('QuantizeLinear', x, scale, zero)
-        if lo > 0 or hi < UINT8_MAX:
-            codes = g.op('Clip', codes, g.op('Constant', value_t=torch.tensor(lo, dtype=torch.uint8)),
-                         g.op('Constant', value_t=torch.tensor(hi, dtype=torch.uint8)))
-        return g.op('DequantizeLinear', codes, scale, zero)
 
 
 class _DequantizeInitializer(torch.autograd.Function):
@@ -111,12 +91,14 @@ def requantization_grid(low, high):
 
 def observe_output_ranges(net, batches):
     """{layer name: (min, max)} of each quantized conv / linear output of the fake-quant ``net`` over ``batches``
-    (a list of (N, C, H, W) tensors on the network's device)."""
+    (a list of (N, C, H, W) tensors on the network's device); a linear layer's before its bias."""
     net = getattr(net, 'module', net)
     ranges, hooks = {}, []
 
     def keep(name):
         def hook(module, inputs, output):
+            if isinstance(module, QuantLinear) and module.bias is not None:
+                output = output - module.bias  # the export requantizes the product before the bias add
             low, high = float(output.min()), float(output.max())
             old = ranges.get(name, (low, high))
             ranges[name] = (min(old[0], low), max(old[1], high))
@@ -156,7 +138,11 @@ class IntegerQuantLayer(nn.Module):
             self.register_buffer('act_scale', grid['scale'])
             k, upper = weight_grid(layer)
             step = 2 * upper / (2**w_bits - 1)
-            if w_bits <= 7:  # odd integers at half the step: exact
+            levels = layer.weight_quantizer.levels
+            step = 2 * upper / levels
+            if levels == 254:  # the int8 grid (8 bits, integer_zero_point): exact
+                codes, scale = (k.to(torch.int16) - 127).to(torch.int8), step
+            elif w_bits <= 7:  # odd integers at half the step: exact
                 codes, scale = (2 * k.to(torch.int16) - (2**w_bits - 1)).to(torch.int8), step / 2
             else:  # the 256-level zero-free grid rounded onto int8 at u/127
                 scale = upper / INT8_MAX
@@ -193,7 +179,11 @@ class IntegerQuantLayer(nn.Module):
             self.bias_count = 0 if self.bias_scale is None else self.bias_scale.numel()
             self.register_buffer('in_shift', None if shift is None else shift.view(1, -1, 1, 1))
             self.register_buffer('in_scale', None if in_scale is None else in_scale.view(1, -1, 1, 1))
-            out_scale, self.out_zero_point = requantization_grid(*output_range)
+            requantizer = layer.output_quantizer
+            if requantizer is not None and requantizer.is_active:  # trained with it: the same grid
+                out_scale, self.out_zero_point = requantizer.scale.detach().clone(), int(requantizer.zero_point)
+            else:
+                out_scale, self.out_zero_point = requantization_grid(*output_range)
             self.register_buffer('out_scale', out_scale)
         if not self.is_linear:
             self.stride, self.dilation, self.groups = layer.stride, layer.dilation, layer.groups
@@ -290,10 +280,11 @@ def chain_requantizations(model):
     ``conv -> Q_in -> Clip -> DQ_in`` in place; a scalar Mul after a requantization folds into its DQ scale.
 
     Returns:
-        int: the number of conv outputs now quantized straight onto their consumer's grid.
+        list[str]: the layers (named by their ``<layer>.weight_codes`` initializer) whose output now goes straight
+        onto their consumer's grid.
     """
     graph = model.graph
-    chained, removed, counter = 0, set(), 0
+    chained, counter = [], 0
     for conv in list(graph.node):
         if conv.op_type not in ('Conv', 'MatMul'):
             continue
@@ -342,9 +333,10 @@ def chain_requantizations(model):
         q_in.input[0] = conv.output[0]
         for node in (q_out, dq_out, relu):
             if node is not None:
-                removed.add(id(node))
                 graph.node.remove(node)
-        chained += 1
+        weight_dq = next((n for n in graph.node if conv.input[1] in n.output), None)
+        name = weight_dq.input[0] if weight_dq is not None else conv.name
+        chained.append(name[:-len('.weight_codes')] if name.endswith('.weight_codes') else name)
     return chained
 
 
@@ -379,18 +371,63 @@ def export_onnx_integer(net, example_input, path, calibration_batches, opset=13)
     """
     import onnx
     model, report = to_integer_module(net, calibration_batches)
-    dynamic_size = getattr(getattr(net, 'module', net), 'onnx_dynamic_size', True)
-    axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        torch.onnx.export(model, (example_input.cpu(), ), path, dynamo=False, opset_version=opset,
-                          input_names=['lr'], output_names=['sr'], dynamic_axes={'lr': axes, 'sr': axes})
-    proto = onnx.load(path)
+    proto = _trace(model, example_input, getattr(getattr(net, 'module', net), 'onnx_dynamic_size', True), opset)
     chained = chain_requantizations(proto)
     onnx.save(proto, path)
     info = describe_onnx(path)
-    info.update(report, mode='integer', chained=chained, requantized=report['layers'] - chained)
+    trained = {n: m.output_quantizer.is_active for n, m in quantized_layers(net) if m.output_quantizer is not None}
+    # layers whose trained requantization differs from the export's (none when calibrate() decided them)
+    mismatched = sorted(n for n, active in trained.items() if active == (n in chained))
+    info.update(report, mode='integer', chained=len(chained), requantized=report['layers'] - len(chained),
+                trained_requantization=bool(trained), requantization_mismatches=mismatched)
     return info
+
+
+def _trace(model, example_input, dynamic_size, opset=13):
+    """The TorchScript ONNX export of ``model`` as a ModelProto (input 'lr', output 'sr', dynamic batch)."""
+    import io
+
+    import onnx
+    axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(model, (example_input.cpu(), ), buffer, dynamo=False, opset_version=opset,
+                          input_names=['lr'], output_names=['sr'], dynamic_axes={'lr': axes, 'sr': axes})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def calibrate_output_requantizers(net, batches, reduce_fn=None):
+    """Switch on the OutputRequantizers (``set_integer_zero_point``) of exactly the layers whose output the integer
+    export requantizes, with the 8-bit grid of the output's min/max on ``batches``, quantizers on; the others
+    (outputs that go onto the next layer's grid) stay off. Which is which comes from tracing the integer graph.
+
+    Returns:
+        list[str]: the layers whose requantizer is on.
+    """
+    source = getattr(net, 'module', net)
+    layers = {n: m for n, m in quantized_layers(source) if m.output_quantizer is not None}
+    if not layers:
+        return []
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise RuntimeError('integer_zero_point: true traces the integer ONNX graph at calibration to find the outputs '
+                           'it requantizes, which needs onnx: pip install "odm-basicsr[export]"') from None
+    reduce_fn = reduce_fn or (lambda t: t)
+    for layer in layers.values():
+        layer.output_quantizer.set_grid(1.0, 0, False)
+    ranges = observe_output_ranges(source, batches)
+    model, _ = to_integer_module(source, batches[:1])
+    chained = set(chain_requantizations(_trace(model, batches[0][:1], getattr(source, 'onnx_dynamic_size', True))))
+    switched_on = []
+    for name, layer in layers.items():
+        low, high = (float(reduce_fn(torch.tensor(v, dtype=torch.float64))) for v in ranges[name])
+        scale, zero_point = requantization_grid(low, high)
+        layer.output_quantizer.set_grid(scale, zero_point, name not in chained)
+        if name not in chained:
+            switched_on.append(name)
+    return switched_on
 
 
 def onnx_integer_ops(path, optimized_path):

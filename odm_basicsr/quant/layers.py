@@ -69,6 +69,46 @@ class ChannelOffset(nn.Module):
         self.active = True
 
 
+class OutputRequantizer(nn.Module):
+    """8-bit requantization of a quantized layer's output, y -> (clip(round(y / s) + zp, 0, 255) - zp)·s, as the
+    integer ONNX export rounds every output that does not feed one quantized layer (docs/EXPORT.md). Attached by
+    ``set_integer_zero_point``; identity until ``calibrate`` measures the output's min/max and switches it on where
+    the export will requantize, so that the exported graph computes what was trained. Straight-through gradient;
+    the range is not learned.
+
+    Buffers: scale (0-dim, float32), zero_point (0-dim, integral float), active (0/1).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('scale', torch.tensor(1.0))
+        self.register_buffer('zero_point', torch.tensor(0.0))
+        self.register_buffer('active', torch.tensor(0.0))
+        self.enabled = True
+        self.is_active = False  # python mirror of the buffer (no device sync per forward); see refresh()
+
+    def refresh(self):
+        self.is_active = bool(float(self.active) > 0)
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.refresh()
+
+    def set_grid(self, scale, zero_point, active):
+        with torch.no_grad():
+            self.scale.fill_(float(scale))
+            self.zero_point.fill_(float(zero_point))
+            self.active.fill_(1.0 if active else 0.0)
+        self.is_active = bool(active)
+
+    def forward(self, y):
+        if not (self.enabled and self.is_active):
+            return y
+        codes = torch.clamp(torch.round(y / self.scale) + self.zero_point, 0, 255)
+        return y + ((codes - self.zero_point) * self.scale - y).detach()
+
+
 class QuantConv2d(nn.Conv2d):
     """nn.Conv2d with fake-quantized input activations and weights.
 
@@ -97,6 +137,7 @@ class QuantConv2d(nn.Conv2d):
         self.weight_quantizer = WeightQuantizer(w_bit, weight_clip, weight_granularity)
         self.offset = ChannelOffset(in_channels) if offsets else None
         self.observer = None  # callable(X') used by calibration
+        self.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
         self.collect_input = False  # keep X' of the current forward for the regularizer
         self.quant_input = None
 
@@ -133,7 +174,20 @@ class QuantConv2d(nn.Conv2d):
             shift, scale = offset_pair
             x_q = x_q + (shift / scale).view(1, -1, 1, 1)
         w_q = self.weight_quantizer(self.effective_weight(offset_pair))
-        return F.conv2d(x_q, w_q, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.output_quantizer is None:
+            return F.conv2d(x_q, w_q, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(x_q, w_q, self.integer_bias(), self.stride, self.padding, self.dilation, self.groups)
+        return self.output_quantizer(y)
+
+    def integer_bias(self):
+        """The bias on the integer ONNX export's int32 grid, step s_x·s_w (input step x weight code scale), with a
+        straight-through gradient; the plain bias while the quantizers are off. Used with an output requantizer."""
+        if self.bias is None or not (self.act_quantizer.enabled and self.weight_quantizer.enabled):
+            return self.bias
+        lower, upper = self.act_quantizer.valid_range()
+        act_step = ((upper - lower) / (2**self.act_quantizer.bits - 1)).detach()
+        scale = self.weight_quantizer.integer_scale(self.weight_quantizer.last_upper).reshape(-1) * act_step
+        return self.bias + (torch.round(self.bias / scale) * scale - self.bias).detach()
 
 
 class QuantLinear(nn.Linear):
@@ -148,6 +202,7 @@ class QuantLinear(nn.Linear):
         self.weight_quantizer = WeightQuantizer(w_bit, weight_clip, weight_granularity)
         self.offset = None
         self.observer = None
+        self.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
         self.collect_input = False
         self.quant_input = None
 
@@ -163,7 +218,11 @@ class QuantLinear(nn.Linear):
             self.observer(x)
         if self.collect_input:
             self.quant_input = x
-        return F.linear(self.act_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        if self.output_quantizer is None:
+            return F.linear(self.act_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        # the integer export requantizes the product before the bias add (QLinearMatMul has no bias)
+        y = self.output_quantizer(F.linear(self.act_quantizer(x), self.weight_quantizer(self.weight)))
+        return y if self.bias is None else y + self.bias
 
 
 QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear)

@@ -219,6 +219,14 @@ class WeightQuantizer(nn.Module):
         if weight_clip == 'wcc':
             self.gamma = nn.Parameter(torch.tensor(1.0))
         self.enabled = True
+        # 8 bits with integer_zero_point: the int8 grid with a zero level, j·u/127 (j = -127..127), which the integer
+        # ONNX export stores exactly; otherwise the zero-free grid (set_integer_zero_point sets it)
+        self.int8_grid = False
+
+    @property
+    def levels(self):
+        """Number of steps of the grid over [-u, u]: 2^bits - 1 (zero-free), or 254 on the int8 grid."""
+        return 254 if self.int8_grid else 2**self.bits - 1
 
     def clip_value(self, weight):
         """u_w for ``weight`` (C_out, ...): 0-dim (layer) or (C_out, 1, ..., 1) (channel); only gamma carries
@@ -238,7 +246,14 @@ class WeightQuantizer(nn.Module):
         if not self.enabled:
             return weight
         upper = self.clip_value(weight)
-        return fake_quantize(weight, -upper, upper, self.bits)
+        self.last_upper = upper.detach()  # for the integer bias (QuantConv2d with an output requantizer)
+        return _FakeQuantize.apply(weight, -upper, upper, self.levels)
+
+    def integer_scale(self, upper):
+        """Scale of the int8 weight codes in the integer ONNX export: step/2 = u/L (odd codes) for b <= 7, u/127 at 8
+        bits (exact on the int8 grid; the zero-free grid is rounded onto it)."""
+        return upper / 127 if self.int8_grid or self.bits == 8 else upper / (2**self.bits - 1)
 
     def extra_repr(self):
-        return f'bits={self.bits}, weight_clip={self.weight_clip}, granularity={self.granularity}'
+        return (f'bits={self.bits}, weight_clip={self.weight_clip}, granularity={self.granularity}'
+                + (', int8_grid=True' if self.int8_grid else ''))
