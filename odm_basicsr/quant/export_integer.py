@@ -11,15 +11,18 @@ What it changes against the fake-quant network, each step named in the export re
 1. **Integer zero point.** The activation grid l + i·s (i = 0..L) moves onto multiples of its step:
    (n + i)·s with n = round(l / s) (``integer_grid``), the same step, the range moved by at most s/2. Codes are
    uint8 c = n + i + zp with zp = max(-n, 0); a b-bit grid (b < 8) is cut out of uint8 by a Clip on the codes.
-   Networks trained with ``integer_zero_point: true`` are already on such a grid: nothing moves.
 2. **Weights.** b <= 7: the zero-free grid as odd int8 integers at half the step (exact). b = 8: the 256-level
    zero-free grid does not fit int8; it is rounded to int8 at scale u/127 (error at most u/254 per weight).
 3. **Bias** (with the offsets' W·o/a folded in): int32 at scale s·s_w, rounding at most s·s_w/2.
 4. **Conv outputs.** An output that feeds, through a ReLU or a scalar Mul at most, one quantized layer's input
    is quantized straight onto that layer's input grid (the ReLU becomes the uint8 Clip's lower bound zp): the
    same codes as the fake-quant network. Any other output (a residual add, a concat, the tail) is requantized to
-   uint8 on its 8-bit min/max range observed on calibration images, the one rounding the fake-quant network does
-   not have.
+   uint8 on its 8-bit min/max range observed on calibration images.
+
+A network built with ``integer_zero_point: true`` (``set_integer_zero_point``) computes steps 1-4 itself: its grids
+have integer zero points, 8-bit weights sit on the int8 grid, the bias on its int32 grid, and calibration switches on
+an ``OutputRequantizer`` exactly where step 4 requantizes (``calibrate_output_requantizers``), whose grid the export
+then uses. Its export is exact up to the order of float sums.
 5. **Offsets (ODM v1)**, X' = (X - o)/a: X is zero-padded first, then shifted and scaled, and the conv runs
    unpadded with bias b + W_q·(o/a); border pixels see q(-o/a) + o/a instead of 0.
 6. **Linear layers**: MatMul -> requantize -> DequantizeLinear -> Add(bias) (QLinearMatMul has no bias input).
@@ -137,7 +140,6 @@ class IntegerQuantLayer(nn.Module):
             self.grid_moved = grid['moved']
             self.register_buffer('act_scale', grid['scale'])
             k, upper = weight_grid(layer)
-            step = 2 * upper / (2**w_bits - 1)
             levels = layer.weight_quantizer.levels
             step = 2 * upper / levels
             if levels == 254:  # the int8 grid (8 bits, integer_zero_point): exact
