@@ -55,6 +55,9 @@ VARIANTS = {
     'ODM v2 (relative range lr)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                    {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
     'WCC only (relative range lr)': ({'weight_clip': 'wcc', 'offsets': 'none'}, None, 'none'),
+    # issue 13: ODM v2 with its regularizer counted in full (no cosine weighting): what cooperation adds on top of WCC
+    'ODM v2 (no cooperation)': ({'weight_clip': 'wcc', 'offsets': 'none'},
+                                {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'none'),
     # issue 17: activation grids kept on integer zero points (network_g.integer_zero_point), as integer ONNX runs them
     'ODM v2 (integer zero point)': ({'weight_clip': 'wcc', 'offsets': 'none', 'integer_zero_point': True},
                                     {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
@@ -63,7 +66,8 @@ CALIBRATION_EXTRA = {'ODM v2 (sequential calibration)': {'sequential': True}}
 TRAIN_EXTRA = {'ODM v2 (relative range lr)': {'range_lr': 'relative'},
                'WCC only (relative range lr)': {'range_lr': 'relative'}}
 ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)', 'ODM v2 (relative range lr)',
-                 'WCC only (relative range lr)', 'ODM v2 (integer zero point)')  # run when named
+                 'WCC only (relative range lr)', 'ODM v2 (integer zero point)',
+                 'ODM v2 (no cooperation)')  # run when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),
