@@ -19,7 +19,7 @@ from .network_io import input_channels, network_scale
 
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
 ONNX_MODES = ('integer', 'exact')
-CALIBRATION_COUNT = 8  # images (LR crops of CALIBRATION_SIZE) whose outputs set the integer mode's requantization
+CALIBRATION_COUNT = 8  # LR images (64x64 centre crops) whose outputs set the integer mode's requantization ranges
 
 
 def calibration_batches(folder, channels, scale, size=64, count=CALIBRATION_COUNT):
@@ -84,8 +84,9 @@ def main(argv):
     parser.add_argument('--format', choices=sorted(EXTENSIONS), default='onnx', help='output format (default onnx)')
     parser.add_argument('--out', help='output file (default: <name><.onnx|.packed.pth> in the current folder)')
     parser.add_argument('--mode', choices=ONNX_MODES, default='integer',
-                        help='onnx: integer (default; integer kernels in onnxruntime, faster, not bit-exact) or exact '
-                             '(the fake-quant network to float rounding, float convs)')
+                        help='onnx: integer (default; integer kernels in onnxruntime, faster; exact for networks built '
+                             'with integer_zero_point: true) or exact (the fake-quant network to float rounding, float '
+                             'convs)')
     parser.add_argument('--calibration', metavar='DIR',
                         help='--mode integer: LR images whose conv outputs set the requantization ranges (the centres '
                              f'of the first {CALIBRATION_COUNT}); default: photos that scikit-image ships, downscaled')
@@ -152,10 +153,16 @@ def main(argv):
           f'QuantizeLinear, {info["dequantize_linear"]} DequantizeLinear, {info["int8_weight_initializers"]} int8 '
           'weight initializers')
     if args.mode == 'integer':
+        source = ('the trained output requantizers' if info['trained_requantization'] else
+                  f'ranges from {len(batches)} calibration images')
         print(f'integer mode: {info["chained"]} of {info["layers"]} quantized layer outputs go straight onto the next '
-              f'layer\'s grid, {info["requantized"]} are requantized to uint8 (ranges from '
-              f'{len(batches)} calibration images); {len(info["grids_moved"])} activation grids moved to an integer '
-              f'zero point (at most {info["largest_move"]:.2f} of a step; 0 with integer_zero_point: true)')
+              f'layer\'s grid, {info["requantized"]} are requantized to uint8 ({source}); {len(info["grids_moved"])} '
+              f'activation grids moved to an integer zero point (at most {info["largest_move"]:.2f} of a step; none '
+              'with integer_zero_point: true)')
+        if info['requantization_mismatches']:
+            print(f'warning: {len(info["requantization_mismatches"])} layer(s) were trained with a different '
+                  f'requantization than the graph needs ({", ".join(info["requantization_mismatches"][:4])}): '
+                  'recalibrate (basicsr calibrate) so that the export is exact')
     if not getattr(net, 'onnx_dynamic_size', True):
         print(f'input size fixed at {args.input_size[0]}x{args.input_size[1]} ({type(net).__name__} traces its '
               'window masks for one size); basicsr infer --onnx tiles images to it')
