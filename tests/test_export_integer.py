@@ -183,7 +183,7 @@ def test_int8_weight_grid_at_8_bits(photos, tmp_path):
         assert torch.equal(fresh(test), net(test))
 
 
-def test_integer_zero_point_reaches_the_network_from_the_option(photos):
+def test_integer_zero_point_reaches_the_network_from_the_option():
     net = build_network(dict(CASES['edsr_w4a4_offsets'], integer_zero_point=True))
     assert all(m.act_quantizer.integer_zero_point for _, m in quantized_layers(net))
     assert net.quant_config['integer_zero_point'] is True

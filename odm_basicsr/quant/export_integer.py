@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from .convert import _set_submodule, activation_points, quantized_layers
 from .export import (UINT8_MAX, ExportQuantOperand, _offset_pair, _QuantizeCodes, check_calibrated, describe_onnx,
                      weight_grid)
-from .layers import QuantConv2d, QuantLinear, QuantOperand
+from .layers import QuantLinear, QuantOperand
 from .quantizer import integer_grid
 
 INT8_MAX = 127
