@@ -17,11 +17,14 @@ w2a2, with the paper's free grids and built with ``integer_zero_point: true`` (i
 int32 bias, int8 weight grid at 8 bits: what a network trained with it computes). Fidelity: PSNR (RGB, 0-1) of onnxruntime's output against
 the PyTorch fake-quant output, mean over the 3 held-out demo photos; and PSNR vs HR (Y, border 4) of the PyTorch
 network and of the integer ONNX graph: what the integer grid costs before any fine-tuning, and whether the
-requantization's code flips (fidelity) cost quality.
+requantization's code flips (fidelity) cost quality. The integer graph is also compared with the same PyTorch
+network evaluated in float64, to tell its own error from float32 PyTorch's rounding.
 
     python benchmarks/export_speed.py [--runs 15] [--warmup 3] [--threads 2]
 """
 import argparse
+import copy
+import json
 import os
 import os.path as osp
 import platform
@@ -181,18 +184,21 @@ def fidelity_part(bits_list=(8, 4, 2)):
                 exact_path = osp.join(tmp, f'demo_{bits}_exact.onnx')
                 qexport.export_onnx(net, images[0][0], exact_path)
                 sess, exact = session(path, 2), session(exact_path, 2)
-                fid, fid_exact, hr, hr_onnx = [], [], [], []
+                net64 = copy.deepcopy(net).double()  # the same network evaluated in float64
+                fid, fid64, fid_exact, hr, hr_onnx = [], [], [], [], []
                 for lq, gt in images:
                     with torch.no_grad():
-                        want = net(lq)
+                        want, want64 = net(lq), net64(lq.double())
                     got = sess.run(None, {'lr': lq.numpy()})[0]
                     fid.append(psnr(got, want.numpy()))
+                    fid64.append(psnr(got, want64.numpy()))
                     hr_onnx.append(calculate_psnr(tensor2img(torch.from_numpy(got)), tensor2img(gt), 4,
                                                   test_y_channel=True))
                     fid_exact.append(psnr(exact.run(None, {'lr': lq.numpy()})[0], want.numpy()))
                     hr.append(calculate_psnr(tensor2img(want), tensor2img(gt), 4, test_y_channel=True))
                 rows.append(dict(bits=f'w{bits}a{bits}', grid=grid, integer_fidelity_db=round(statistics.mean(fid), 1),
                                  integer_fidelity_min_db=round(min(fid), 1),
+                                 integer_vs_float64_db=[round(v, 1) for v in fid64],
                                  exact_fidelity_db=round(statistics.mean(fid_exact), 1),
                                  torch_psnr_vs_hr=round(statistics.mean(hr), 3),
                                  integer_onnx_psnr_vs_hr=round(statistics.mean(hr_onnx), 3)))
@@ -205,6 +211,7 @@ def main():
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--skip-fidelity', action='store_true')
+    parser.add_argument('--skip-latency', action='store_true', help='keep the latency part of an existing --json file')
     parser.add_argument('--json', default=osp.join(REPO, 'benchmarks', 'results', 'export_speed.json'))
     args = parser.parse_args()
     import onnxruntime as ort
@@ -214,15 +221,22 @@ def main():
     x = to_tensor(bicubic_downscale(load_photo('chelsea')[:4 * h, :4 * w], 4))
     machine = cpu_description()
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        results += latency_group('EDSR-baseline', ['EDSR body', 'EDSR all/8', 'EDSR body v1'], x, batches, args, tmp)
-        results += latency_group('MSRResNet', ['MSRResNet body'], x, batches, args, tmp)
-    rows = [[r['network'], r['bits'], r['mode'], f'{r["latency_ms"]:.1f}', f'{r["vs_fp32"]:.2f}x',
-             f'{r["latency_spread_ms"][0]:.0f}-{r["latency_spread_ms"][1]:.0f}',
-             '-' if r['mode'] == '-' else f'{r["integer_kernels"]} / {r["quantized_layers"]}',
-             '-' if r['mode'] == '-' else r['fidelity_db']] for r in results]
-    table = markdown_table(['network', 'bits', 'ONNX mode', 'median ms', 'vs FP32', 'min-max ms',
-                            'integer kernels / quantized layers', 'ORT vs torch (dB)'], rows)
+    if args.skip_latency:
+        with open(args.json) as f:
+            previous = json.load(f)
+        results, machine, table = previous['latency'], previous['setting'], previous['table']
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            results += latency_group('EDSR-baseline', ['EDSR body', 'EDSR all/8', 'EDSR body v1'], x, batches, args,
+                                     tmp)
+            results += latency_group('MSRResNet', ['MSRResNet body'], x, batches, args, tmp)
+    if not args.skip_latency:
+        rows = [[r['network'], r['bits'], r['mode'], f'{r["latency_ms"]:.1f}', f'{r["vs_fp32"]:.2f}x',
+                 f'{r["latency_spread_ms"][0]:.0f}-{r["latency_spread_ms"][1]:.0f}',
+                 '-' if r['mode'] == '-' else f'{r["integer_kernels"]} / {r["quantized_layers"]}',
+                 '-' if r['mode'] == '-' else r['fidelity_db']] for r in results]
+        table = markdown_table(['network', 'bits', 'ONNX mode', 'median ms', 'vs FP32', 'min-max ms',
+                                'integer kernels / quantized layers', 'ORT vs torch (dB)'], rows)
     print(f'{machine["cpu"]} ({", ".join(machine["isa"])}), onnxruntime {ort.__version__}, {args.threads} threads, '
           f'LR {h}x{w}, median of {args.runs} runs after {args.warmup} warm-up runs')
     print(table)
@@ -230,16 +244,19 @@ def main():
     if not args.skip_fidelity:
         fidelity = fidelity_part()
         fidelity_table = markdown_table(
-            ['bits', 'activation grid', 'integer ONNX vs torch (dB, mean / min)', 'exact ONNX vs torch (dB)',
+            ['bits', 'activation grid', 'integer ONNX vs torch (dB, mean / min)',
+             'integer ONNX vs torch in float64, per photo (dB)', 'exact ONNX vs torch (dB)',
              'PSNR vs HR (Y): torch / integer ONNX'],
             [[r['bits'], r['grid'], f'{r["integer_fidelity_db"]} / {r["integer_fidelity_min_db"]}',
-              r['exact_fidelity_db'], f'{r["torch_psnr_vs_hr"]:.3f} / {r["integer_onnx_psnr_vs_hr"]:.3f}']
+              ' / '.join(str(v) for v in r['integer_vs_float64_db']), r['exact_fidelity_db'],
+              f'{r["torch_psnr_vs_hr"]:.3f} / {r["integer_onnx_psnr_vs_hr"]:.3f}']
              for r in fidelity])
         print('\nTrained demo EDSR (32x8, x4), calibrated, 3 held-out photos:')
         print(fidelity_table)
-    write_json(args.json, dict(setting=dict(lr_size=list(LR_SIZE), threads=args.threads, runs=args.runs,
-                                            warmup=args.warmup, onnxruntime=ort.__version__, torch=torch.__version__,
-                                            load_average=os.getloadavg(), **machine),
+    setting = previous['setting'] if args.skip_latency else dict(
+        lr_size=list(LR_SIZE), threads=args.threads, runs=args.runs, warmup=args.warmup, onnxruntime=ort.__version__,
+        torch=torch.__version__, load_average=os.getloadavg(), **machine)
+    write_json(args.json, dict(setting=setting,
                                latency=results, fidelity=fidelity, table=table, fidelity_table=fidelity_table))
 
 
