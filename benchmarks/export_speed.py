@@ -14,9 +14,9 @@ round-robin (--warmup runs, then --runs), and compared with that network's FP32 
 Fidelity (part 2). The demo's trained FP EDSR (32 features x 8 blocks, x4, shipped in odm_basicsr/pretrained/),
 quantized by ODMEDSR (body scope, wcc), calibrated (method auto) on 8 demo training batches, at w8a8, w4a4 and
 w2a2, with the paper's free grids and built with ``integer_zero_point: true`` (integer grids, output requantizers,
-int32 bias, int8 weight grid at 8 bits: what a network trained with it computes). Fidelity: PSNR (RGB, 0-1) of onnxruntime's output against
-the PyTorch fake-quant output, mean over the 3 held-out demo photos; and PSNR vs HR (Y, border 4) of the PyTorch
-network and of the integer ONNX graph: what the integer grid costs before any fine-tuning, and whether the
+int32 bias, int8 weight grid at 8 bits: what a network trained with it computes). Fidelity: PSNR (RGB, 0-1) of
+onnxruntime's output against the PyTorch fake-quant output, mean over the 3 held-out demo photos; and PSNR vs HR
+(Y, border 4) of the PyTorch network and of the integer ONNX graph: what the integer grid costs before any fine-tuning, and whether the
 requantization's code flips (fidelity) cost quality. The integer graph is also compared with the same PyTorch
 network evaluated in float64, to tell its own error from float32 PyTorch's rounding.
 

@@ -16,6 +16,7 @@ from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS
 
 ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMSwinIR', 'ODMQuant')
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps')
+RANGE_LR_MODES = ('absolute', 'relative')  # train.range_lr (ODMModel)
 CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold')
 ODM_LOSS_KEYS = ('type', 'regularizer', 'stat', 'loss_weight')
 # The keys BasicSR 1.4.2 reads: at the top level (train.py, test.py, options.py, the models), and under ``train`` for
@@ -174,7 +175,7 @@ def _check_train(opt, odm_arch, errors, warn):
         if 'cooperation' in train:
             _choice('train.cooperation', train['cooperation'], COOPERATION_MODES, errors)
         if 'range_lr' in train:
-            _choice('train.range_lr', train['range_lr'], ('absolute', 'relative'), errors)
+            _choice('train.range_lr', train['range_lr'], RANGE_LR_MODES, errors)
         if 'quant_lr_mul' in train and (not isinstance(train['quant_lr_mul'], (int, float))
                                         or train['quant_lr_mul'] <= 0):
             errors.append(f'train.quant_lr_mul: must be a number > 0, got {train["quant_lr_mul"]!r}.')

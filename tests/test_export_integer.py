@@ -153,7 +153,8 @@ def test_calibration_switches_on_the_requantizers_the_export_needs(photos):
     y = torch.linspace(-3, 3, 601, requires_grad=True)
     out = requantizer(y)
     codes = out.detach() / scale + zero_point
-    assert torch.allclose(codes, torch.round(codes), atol=1e-3) and float(codes.min()) >= 0 and float(codes.max()) <= 255
+    assert torch.allclose(codes, torch.round(codes), atol=1e-3)
+    assert float(codes.min()) >= 0 and float(codes.max()) <= 255
     out.sum().backward()
     assert torch.equal(y.grad, torch.ones_like(y))  # straight through
     conv = net.body[0].conv2  # its bias sits on the int32 grid s_x·s_w

@@ -22,7 +22,6 @@ COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'c
                          'none': 'grad_cos'}
 
 
-RANGE_LR_MODES = ('absolute', 'relative')
 DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}  # each regularizer with its own paper's rule
 
 

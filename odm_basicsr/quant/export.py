@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from .convert import _set_submodule, activation_points, quantized_layers
 from .layers import QuantConv2d, QuantLinear, QuantOperand
+from .quantizer import WeightQuantizer
 
 PACKED_FORMAT = 'odm-packed-v1'
 UINT8_MAX = 255
@@ -142,9 +143,10 @@ def fold_layer(layer):
             const = lower + (torch.zeros(layer.in_channels) if post_add is None else post_add)
             kh, kw = layer.kernel_size
             int_bias = F.conv2d(const.view(1, -1, 1, 1).expand(1, -1, kh, kw), w_q, layer.bias, groups=layer.groups)
-    return dict(w_bits=w_bits, w_levels=w_levels, a_bits=a_bits, weight_codes=codes, weight_scale=scale, weight_offset=offset,
-                weight_k=k, weight_upper=upper, act_lower=lower, act_upper=a_upper, act_scale=a_scale,
-                act_zero_point=0, act_qmax=_levels(a_bits), in_shift=shift, in_scale=in_scale, post_add=post_add,
+    return dict(w_bits=w_bits, w_levels=w_levels, a_bits=a_bits, weight_codes=codes, weight_scale=scale,
+                weight_offset=offset, weight_k=k, weight_upper=upper, act_lower=lower, act_upper=a_upper,
+                act_scale=a_scale, act_zero_point=0, act_qmax=_levels(a_bits), in_shift=shift, in_scale=in_scale,
+                post_add=post_add,
                 bias=None if layer.bias is None else layer.bias.detach().clone(), int_bias=int_bias.flatten())
 
 
@@ -250,8 +252,8 @@ class ExportQuantLayer(nn.Module):
         self.requantize = requantizer is not None and requantizer.is_active
         self.bias_after = self.conv_args is None and self.requantize  # linear: requantize, then add the bias
         if requantizer is not None and self.conv_args is not None and self.bias is not None:
-            grid = fold['act_scale'] * layer.weight_quantizer.integer_scale(fold['weight_upper']).reshape(-1)
-            self.bias = torch.round(self.bias / grid) * grid
+            with torch.no_grad():
+                self.bias = layer.integer_bias(fold['weight_upper']).detach().clone()
         if self.requantize:
             self.register_buffer('out_scale', requantizer.scale.detach().clone())
             self.out_zero_point = int(requantizer.zero_point)
@@ -367,9 +369,7 @@ class FrozenWeightQuantizer(nn.Module):
         self.last_upper = self.upper
         return grid_weight(self.codes, self.upper, self.bits, self.levels)
 
-    def integer_scale(self, upper):
-        """As ``WeightQuantizer.integer_scale``."""
-        return upper / 127 if self.levels == 254 or self.bits == 8 else upper / (2**self.bits - 1)
+    integer_scale = WeightQuantizer.integer_scale  # reads bits and levels only
 
     def extra_repr(self):
         return f'bits={self.bits}, frozen'

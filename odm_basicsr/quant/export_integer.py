@@ -141,13 +141,13 @@ class IntegerQuantLayer(nn.Module):
             self.register_buffer('act_scale', grid['scale'])
             k, upper = weight_grid(layer)
             levels = layer.weight_quantizer.levels
-            step = 2 * upper / levels
+            scale = layer.weight_quantizer.integer_scale(upper)  # u/127 at 8 bits, step/2 = u/L below
             if levels == 254:  # the int8 grid (8 bits, integer_zero_point): exact
-                codes, scale = (k.to(torch.int16) - 127).to(torch.int8), step
+                codes = (k.to(torch.int16) - 127).to(torch.int8)
             elif w_bits <= 7:  # odd integers at half the step: exact
-                codes, scale = (2 * k.to(torch.int16) - (2**w_bits - 1)).to(torch.int8), step / 2
+                codes = (2 * k.to(torch.int16) - (2**w_bits - 1)).to(torch.int8)
             else:  # the 256-level zero-free grid rounded onto int8 at u/127
-                scale = upper / INT8_MAX
+                step = 2 * upper / levels
                 codes = torch.clamp(torch.round((k.float() * step - upper) / scale), -INT8_MAX, INT8_MAX).to(torch.int8)
             scale = scale.reshape(-1) if scale.numel() > 1 else scale.reshape(())
             weight = codes.float() * (scale.view(-1, *([1] * (codes.dim() - 1))) if scale.dim() else scale)
@@ -212,9 +212,10 @@ class IntegerQuantLayer(nn.Module):
         return _QuantizeCodes.apply(y, self.out_scale, self.out_zero_point, 0, UINT8_MAX)
 
 
-def to_integer_module(net, calibration_batches):
+def to_integer_module(net, calibration_batches, output_ranges=None):
     """A deep copy of ``net`` (eval, CPU) with every quantized layer swapped for an IntegerQuantLayer (output ranges
-    observed on ``calibration_batches``) and every quantized matmul operand for an ExportQuantOperand (exact QDQ).
+    observed on ``calibration_batches``, or ``output_ranges`` when given) and every quantized matmul operand for an
+    ExportQuantOperand (exact QDQ).
 
     Returns:
         (nn.Module, dict): the module and a report: layers, grids_moved (layer names whose lower bound moved by
@@ -223,7 +224,7 @@ def to_integer_module(net, calibration_batches):
     check_calibrated(net)
     source = getattr(net, 'module', net)
     device = next(source.parameters()).device
-    ranges = observe_output_ranges(source, [b.to(device) for b in calibration_batches])
+    ranges = output_ranges or observe_output_ranges(source, [b.to(device) for b in calibration_batches])
     model = copy.deepcopy(source).cpu().eval()
     moved = {}
     for name, point in activation_points(model):
@@ -328,9 +329,9 @@ def chain_requantizations(model):
                 counter += 1
                 clipped = f'odm_relu_codes_{counter}'
                 _rewire(graph, q_in.output[0], clipped)
-                node = _make_node('Clip', [q_in.output[0], g.add_constant(f'odm_clip_low_{counter}', np.array(zp, np.uint8)),
-                                           g.add_constant(f'odm_clip_high_{counter}', np.array(UINT8_MAX, np.uint8))],
-                                  [clipped])
+                low = g.add_constant(f'odm_clip_low_{counter}', np.array(zp, np.uint8))
+                high = g.add_constant(f'odm_clip_high_{counter}', np.array(UINT8_MAX, np.uint8))
+                node = _make_node('Clip', [q_in.output[0], low, high], [clipped])
                 graph.node.insert(list(graph.node).index(q_in) + 1, node)
         q_in.input[0] = conv.output[0]
         for node in (q_out, dq_out, relu):
@@ -420,7 +421,7 @@ def calibrate_output_requantizers(net, batches, reduce_fn=None):
     for layer in layers.values():
         layer.output_quantizer.set_grid(1.0, 0, False)
     ranges = observe_output_ranges(source, batches)
-    model, _ = to_integer_module(source, batches[:1])
+    model, _ = to_integer_module(source, batches, output_ranges=ranges)
     chained = set(chain_requantizations(_trace(model, batches[0][:1], getattr(source, 'onnx_dynamic_size', True))))
     switched_on = []
     for name, layer in layers.items():
@@ -437,7 +438,7 @@ def onnx_integer_ops(path, optimized_path):
 
     Returns:
         dict: ops ({op type: count} of the optimized graph), integer_kernels (QLinearConv + QLinearMatMul +
-        ConvInteger + MatInteger ops), float_convs (Conv + FusedConv + MatMul + Gemm fed by a DequantizeLinear
+        ConvInteger + MatMulInteger ops), float_convs (Conv + FusedConv + MatMul + Gemm fed by a DequantizeLinear
         weight, i.e. quantized layers left in float).
     """
     import onnx

@@ -179,14 +179,17 @@ class QuantConv2d(nn.Conv2d):
         y = F.conv2d(x_q, w_q, self.integer_bias(), self.stride, self.padding, self.dilation, self.groups)
         return self.output_quantizer(y)
 
-    def integer_bias(self):
+    def integer_bias(self, weight_upper=None):
         """The bias on the integer ONNX export's int32 grid, step s_x·s_w (input step x weight code scale), with a
-        straight-through gradient; the plain bias while the quantizers are off. Used with an output requantizer."""
+        straight-through gradient; the plain bias while the quantizers are off. Used with an output requantizer.
+        ``weight_upper``: the weight clip value u_w (default: the one of the last forward)."""
         if self.bias is None or not (self.act_quantizer.enabled and self.weight_quantizer.enabled):
             return self.bias
+        if weight_upper is None:
+            weight_upper = self.weight_quantizer.last_upper
         lower, upper = self.act_quantizer.valid_range()
         act_step = ((upper - lower) / (2**self.act_quantizer.bits - 1)).detach()
-        scale = self.weight_quantizer.integer_scale(self.weight_quantizer.last_upper).reshape(-1) * act_step
+        scale = self.weight_quantizer.integer_scale(weight_upper).reshape(-1) * act_step
         return self.bias + (torch.round(self.bias / scale) * scale - self.bias).detach()
 
 

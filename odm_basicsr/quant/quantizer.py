@@ -252,7 +252,7 @@ class WeightQuantizer(nn.Module):
     def integer_scale(self, upper):
         """Scale of the int8 weight codes in the integer ONNX export: step/2 = u/L (odd codes) for b <= 7, u/127 at 8
         bits (exact on the int8 grid; the zero-free grid is rounded onto it)."""
-        return upper / 127 if self.int8_grid or self.bits == 8 else upper / (2**self.bits - 1)
+        return upper / 127 if self.levels == 254 or self.bits == 8 else upper / (2**self.bits - 1)
 
     def extra_repr(self):
         return (f'bits={self.bits}, weight_clip={self.weight_clip}, granularity={self.granularity}'
