@@ -80,6 +80,12 @@ def _check_network(opt, errors):
     for key in ('quantize_attention', 'integer_zero_point'):
         if key in net and not isinstance(net[key], bool):
             errors.append(f'network_g.{key}: must be true or false, got {net[key]!r}.')
+    if net.get('integer_zero_point') is True:
+        try:
+            import onnx  # noqa: F401  (calibration traces the integer graph)
+        except ImportError:
+            errors.append('network_g.integer_zero_point: true needs onnx (calibration traces the integer ONNX graph to '
+                          'find the outputs it requantizes): pip install "odm-basicsr[export]".')
     if arch == 'ODMSwinIR' and net.get('offsets', 'none') != 'none':
         errors.append('network_g.offsets: must be none for ODMSwinIR (distribution offsets are implemented for conv '
                       'layers; the quantized body of SwinIR is Linear).')

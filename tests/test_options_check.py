@@ -41,6 +41,7 @@ CASES = [
     ('network_g.offsets', 'shfit', r"network_g.offsets: 'shfit' is not one of .* \(did you mean 'shift'\?\)"),
     ('network_g.scope', 'head', 'network_g.scope'),
     ('network_g.outer_bit', 12, 'outer_bit must be an integer bit-width'),
+    ('network_g.integer_zero_point', 'yes', 'network_g.integer_zero_point: must be true or false'),
     ('train.odm_opt.regularizer', 'varience', r"did you mean 'variance'"),
     ('train.odm_opt.stat', 'mad', 'train.odm_opt.stat'),
     ('train.odm_opt.loss_weight', -1.0, 'train.odm_opt.loss_weight: must be a number >= 0'),
@@ -73,6 +74,15 @@ def test_bad_value_is_a_clear_error_and_nothing_is_written(tiny_data, tmp_path, 
         os.chdir(cwd)
     assert key.split('.')[-1] in str(exc.value)
     assert sorted(os.listdir(tmp_path)) == ['bad.yml']  # no experiments/, tb_logger/ or log
+
+
+def test_integer_zero_point_without_onnx_is_an_error_before_anything_is_written(tiny_data, monkeypatch):
+    import sys
+    opt = edit(good(tiny_data), 'network_g.integer_zero_point', True)
+    check_options(copy.deepcopy(opt))  # onnx is installed here
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # as if it were not
+    with pytest.raises(OptionError, match='integer_zero_point: true needs onnx'):
+        check_options(opt)
 
 
 def test_lmdb_without_meta_info_or_truncated(tiny_data, tmp_path):
