@@ -39,6 +39,8 @@ VARIANTS = {
     'offsets only': ({'weight_clip': 'max', 'offsets': 'auto'}, None, 'none'),
     'naive variance': ({'weight_clip': 'max', 'offsets': 'none'},
                        {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'none'),
+    'cooperative variance': ({'weight_clip': 'max', 'offsets': 'none'},
+                             {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'sign'),
     'naive mismatch': ({'weight_clip': 'max', 'offsets': 'none'},
                        {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'none'),
     'ODM v1': ({'weight_clip': 'max', 'offsets': 'auto'},
@@ -58,16 +60,20 @@ VARIANTS = {
     # issue 13: ODM v2 with its regularizer counted in full (no cosine weighting): what cooperation adds on top of WCC
     'ODM v2 (no cooperation)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                 {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'none'),
+    # issue 13, item 6: offsets that keep zero on the grid (no shift on post-ReLU inputs) with half migration
+    'ODM v1 (zero-preserving offsets)': ({'weight_clip': 'max', 'offsets': 'auto'},
+                                         {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'sign'),
     # issue 17: activation grids kept on integer zero points (network_g.integer_zero_point), as integer ONNX runs them
     'ODM v2 (integer zero point)': ({'weight_clip': 'wcc', 'offsets': 'none', 'integer_zero_point': True},
                                     {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
 }
-CALIBRATION_EXTRA = {'ODM v2 (sequential calibration)': {'sequential': True}}
+CALIBRATION_EXTRA = {'ODM v2 (sequential calibration)': {'sequential': True},
+                     'ODM v1 (zero-preserving offsets)': {'offset_keep_zero': True, 'offset_migration': 0.5}}
 TRAIN_EXTRA = {'ODM v2 (relative range lr)': {'range_lr': 'relative'},
                'WCC only (relative range lr)': {'range_lr': 'relative'}}
 ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)', 'ODM v2 (relative range lr)',
                  'WCC only (relative range lr)', 'ODM v2 (integer zero point)',
-                 'ODM v2 (no cooperation)')  # run when named
+                 'ODM v2 (no cooperation)', 'cooperative variance', 'ODM v1 (zero-preserving offsets)')  # run when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),
@@ -121,6 +127,31 @@ class Evaluator:
         net.train()
         return outs
 
+    def objectives(self, model):
+        """The two regularizers' objectives, unweighted, on the held-out photos (mean over photos): v1's variance
+        sum_i mean_c Var(X_i) and v2's mismatch sum_i ||X_i - q(X_i)||. Their change over fine-tuning is how far a
+        variant moved the features toward what the quantizer represents (issue 13, item 4)."""
+        from odm_basicsr.quant import mismatch_loss, variance_loss
+        net, layers = model.get_bare_model(model.net_g), model.quant_layers
+        variance, mismatch = [], []
+        net.eval()
+        for layer in layers:
+            layer.collect_input = True
+        try:
+            with torch.no_grad():
+                for data in self.loader:
+                    net(data['lq'])
+                    features = [layer.quant_input for layer in layers]
+                    variance.append(float(variance_loss(features)))
+                    mismatch.append(float(mismatch_loss(features, [layer.act_quantizer.grid_target(x)
+                                                                   for layer, x in zip(layers, features)])))
+        finally:
+            for layer in layers:
+                layer.collect_input = False
+                layer.quant_input = None
+            net.train()
+        return {'variance': statistics.fmean(variance), 'mismatch': statistics.fmean(mismatch)}
+
     def __call__(self, model, it):
         from basicsr.metrics import calculate_psnr
         model.validation(self.loader, it, None, save_img=False)
@@ -169,6 +200,7 @@ def fine_tune(opt, evaluator, curve_points):
     """Train ``opt`` in this process (BasicSR model and dataset, fixed data order); returns the metrics."""
     model, steps = training_steps(opt)
     at_calibration = evaluator(model, 0)  # quantized, calibrated (offsets selected), before any fine-tuning step
+    at_calibration['objectives'] = evaluator.objectives(model)
     stats, curve = {}, [(0, at_calibration['psnr'])]
     t0 = time.time()
     for it in steps:
@@ -179,6 +211,7 @@ def fine_tune(opt, evaluator, curve_points):
             curve.append((it, evaluator(model, it)['psnr']))
     result = evaluator(model, opt['train']['total_iter'])
     result['train_s'] = time.time() - t0
+    result['objectives'] = evaluator.objectives(model)
     result['at_calibration'] = at_calibration
     result['curve'] = curve
     result['means'] = {k: statistics.fmean(v) for k, v in stats.items()}
@@ -251,7 +284,9 @@ def main():
         print(f'[{time.time() - start:6.0f} s] w{bits}a{bits} {variant:15s} λ={used if used is not None else "-"!s:9s} '
               f'coop={entry["cooperation"]:6s} seed {seed}: PSNR {res["psnr"]:.3f} SSIM {res["ssim"]:.4f} '
               f'fidelity {res["fidelity"]:.2f} (after calibration {res["at_calibration"]["psnr"]:.3f}) '
-              + ' '.join(f'{k} {v:.3g}' for k, v in res['means'].items()), flush=True)
+              + ' '.join(f'{k} {v:.3g}' for k, v in res['means'].items())
+              + ' objectives ' + ' '.join(f'{k} {res["at_calibration"]["objectives"][k]:.4g} -> {v:.4g}'
+                                          for k, v in res['objectives'].items()), flush=True)
         return entry
 
     for bits in args.bits:

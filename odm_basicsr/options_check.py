@@ -17,7 +17,8 @@ from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS
 ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMSwinIR', 'ODMQuant')
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps')
 RANGE_LR_MODES = ('absolute', 'relative')  # train.range_lr (ODMModel)
-CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold')
+CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold',
+                    'offset_migration', 'offset_keep_zero')
 ODM_LOSS_KEYS = ('type', 'regularizer', 'stat', 'loss_weight')
 # The keys BasicSR 1.4.2 reads: at the top level (train.py, test.py, options.py, the models), and under ``train`` for
 # SRModel and the models built on it (ODMModel adds ODM_TRAIN_KEYS).
@@ -195,8 +196,12 @@ def _check_train(opt, odm_arch, errors, warn):
         _unknown_keys('train.calibration', cal, CALIBRATION_KEYS, errors)
         if 'method' in cal:
             _choice('train.calibration.method', cal['method'], RANGE_METHODS, errors)
-        if 'sequential' in cal and not isinstance(cal['sequential'], bool):
-            errors.append(f'train.calibration.sequential: must be true or false, got {cal["sequential"]!r}.')
+        for key in ('sequential', 'offset_keep_zero'):
+            if key in cal and not isinstance(cal[key], bool):
+                errors.append(f'train.calibration.{key}: must be true or false, got {cal[key]!r}.')
+        migration = cal.get('offset_migration', 1.0)
+        if isinstance(migration, bool) or not isinstance(migration, (int, float)) or not 0 < migration <= 1:
+            errors.append(f'train.calibration.offset_migration: must be a number in (0, 1], got {migration!r}.')
         num = cal.get('num_batches', 8)
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             errors.append(f'train.calibration.num_batches: must be an integer >= 1, got {num!r}.')

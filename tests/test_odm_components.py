@@ -8,6 +8,7 @@ import torch.nn as nn
 from odm_basicsr.losses.odm_loss import ODMLoss
 from odm_basicsr.quant import (QuantConv2d, calibrate, combine_gradients, is_quantizer_param, mismatch_loss,
                                quantize_modules, quantized_layers, select_offsets, set_quantization, variance_loss)
+from odm_basicsr.quant.calibrate import offset_init
 
 
 def T(*values):
@@ -147,6 +148,35 @@ def test_offset_selection_and_init_from_calibration():
             q(torch.cat(batches))
         means = seen['x'].mean(dim=(0, 2, 3))
         assert means.std() < 1e-4
+
+
+def test_offset_keep_zero_gives_no_shift_after_a_relu():
+    # layer '2' reads the ReLU's output (never negative), layer '3' reads a conv output (signed)
+    batches = [torch.rand(2, 3, 8, 8) - 0.5 for _ in range(2)]
+    chosen = {}
+    for keep_zero in (False, True):
+        _, q = _offset_net('shift')
+        report = calibrate(q, batches, 'shift', offset_top_k=1.0, progress=False, offset_keep_zero=keep_zero)
+        chosen[keep_zero] = sorted(name for name, _, _ in report['offsets'])
+        kinds = {name: layer.offset.kind for name, layer in quantized_layers(q)}
+        assert all(kinds[name] == 'shift' for name in chosen[keep_zero])
+    assert chosen[False] == ['2', '3'] and chosen[True] == ['3']
+    # 'auto' may still give the post-ReLU layer a scale, which keeps zero at zero
+    _, q = _offset_net('auto')
+    report = calibrate(q, batches, 'auto', offset_top_k=1.0, progress=False, offset_keep_zero=True)
+    assert 'shift' not in report['scores']['2'] and set(report['scores']['3']) == {'shift', 'scale'}
+    assert dict((n, k) for n, k, _ in report['offsets'])['2'] == 'scale'
+
+
+def test_offset_migration_scales_the_initial_offsets():
+    stats = {'mean': T(1, 3, 8), 'layer_mean': torch.tensor(4.0), 'std': T(1, 4, 16), 'layer_std': torch.tensor(4.0)}
+    shift, scale = offset_init(stats)  # the paper's full migration
+    assert torch.allclose(shift, T(-3, -1, 4)) and torch.allclose(scale, T(0.25, 1, 4))
+    shift, scale = offset_init(stats, migration=0.5)
+    assert torch.allclose(shift, T(-1.5, -0.5, 2)) and torch.allclose(scale, T(0.5, 1, 2))
+    for bad in (0, 1.5, -0.2):
+        with pytest.raises(ValueError, match='offset_migration'):
+            offset_init(stats, bad)
 
 
 def test_select_offsets_threshold_and_topk():

@@ -50,6 +50,8 @@ CASES = [
     ('train.calibration.num_batches', 0, 'train.calibration.num_batches: must be an integer >= 1'),
     ('train.calibration.num_batch', 4, r"did you mean 'num_batches'"),
     ('train.calibration.offset_top_k', 1.5, 'offset_top_k: must be a fraction'),
+    ('train.calibration.offset_migration', 0, r'offset_migration: must be a number in \(0, 1\]'),
+    ('train.calibration.offset_keep_zero', 'yes', 'offset_keep_zero: must be true or false'),
     ('train.quant_lr_mul', 0, 'train.quant_lr_mul: must be a number > 0'),
     ('train.max_skipped_steps', 0, 'max_skipped_steps'),
     ('path.pretrain_network_g', 'nowhere/EDSR_Mx4.pth', 'pretrain_network_g: checkpoint .* does not exist'),

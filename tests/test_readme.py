@@ -87,7 +87,8 @@ def test_calibration_defaults():
     num_batches, settings = calibration_settings({}, offset_mode='auto')
     assert num_batches == ref['num_batches']
     assert settings == dict(offset_top_k=ref['offset_top_k'], offset_threshold=ref['offset_threshold'],
-                            method=ref['method'], sequential=ref['sequential'])
+                            method=ref['method'], sequential=ref['sequential'],
+                            offset_migration=ref['offset_migration'], offset_keep_zero=ref['offset_keep_zero'])
     train_set = {'name': 'train'}
     assert ref['dataset'] is None
     assert calibration_dataset_opt({'datasets': {'train': train_set}})[1] == train_set

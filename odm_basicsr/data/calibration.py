@@ -13,8 +13,8 @@ DEFAULT_OFFSET_TOP_K = 0.25
 
 def calibration_settings(opt, offset_mode):
     """``train.calibration`` with defaults: (num_batches, keyword arguments of ``odm_basicsr.quant.calibrate``:
-    offset_top_k, offset_threshold, method, sequential). A network with offsets and no selection rule gets
-    offset_top_k 0.25."""
+    offset_top_k, offset_threshold, method, sequential, offset_migration, offset_keep_zero). A network with offsets
+    and no selection rule gets offset_top_k 0.25."""
     from odm_basicsr.quant import DEFAULT_RANGE_METHOD
     cal = (opt.get('train') or {}).get('calibration') or {}
     top_k, threshold = cal.get('offset_top_k'), cal.get('offset_threshold')
@@ -22,7 +22,8 @@ def calibration_settings(opt, offset_mode):
         top_k = DEFAULT_OFFSET_TOP_K
     return int(cal.get('num_batches', DEFAULT_NUM_BATCHES)), dict(
         offset_top_k=top_k, offset_threshold=threshold, method=cal.get('method', DEFAULT_RANGE_METHOD),
-        sequential=bool(cal.get('sequential', False)))
+        sequential=bool(cal.get('sequential', False)), offset_migration=float(cal.get('offset_migration', 1.0)),
+        offset_keep_zero=bool(cal.get('offset_keep_zero', False)))
 
 
 def calibration_dataset_opt(opt):

@@ -200,7 +200,7 @@ class ODMModel(SRModel):
             logger.info(f'Distribution offset: {name} <- {kind} (mismatch score {score:.4f})')
         if offset_mode != 'none':
             logger.info(f'{len(report["offsets"])} of {len(report["scores"])} layers got an offset. Scores: ' +
-                        ', '.join(f'{n}: shift {s["shift"]:.4f} / scale {s["scale"]:.4f}'
+                        ', '.join(f'{n}: ' + ' / '.join(f'{kind} {v:.4f}' for kind, v in s.items())
                                   for n, s in report['scores'].items()))
         low = min(r[0] for r in report['ranges'].values())
         high = max(r[1] for r in report['ranges'].values())

@@ -20,7 +20,11 @@ With ``sequential=True`` a second pass repeats the measurement with the quantize
 in place, so that each layer sees the inputs its quantized predecessors really produce.
 
 Offsets (ODM v1): per layer, the spread across channels of the channel means (shift) and of the channel standard
-deviations (scale), each divided by the layer's P99 - P1 range.
+deviations (scale), each divided by the layer's P99 - P1 range. A selected layer starts at the paper's full
+migration, o_c = mean_c - mean and a_c = std_c / std (``offset_migration=1``); ``offset_migration=m`` in (0, 1]
+starts at o_c = m (mean_c - mean) and a_c = (std_c / std)^m, which inflates the next layer's weight range less.
+``offset_keep_zero=True`` gives no shift to a layer whose input is never negative (after a ReLU): a shift would move
+its exact zeros off the grid, channel by channel. Such a layer can still get a scale, which keeps zero at zero.
 """
 import torch
 from tqdm import tqdm
@@ -179,9 +183,11 @@ class _ChannelObserver(_RangeObserver):
     def __init__(self):
         super().__init__()
         self.count, self.total, self.total_sq = 0, 0.0, 0.0
+        self.minimum = float('inf')
 
     def __call__(self, x):
         super().__call__(x)
+        self.minimum = min(self.minimum, float(x.min()))
         x = x.detach().double().transpose(0, 1).reshape(x.shape[1], -1)
         self.count += x.shape[1]
         self.total = self.total + x.sum(dim=1)
@@ -194,7 +200,7 @@ class _ChannelObserver(_RangeObserver):
         layer_mean = mean.mean()
         layer_std = (var + (mean - layer_mean)**2).mean().sqrt()  # std of the whole layer input
         return dict(mean=mean.float(), std=var.sqrt().float(), layer_mean=layer_mean.float(),
-                    layer_std=layer_std.float(), width=max(high - low, 1e-8))
+                    layer_std=layer_std.float(), width=max(high - low, 1e-8), nonnegative=self.minimum >= 0)
 
 
 def _run(net, batches, observers, desc, progress):
@@ -210,10 +216,25 @@ def _run(net, batches, observers, desc, progress):
             layer.observer = None
 
 
-def offset_scores(stats):
-    """{layer: {'shift': spread of channel means / width, 'scale': spread of channel stds / width}}."""
-    return {name: {'shift': (s['mean'].std() / s['width']).item(), 'scale': (s['std'].std() / s['width']).item()}
-            for name, s in stats.items()}
+def offset_scores(stats, keep_zero=False):
+    """{layer: {'shift': spread of channel means / width, 'scale': spread of channel stds / width}}. With
+    ``keep_zero`` a layer whose input is never negative has no 'shift' entry (it may not get one)."""
+    scores = {}
+    for name, s in stats.items():
+        scores[name] = {'shift': (s['mean'].std() / s['width']).item(), 'scale': (s['std'].std() / s['width']).item()}
+        if keep_zero and s.get('nonnegative', False):
+            del scores[name]['shift']
+    return scores
+
+
+def offset_init(stats, migration=1.0):
+    """Initial (shift o, scale a), each (C,), of a selected layer: o = m (mean_c - mean), a = (std_c / std)^m with
+    m = ``migration`` in (0, 1] (1 is the paper's full migration); a is clamped to [1e-2, 1e2]."""
+    if not 0 < migration <= 1:
+        raise ValueError(f'offset_migration must be in (0, 1], got {migration!r}')
+    shift = migration * (stats['mean'] - stats['layer_mean'])
+    scale = (stats['std'] / stats['layer_std'].clamp_min(1e-8)).clamp(1e-2, 1e2).pow(migration)
+    return shift, scale
 
 
 def select_offsets(scores, mode, top_k=None, threshold=None):
@@ -231,6 +252,8 @@ def select_offsets(scores, mode, top_k=None, threshold=None):
         raise ValueError('offset selection needs exactly one of offset_top_k / offset_threshold')
     ranked = []
     for name, s in scores.items():
+        if not s or (mode != 'auto' and mode not in s):
+            continue  # the kind is not allowed on this layer (offset_keep_zero)
         kind = max(s, key=s.get) if mode == 'auto' else mode
         ranked.append((name, kind, s[kind]))
     ranked.sort(key=lambda r: -r[2])
@@ -285,7 +308,8 @@ def _choose_method(net, batches, layers, report, reduce_fn, progress):
 
 
 def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_threshold=None, progress=True,
-              reduce_fn=None, method=DEFAULT_RANGE_METHOD, sequential=False):
+              reduce_fn=None, method=DEFAULT_RANGE_METHOD, sequential=False, offset_migration=1.0,
+              offset_keep_zero=False):
     """Initialise activation ranges (and offsets) of ``net`` in place.
 
     Args:
@@ -293,6 +317,9 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
         batches (list[Tensor]): input batches (N, C, H, W) on the network's device.
         offset_mode (str): 'none' | 'shift' | 'scale' | 'auto'.
         offset_top_k, offset_threshold: the selection rule, see ``select_offsets``.
+        offset_migration (float): in (0, 1], how far the offsets' initial values move the channel statistics
+            (1: the paper's full migration), see ``offset_init``.
+        offset_keep_zero (bool): no shift on layers whose input is never negative (see the module docstring).
         reduce_fn (callable | None): averages a tensor over data-parallel ranks (identity when None).
         method (str): 'auto' | 'mse' | 'percentile' | 'minmax', see the module docstring.
         sequential (bool): repeat the range measurement with the quantizers on (see the module docstring).
@@ -322,14 +349,14 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
                 for key in ('mean', 'std', 'layer_mean', 'layer_std'):
                     s[key] = reduce_fn(s[key])
                 s['width'] = reduce_fn(torch.tensor(float(s['width']))).item()
+                # non-negative on every rank: the mean over ranks of a 0/1 flag is 1
+                s['nonnegative'] = reduce_fn(torch.tensor(float(s['nonnegative']), dtype=torch.float64)).item() == 1
                 stats[name] = s
-            report['scores'] = offset_scores(stats)
+            report['scores'] = offset_scores(stats, keep_zero=offset_keep_zero)
             report['offsets'] = select_offsets(report['scores'], offset_mode, offset_top_k, offset_threshold)
             for name, kind, _ in report['offsets']:
-                s = stats[name]
-                layers[name].offset.enable(
-                    kind, shift=s['mean'] - s['layer_mean'], scale=(s['std'] / s['layer_std'].clamp_min(1e-8)).clamp(
-                        1e-2, 1e2))
+                shift, scale = offset_init(stats[name], offset_migration)
+                layers[name].offset.enable(kind, shift=shift, scale=scale)
         if method == 'auto':
             chosen = _choose_method(net, batches, layers, report, reduce_fn, progress)
         else:
