@@ -31,7 +31,7 @@ NET = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, u
 
 def test_readme_is_short_and_links_the_docs():
     text = open(osp.join(REPO, 'README.md'), encoding='utf-8').read()
-    assert len(text.encode()) <= 10_500
+    assert len(text.encode()) <= 11_000  # a first page; the measurements live in docs/
     for link in re.findall(r'\]\((docs/[^)#]+)', text):
         assert osp.isfile(osp.join(REPO, link)), link
     assert osp.isfile(osp.join(REPO, 'docs', 'METHOD.md'))
