@@ -117,6 +117,8 @@ def main(argv=None):
     parser.add_argument('--scope', default=None, help='ODMQuant scope (default: the arch\'s body scope)')
     parser.add_argument('--weight-clip', default='max', choices=['max', 'percentile'])
     parser.add_argument('--seed', type=int, default=0, help='seed of the calibration batches (crops, flips, order)')
+    parser.add_argument('--cal-gt-size', type=int, default=128, help='HR size of the calibration crops (LR: / 4)')
+    parser.add_argument('--cal-batch-size', type=int, default=4, help='crops per calibration batch')
     parser.add_argument('--json', default=osp.join(REPO, 'benchmarks', 'results', 'ptq_fidelity.json'))
     parser.add_argument('--summarize', nargs='+', metavar='JSON', help='only print one table from result files')
     args = parser.parse_args(argv)
@@ -128,7 +130,8 @@ def main(argv=None):
     images = heldout(paths)
     data_opt = {'manual_seed': args.seed, 'scale': SCALE, 'datasets': {'train': dict(
         name='demo', type='PairedImageDataset', dataroot_gt=paths['train_gt'], dataroot_lq=paths['train_lq'],
-        io_backend={'type': 'lmdb'}, gt_size=128, use_hflip=True, use_rot=True, batch_size_per_gpu=4, scale=SCALE)}}
+        io_backend={'type': 'lmdb'}, gt_size=args.cal_gt_size, use_hflip=True, use_rot=True,
+        batch_size_per_gpu=args.cal_batch_size, scale=SCALE)}}
     batches = calibration_batches(data_opt, CAL_BATCHES, torch.device('cpu'))
     results, checks, started = [], [], time.time()
     for arch in args.archs:
@@ -191,6 +194,7 @@ def main(argv=None):
     elapsed = time.time() - started
     print(f'\n{len(results)} cells in {elapsed:.0f} s on {machine_description(torch.device("cpu"))}')
     write_json(args.json, dict(machine=machine_description(torch.device('cpu')), seconds=elapsed, seed=args.seed,
+                               cal_gt_size=args.cal_gt_size, cal_batch_size=args.cal_batch_size,
                                scope=args.scope or 'body', weight_clip=args.weight_clip, results=results,
                                checks=[dict(arch=a, bits=b, granularity=g, default_db=d, best_db=bb, ok=o)
                                        for a, b, g, d, bb, o in checks]))
