@@ -1,0 +1,133 @@
+"""One multi-seed table from the JSON files of ``proxy_accuracy.py`` runs (issue 13).
+
+CPU training of the proxy is deterministic, so a variant, bit-width and seed found in several files is one run; the
+files must agree on it (checked) and it is counted once. Spreads are half the range over seeds, as in
+docs/RESULTS.md. Nothing is re-run.
+
+    python benchmarks/proxy_table.py benchmarks/results/proxy_*.json [--iters 1000]
+
+Prints:
+1. per bit-width, each variant's PSNR vs HR per seed, mean ± half-range, fidelity to the FP output;
+2. paired differences (same seed: same calibration and data order) for the comparisons ODM's claims rest on, with
+   the criterion of issue 13: a difference counts when its mean exceeds twice the seed spread (the larger
+   half-range of the two variants);
+3. the regularizers' objectives on the held-out photos before and after fine-tuning, for runs that recorded them.
+"""
+import argparse
+import json
+import statistics
+
+from common import markdown_table
+
+PAIRS = [  # (variant, baseline, what the difference measures)
+    ('WCC only', 'plain QAT', 'weight clipping correction'),
+    ('plain QAT (P99 weights)', 'plain QAT', 'P99 instead of max weight clips'),
+    ('WCC only', 'plain QAT (P99 weights)', 'WCC over P99 weight clips'),
+    ('ODM v2 (no cooperation)', 'WCC only', 'the mismatch regularizer (counted in full)'),
+    ('ODM v2', 'ODM v2 (no cooperation)', 'cosine cooperation'),
+    ('ODM v2', 'WCC only', 'ODM v2 over WCC only (the issue\'s goal)'),
+    ('ODM v1', 'plain QAT', 'ODM v1 over plain QAT (the issue\'s goal)'),
+    ('ODM v1 (zero-preserving offsets)', 'ODM v1', 'zero-preserving offsets, half migration'),
+    ('ODM v1 (zero-preserving offsets)', 'plain QAT', 'ODM v1 with zero-preserving offsets over plain QAT'),
+    ('offsets only', 'plain QAT', 'offsets alone'),
+    ('naive variance', 'plain QAT', 'variance regularizer, naive'),
+    ('cooperative variance', 'naive variance', 'sign-mask cooperation'),
+    ('naive mismatch', 'plain QAT', 'mismatch regularizer, naive, max clips'),
+    ('WCC only (relative range lr)', 'WCC only', 'range learning in units of the range'),
+    ('ODM v2 (relative range lr)', 'ODM v2', 'range learning in units of the range'),
+]
+
+
+ORDER = ['plain QAT', 'plain QAT (P99 weights)', 'WCC only', 'ODM v1', 'ODM v1 (zero-preserving offsets)', 'ODM v2',
+         'WCC only (relative range lr)', 'ODM v2 (relative range lr)', 'offsets only', 'naive variance',
+         'cooperative variance', 'naive mismatch', 'ODM v2 (no cooperation)']  # rows first in this order
+
+
+def load_runs(paths, iters):
+    """{(variant, bits, seed): result} over the files; raises if two files disagree on a run."""
+    runs, sources = {}, {}
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if iters is not None and data.get('iters') != iters:
+            continue
+        for run in data['runs']:
+            if run.get('sweep'):
+                continue
+            key = (run['variant'], run['bits'], run['seed'])
+            result = run['result']
+            if key in runs:
+                if abs(runs[key]['psnr'] - result['psnr']) > 1e-9:
+                    raise SystemExit(f'{key}: {sources[key]} and {path} disagree ({runs[key]["psnr"]} vs '
+                                     f'{result["psnr"]}); CPU runs should be deterministic')
+                if 'objectives' in result and 'objectives' not in runs[key]:
+                    runs[key] = result  # the rerun that also recorded the objectives
+                continue
+            runs[key], sources[key] = result, path
+    return runs
+
+
+def half_range(values):
+    return (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+
+
+def tables(runs):
+    out = []
+    for bits in sorted({k[1] for k in runs}, reverse=True):
+        variants = sorted({k[0] for k in runs if k[1] == bits},
+                          key=lambda v: (ORDER.index(v) if v in ORDER else len(ORDER), v))
+        seeds = sorted({k[2] for k in runs if k[1] == bits})
+        rows = []
+        for variant in variants:
+            per_seed = {s: runs[(variant, bits, s)] for s in seeds if (variant, bits, s) in runs}
+            psnr = [r['psnr'] for r in per_seed.values()]
+            fidelity = [r['fidelity'] for r in per_seed.values()]
+            rows.append([variant, len(psnr)] + [f'{per_seed[s]["psnr"]:.3f}' if s in per_seed else '-' for s in seeds]
+                        + [f'{statistics.fmean(psnr):.2f} ± {half_range(psnr):.2f}', f'{statistics.fmean(fidelity):.2f}'])
+        out.append(f'### w{bits}a{bits}: PSNR vs HR (dB) per seed\n\n' + markdown_table(
+            ['variant', 'seeds'] + [f'seed {s}' for s in seeds] + ['mean ± half-range', 'fidelity to FP'], rows))
+        rows = []
+        for variant, baseline, meaning in PAIRS:
+            common = sorted(s for s in seeds if (variant, bits, s) in runs and (baseline, bits, s) in runs)
+            if not common:
+                continue
+            diffs = [runs[(variant, bits, s)]['psnr'] - runs[(baseline, bits, s)]['psnr'] for s in common]
+            spread = max(half_range([runs[(v, bits, s)]['psnr'] for s in common]) for v in (variant, baseline))
+            mean = statistics.fmean(diffs)
+            if len(common) < 2:
+                verdict = 'one seed'
+            elif mean > 2 * spread:
+                verdict = 'yes'
+            elif mean < -2 * spread:
+                verdict = 'no (worse)'
+            else:
+                verdict = 'no'
+            rows.append([f'{variant} - {baseline}', meaning, ' / '.join(f'{d:+.2f}' for d in diffs), f'{mean:+.2f}',
+                         f'{spread:.2f}', f'{sum(d > 0 for d in diffs)}/{len(diffs)}', verdict])
+        out.append(f'### w{bits}a{bits}: paired by seed\n\n' + markdown_table(
+            ['difference', 'measures', 'per seed (dB)', 'mean', 'seed spread', 'positive', '> 2x spread'], rows))
+        rows = []
+        for (variant, b, seed), r in sorted(runs.items()):
+            if b != bits or 'objectives' not in r:
+                continue
+            start, end = r['at_calibration']['objectives'], r['objectives']
+            rows.append([variant, seed] + [f'{start[k]:.4g} -> {end[k]:.4g} ({100 * (end[k] / start[k] - 1):+.1f}%)'
+                                           for k in ('variance', 'mismatch')])
+        if rows:
+            out.append(f'### w{bits}a{bits}: the regularizers\' objectives on the held-out photos, after calibration -> '
+                       'after fine-tuning\n\n' + markdown_table(
+                           ['variant', 'seed', 'variance (v1): sum_i mean_c Var(X_i)',
+                            'mismatch (v2): sum_i ||X_i - q(X_i)||'], rows))
+    return '\n\n'.join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('json', nargs='+')
+    parser.add_argument('--iters', type=int, default=1000, help='only files of runs this long (default 1000)')
+    args = parser.parse_args()
+    print(tables(load_runs(args.json, args.iters)))
+
+
+if __name__ == '__main__':
+    main()
