@@ -38,6 +38,8 @@ VARIANTS = {
     'WCC only': ({'weight_clip': 'wcc', 'offsets': 'none'}, None, 'none'),
     # issue 13, item 5: plain QAT with P99 weight clips instead of max (max nearly binarizes 2-bit weights)
     'plain QAT (P99 weights)': ({'weight_clip': 'percentile', 'offsets': 'none'}, None, 'none'),
+    'ODM v1 (P99 weights)': ({'weight_clip': 'percentile', 'offsets': 'auto'},
+                             {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'sign'),
     'offsets only': ({'weight_clip': 'max', 'offsets': 'auto'}, None, 'none'),
     'naive variance': ({'weight_clip': 'max', 'offsets': 'none'},
                        {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'none'),
@@ -76,7 +78,7 @@ TRAIN_EXTRA = {'ODM v2 (relative range lr)': {'range_lr': 'relative'},
 ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)', 'ODM v2 (relative range lr)',
                  'WCC only (relative range lr)', 'ODM v2 (integer zero point)',
                  'ODM v2 (no cooperation)', 'cooperative variance', 'ODM v1 (zero-preserving offsets)',
-                 'plain QAT (P99 weights)')  # run when named
+                 'plain QAT (P99 weights)', 'ODM v1 (P99 weights)')  # run when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),

@@ -32,6 +32,8 @@ PAIRS = [  # (variant, baseline, what the difference measures)
     ('ODM v2', 'WCC only', 'ODM v2 over WCC only (the issue\'s goal)'),
     ('ODM v1', 'plain QAT', 'ODM v1 over plain QAT (the issue\'s goal)'),
     ('ODM v1 (zero-preserving offsets)', 'ODM v1', 'zero-preserving offsets, half migration'),
+    ('ODM v1 (P99 weights)', 'ODM v1', 'P99 instead of max weight clips, ODM v1'),
+    ('ODM v1 (P99 weights)', 'plain QAT (P99 weights)', 'ODM v1 over plain QAT, both with P99 weight clips'),
     ('ODM v1 (zero-preserving offsets)', 'plain QAT', 'ODM v1 with zero-preserving offsets over plain QAT'),
     ('offsets only', 'plain QAT', 'offsets alone'),
     ('naive variance', 'plain QAT', 'variance regularizer, naive'),
@@ -42,7 +44,8 @@ PAIRS = [  # (variant, baseline, what the difference measures)
 ]
 
 
-ORDER = ['plain QAT', 'plain QAT (P99 weights)', 'WCC only', 'ODM v1', 'ODM v1 (zero-preserving offsets)', 'ODM v2',
+ORDER = ['plain QAT', 'plain QAT (P99 weights)', 'WCC only', 'ODM v1', 'ODM v1 (P99 weights)',
+         'ODM v1 (zero-preserving offsets)', 'ODM v2',
          'WCC only (relative range lr)', 'ODM v2 (relative range lr)', 'offsets only', 'naive variance',
          'cooperative variance', 'naive mismatch', 'ODM v2 (no cooperation)']  # rows first in this order
 
