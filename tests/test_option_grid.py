@@ -110,7 +110,8 @@ def test_file_parses_and_is_consistent(path):
     else:
         assert net['type'] == ODM_TYPE[m['arch']] and opt['model_type'] == 'ODMModel'
         assert net['w_bit'] == net['a_bit'] == m['bits'] == m['a']
-        expected_quant = {'ODM': ('max', 'auto'), 'ODMv2': ('wcc', 'none'), 'QAT': ('max', 'none')}[m['variant']]
+        clip = 'percentile' if m['bits'] == 2 else 'max'  # v1 and plain QAT: P99 at 2 bits (issue 13)
+        expected_quant = {'ODM': (clip, 'auto'), 'ODMv2': ('wcc', 'none'), 'QAT': (clip, 'none')}[m['variant']]
         assert (net['weight_clip'], net['offsets']) == expected_quant
         assert net.get('scope', 'body') == 'body'
     assert net['upscale'] == s

@@ -116,7 +116,8 @@ def _network_block(arch, s, b, weight_clip, offsets):
     a = ARCHS[arch]
     lines = [f'  type: {a["type"]}'] + [f'  {line.format(s=s)}' for line in a['network']]
     lines += [f'  w_bit: {b}', f'  a_bit: {b}',
-              f'  weight_clip: {weight_clip:<8s}# max | percentile | wcc (v2)',
+              f'  weight_clip: {weight_clip:<7s} # max | percentile (P99) | wcc (v2)'
+              + ('; P99 at 2 bits: max nearly binarizes the weights' if weight_clip == 'percentile' else ''),
               f'  scope: body          # {a.get("scope_note", CONV_SCOPE_NOTE)}',
               f'  offsets: {offsets:<12s}# v1 distribution offsets: none | shift | scale | auto']
     return '\n'.join(lines + [f'  {line}' for line in a.get('extra_network', [])])
@@ -231,6 +232,13 @@ VARIANTS = {  # name prefix, weight_clip, offsets, title
 VARIANT_DIRS = {'v1': 'options', 'v2': 'options/v2', 'qat': 'options/qat'}
 
 
+def weight_clip_for(variant, b):
+    """The variant's weight clip at ``b`` bits: v1 and plain QAT clip at max|W| except at 2 bits, where max nearly
+    binarizes the weights and P99 measured +0.24-0.30 dB on the proxy (issue 13, docs/RESULTS.md)."""
+    clip = VARIANTS[variant][1]
+    return 'percentile' if clip == 'max' and b == 2 else clip
+
+
 def option_path(kind, arch, s, b, variant='v1'):
     """Repository path of the ``kind`` ('train' or 'test') file of ``variant`` for ``arch`` x``s`` w``b``a``b``."""
     return f'{VARIANT_DIRS[variant]}/{kind}_{VARIANTS[variant][0]}_{arch}_x{s}_w{b}a{b}.yml'
@@ -242,7 +250,8 @@ def train_name(arch, s, b, variant='v1'):
 
 def train_file(arch, s, b, variant='v1'):
     a = ARCHS[arch]
-    prefix, weight_clip, offsets, title = VARIANTS[variant]
+    prefix, _, offsets, title = VARIANTS[variant]
+    weight_clip = weight_clip_for(variant, b)
     patch = gt_size(arch, s)
     if variant == 'v1':
         help_text = VARIANT_HELP.format(v2_file=option_path('train', arch, s, b, 'v2'),
@@ -339,7 +348,8 @@ def _benchmark_sets(s):
 
 def test_file(arch, s, b, variant='v1'):
     a = ARCHS[arch]
-    prefix, weight_clip, offsets, title = VARIANTS[variant]
+    prefix, _, offsets, title = VARIANTS[variant]
+    weight_clip = weight_clip_for(variant, b)
     what = {'v1': 'ODM-trained', 'v2': 'ODM v2-trained', 'qat': 'plain-QAT-trained'}[variant]
     sets = _benchmark_sets(s)
     return f"""\
@@ -412,7 +422,8 @@ def demo_name(variant, b):
 
 
 def demo_train_file(variant, b):
-    prefix, weight_clip, offsets, title = VARIANTS[variant]
+    prefix, _, offsets, title = VARIANTS[variant]
+    weight_clip = weight_clip_for(variant, b)
     net = '\n'.join(['  type: ODMEDSR'] + [f'  {line}' for line in DEMO_NETWORK] + [
         f'  w_bit: {b}', f'  a_bit: {b}', f'  weight_clip: {weight_clip}', '  scope: body', f'  offsets: {offsets}'])
     return f"""\
@@ -522,7 +533,7 @@ def compare_file(arch, s):
     entries = []
     for b in sorted(BITS, reverse=True):
         for variant in arch_variants(arch):
-            _, weight_clip, offsets, _ = VARIANTS[variant]
+            offsets, weight_clip = VARIANTS[variant][2], weight_clip_for(variant, b)
             lines = [f'type: {a["type"]}'] + [line.format(s=s) for line in a['network']] + [
                 f'w_bit: {b}', f'a_bit: {b}', f'weight_clip: {weight_clip}', 'scope: body', f'offsets: {offsets}'] + [
                 line.split('  #')[0] for line in a.get('extra_network', []) if line.startswith(quant_keys)]
@@ -539,7 +550,7 @@ def demo_compare_file():
     entries = []
     for b in (4, 2):
         for variant in ('qat', 'v1', 'v2'):
-            _, weight_clip, offsets, _ = VARIANTS[variant]
+            offsets, weight_clip = VARIANTS[variant][2], weight_clip_for(variant, b)
             lines = ['type: ODMEDSR'] + DEMO_NETWORK + [f'w_bit: {b}', f'a_bit: {b}', f'weight_clip: {weight_clip}',
                                                         'scope: body', f'offsets: {offsets}']
             entries.append((f'{VARIANT_LABELS[variant]} w{b}a{b}', lines,
