@@ -1,6 +1,7 @@
 """ODMModel in-process: the regularizer never trains quantizer parameters; DDP gradient averaging."""
 import odm_basicsr  # noqa: F401  (must precede any basicsr import, also in spawned workers)
 import copy
+import math
 import os
 
 import pytest
@@ -265,3 +266,19 @@ def test_relative_range_learning_scales_each_range_by_its_calibrated_width(tiny_
         moved = max(abs(float(quantizer.lower) - low), abs(float(quantizer.upper) - high))
         assert moved <= group['lr'] * 1.01  # Adam's first step is at most lr per parameter
     assert any(abs(float(q.upper) - h) > 1e-3 * 2 for q, (_, h) in zip(quantizers, before))  # beyond absolute steps
+
+
+def test_zero_preserving_offsets_through_build_model(tiny_data):
+    """train.calibration.offset_keep_zero / offset_migration reach calibration through ODMModel: the conv2 of every
+    EDSR block reads a ReLU's output, so it may get a scale but never a shift; the scales start at (std_c/std)^0.5."""
+    opt = model_options(tiny_data, dict(NET, offsets='auto'),
+                        calibration=dict(num_batches=2, offset_top_k=1.0, offset_keep_zero=True, offset_migration=0.5))
+    model = build_model(opt)
+    kinds = {name: layer.offset.kind for name, layer in quantized_layers(model.net_g)}
+    assert all(kind != 'none' for kind in kinds.values())  # top_k 1.0: every layer has an offset
+    after_relu = {name: kind for name, kind in kinds.items() if name.endswith('conv2')}
+    assert after_relu and set(after_relu.values()) == {'scale'}
+    lq, gt = batches(2, 2)[0]
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)  # trains with the selection
+    assert math.isfinite(model.log_dict['l_pix'])
