@@ -8,10 +8,18 @@ timed on ``optimize_parameters`` (forward, losses, backward passes, cooperation,
 Memory: CUDA peak allocated; on CPU the sampled peak RSS increase of the process during the steps (approximate).
 
     python benchmarks/train_speed.py [--device cpu|cuda] [--settings paper proxy] [--iters 5] [--warmup 2]
+    python benchmarks/train_speed.py --interleave [--rounds 10]   # all variants stepped in turn, see below
+
+``--interleave``: every variant of a setting is built first, then the variants take one step each in turn, for
+--rounds rounds (the order rotated each round), so that a change of load on a shared machine hits all of them alike.
+It reports each variant's median step and, per round, its ratio to FP and to plain QAT (median, min and max over the
+rounds). No memory column in this mode (the models live side by side).
 """
 import argparse
 import gc
 import os.path as osp
+import statistics
+import time
 
 import torch
 
@@ -70,6 +78,50 @@ def measure(variant, setting, device, iters, warmup, profile=False):
     return result
 
 
+def measure_interleaved(setting, variants, device, rounds, warmup):
+    """[result dict per variant] for ``setting``, the variants stepped in turn (see the module docstring)."""
+    from basicsr.models import build_model
+    cfg = SETTINGS[setting]
+    network = proxy_network() if cfg['network'] == 'proxy' else None
+    models, steps = {}, {}
+    for variant in variants:
+        opt = variant_options(variant, network=network, batch=cfg['batch'], gt_size=cfg['gt_size'],
+                              num_gpu=1 if device.type == 'cuda' else 0)
+        torch.manual_seed(0)
+        models[variant] = build_model(opt)
+        models[variant].feed_data(fixed_batch(opt))
+        steps[variant] = 0
+
+    def one_step(variant):
+        steps[variant] += 1
+        models[variant].optimize_parameters(steps[variant])
+
+    for variant in variants:
+        for _ in range(warmup):
+            one_step(variant)
+    times = {variant: [] for variant in variants}
+    for r in range(rounds):
+        for variant in variants[r % len(variants):] + variants[:r % len(variants)]:
+            sync(device)
+            t0 = time.perf_counter()
+            one_step(variant)
+            sync(device)
+            times[variant].append(time.perf_counter() - t0)
+    results = []
+    for variant in variants:
+        res = {'setting': setting, 'variant': variant, 'median_s': statistics.median(times[variant]),
+               'times_s': times[variant], 'interleaved': True,
+               'log': {k: float(v) for k, v in models[variant].log_dict.items()}}
+        for base, key in (('FP', 'fp'), ('QAT', 'qat')):
+            if base in times:
+                per_round = [t / b for t, b in zip(times[variant], times[base])]
+                res[f'round_ratio_to_{key}'] = {'median': statistics.median(per_round), 'min': min(per_round),
+                                                'max': max(per_round)}
+        results.append(res)
+    models.clear()
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -79,8 +131,12 @@ def main():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--profile', action='store_true', help='print a torch.profiler table per variant')
     parser.add_argument('--json', default=None, help='default: benchmarks/results/train_speed_<device>.json')
+    parser.add_argument('--interleave', action='store_true', help='step the variants in turn (see above)')
+    parser.add_argument('--rounds', type=int, default=10, help='rounds of --interleave')
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.interleave:
+        return main_interleaved(args, device)
     results = []
     for setting in args.settings:
         for variant in args.variants:
@@ -103,6 +159,31 @@ def main():
     out = args.json or osp.join(REPO, 'benchmarks', 'results', f'train_speed_{device.type}.json')
     write_json(out, {'machine': machine, 'device': str(device), 'iters': args.iters, 'warmup': args.warmup,
                      'settings': {k: SETTINGS[k] for k in args.settings}, 'results': results})
+    print(f'\nwrote {out}')
+
+
+def main_interleaved(args, device):
+    results, rows = [], []
+    for setting in args.settings:
+        res = measure_interleaved(setting, list(args.variants), device, args.rounds, args.warmup)
+        medians = {r['variant']: r['median_s'] for r in res}
+        for r in res:
+            r.update(ratio_to_fp=r['median_s'] / medians['FP'] if 'FP' in medians else float('nan'),
+                     ratio_to_qat=r['median_s'] / medians['QAT'] if 'QAT' in medians else float('nan'))
+            rr = r.get('round_ratio_to_qat')
+            rows.append([setting, r['variant'], f'{r["median_s"] * 1000:.1f}', f'{r["ratio_to_fp"]:.2f}',
+                         f'{r["ratio_to_qat"]:.2f}',
+                         f'{rr["median"]:.2f} [{rr["min"]:.2f}, {rr["max"]:.2f}]' if rr else '-'])
+            print(f'{setting:6s} {r["variant"]:7s} median {r["median_s"] * 1000:9.1f} ms/step', flush=True)
+        results += res
+    machine = machine_description(device)
+    print(f'\nTraining step, interleaved: {args.rounds} rounds after {args.warmup} warm-up steps per variant; '
+          f'{machine}\n')
+    print(markdown_table(['setting', 'variant', 'ms/step (median)', 'x FP', 'x QAT',
+                          'x QAT per round: median [min, max]'], rows))
+    out = args.json or osp.join(REPO, 'benchmarks', 'results', f'train_speed_{device.type}_interleaved.json')
+    write_json(out, {'machine': machine, 'device': str(device), 'rounds': args.rounds, 'warmup': args.warmup,
+                     'interleaved': True, 'settings': {k: SETTINGS[k] for k in args.settings}, 'results': results})
     print(f'\nwrote {out}')
 
 
