@@ -133,29 +133,25 @@ class Evaluator:
         return outs
 
     def objectives(self, model):
-        """The two regularizers' objectives, unweighted, on the held-out photos (mean over photos): v1's variance
-        sum_i mean_c Var(X_i) and v2's mismatch sum_i ||X_i - q(X_i)||. Their change over fine-tuning is how far a
-        variant moved the features toward what the quantizer represents (issue 13, item 4)."""
-        from odm_basicsr.quant import mismatch_loss, variance_loss
-        net, layers = model.get_bare_model(model.net_g), model.quant_layers
-        variance, mismatch = [], []
+        """The two regularizers' objectives, unweighted (ODMLoss at weight 1), on the held-out photos (mean over
+        photos): v1's variance sum_i mean_c Var(X_i) and v2's mismatch sum_i ||X_i - q(X_i)||. Their change over
+        fine-tuning is how far a variant moved the features toward what the quantizer represents (issue 13, item 4)."""
+        from odm_basicsr.losses.odm_loss import ODMLoss
+        losses = {name: ODMLoss(regularizer=name, loss_weight=1.0) for name in ('variance', 'mismatch')}
+        net = model.get_bare_model(model.net_g)
+        values = {name: [] for name in losses}
         net.eval()
-        for layer in layers:
-            layer.collect_input = True
+        model._set_collect(True)  # the quantized layers keep X_i, as in a training step with a regularizer
         try:
             with torch.no_grad():
                 for data in self.loader:
                     net(data['lq'])
-                    features = [layer.quant_input for layer in layers]
-                    variance.append(float(variance_loss(features)))
-                    mismatch.append(float(mismatch_loss(features, [layer.act_quantizer.grid_target(x)
-                                                                   for layer, x in zip(layers, features)])))
+                    for name, loss in losses.items():
+                        values[name].append(float(loss(model.quant_layers)))
         finally:
-            for layer in layers:
-                layer.collect_input = False
-                layer.quant_input = None
+            model._set_collect(False)
             net.train()
-        return {'variance': statistics.fmean(variance), 'mismatch': statistics.fmean(mismatch)}
+        return {name: statistics.fmean(v) for name, v in values.items()}
 
     def __call__(self, model, it):
         from basicsr.metrics import calculate_psnr
