@@ -33,12 +33,17 @@ SETTINGS = {
 }
 
 
-def measure(variant, setting, device, iters, warmup, profile=False):
-    from basicsr.models import build_model
+def setting_options(variant, setting, device):
+    """BasicSR options of ``variant`` (a preset) at ``setting``'s network, batch and patch."""
     cfg = SETTINGS[setting]
     network = proxy_network() if cfg['network'] == 'proxy' else None
-    opt = variant_options(variant, network=network, batch=cfg['batch'], gt_size=cfg['gt_size'],
-                          num_gpu=1 if device.type == 'cuda' else 0)
+    return variant_options(variant, network=network, batch=cfg['batch'], gt_size=cfg['gt_size'],
+                           num_gpu=1 if device.type == 'cuda' else 0)
+
+
+def measure(variant, setting, device, iters, warmup, profile=False):
+    from basicsr.models import build_model
+    opt = setting_options(variant, setting, device)
     torch.manual_seed(0)
     batch = fixed_batch(opt)
     gc.collect()
@@ -81,12 +86,9 @@ def measure(variant, setting, device, iters, warmup, profile=False):
 def measure_interleaved(setting, variants, device, rounds, warmup):
     """[result dict per variant] for ``setting``, the variants stepped in turn (see the module docstring)."""
     from basicsr.models import build_model
-    cfg = SETTINGS[setting]
-    network = proxy_network() if cfg['network'] == 'proxy' else None
     models, steps = {}, {}
     for variant in variants:
-        opt = variant_options(variant, network=network, batch=cfg['batch'], gt_size=cfg['gt_size'],
-                              num_gpu=1 if device.type == 'cuda' else 0)
+        opt = setting_options(variant, setting, device)
         torch.manual_seed(0)
         models[variant] = build_model(opt)
         models[variant].feed_data(fixed_batch(opt))
