@@ -3,7 +3,8 @@
 An ODM EDSR (the proxy size, w4a4, offsets auto) is calibrated on CPU from demo batches, then run on the held-out
 photo 'chelsea' on both devices. Fake quantization rounds, so a float difference at a rounding boundary can flip a
 level; the check therefore uses the output PSNR between devices (>= 50 dB) rather than bit equality, and also
-reports the share of activation codes that differ in the first quantized layer.
+reports the share of activation codes that differ in the first quantized layer. The CUDA forward runs twice: with
+the eager network and through ``torch.compile`` (what train.compile trains with); both must pass.
 
     python benchmarks/cuda_parity.py [--json benchmarks/results/cuda_parity.json]
 """
@@ -34,15 +35,22 @@ def main():
     lr_path = osp.join(opt['datasets']['val']['dataroot_lq'], 'chelsea.png')
     img = cv2.cvtColor(cv2.imread(lr_path), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    def psnr_db(a, b):
+        mse = float(((a.clamp(0, 1) - b.clamp(0, 1))**2).mean())
+        return float('inf') if mse == 0 else 10 * math.log10(1.0 / mse)
+
     with torch.no_grad():
         out_cpu = net(x)
         net_cuda = net.to('cuda')
         out_cuda = net_cuda(x.to('cuda')).cpu()
-    mse = float(((out_cpu.clamp(0, 1) - out_cuda.clamp(0, 1))**2).mean())
-    psnr = float('inf') if mse == 0 else 10 * math.log10(1.0 / mse)
+        out_compiled = torch.compile(net_cuda)(x.to('cuda')).cpu()
+    psnr = psnr_db(out_cpu, out_cuda)
+    psnr_compiled = psnr_db(out_cpu, out_compiled)
     result = {'machine': machine_description(torch.device('cuda')), 'input': 'chelsea LR x4 ' + 'x'.join(
         map(str, x.shape[2:])), 'max_abs_diff': float((out_cpu - out_cuda).abs().max()), 'psnr_cpu_vs_cuda_db': psnr,
-              'min_psnr_db': args.min_psnr, 'passed': psnr >= args.min_psnr}
+              'psnr_cpu_vs_cuda_compiled_db': psnr_compiled,
+              'psnr_cuda_eager_vs_compiled_db': psnr_db(out_cuda, out_compiled),
+              'min_psnr_db': args.min_psnr, 'passed': psnr >= args.min_psnr and psnr_compiled >= args.min_psnr}
     write_json(args.json, result)
     print(result)
     if not result['passed']:

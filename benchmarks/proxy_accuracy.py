@@ -70,15 +70,19 @@ VARIANTS = {
     # issue 17: activation grids kept on integer zero points (network_g.integer_zero_point), as integer ONNX runs them
     'ODM v2 (integer zero point)': ({'weight_clip': 'wcc', 'offsets': 'none', 'integer_zero_point': True},
                                     {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
+    # issue 16: the weight clip statistic (P99 |W|) recomputed every 16 iterations instead of every one
+    'ODM v2 (weight clip every 16)': ({'weight_clip': 'wcc', 'offsets': 'none'},
+                                      {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
 }
 CALIBRATION_EXTRA = {'ODM v2 (sequential calibration)': {'sequential': True},
                      'ODM v1 (zero-preserving offsets)': {'offset_keep_zero': True, 'offset_migration': 0.5}}
 TRAIN_EXTRA = {'ODM v2 (relative range lr)': {'range_lr': 'relative'},
-               'WCC only (relative range lr)': {'range_lr': 'relative'}}
+               'WCC only (relative range lr)': {'range_lr': 'relative'},
+               'ODM v2 (weight clip every 16)': {'weight_clip_interval': 16}}
 ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)', 'ODM v2 (relative range lr)',
                  'WCC only (relative range lr)', 'ODM v2 (integer zero point)',
                  'ODM v2 (no cooperation)', 'cooperative variance', 'ODM v1 (zero-preserving offsets)',
-                 'plain QAT (P99 weights)', 'ODM v1 (P99 weights)')  # run when named
+                 'plain QAT (P99 weights)', 'ODM v1 (P99 weights)', 'ODM v2 (weight clip every 16)')  # when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),

@@ -41,6 +41,7 @@ PAIRS = [  # (variant, baseline, what the difference measures)
     ('naive mismatch', 'plain QAT', 'mismatch regularizer, naive, max clips'),
     ('WCC only (relative range lr)', 'WCC only', 'range learning in units of the range'),
     ('ODM v2 (relative range lr)', 'ODM v2', 'range learning in units of the range'),
+    ('ODM v2 (weight clip every 16)', 'ODM v2', 'the weight clip statistic recomputed every 16 iterations'),
 ]
 
 

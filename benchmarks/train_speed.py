@@ -14,6 +14,13 @@ Memory: CUDA peak allocated; on CPU the sampled peak RSS increase of the process
 --rounds rounds (the order rotated each round), so that a change of load on a shared machine hits all of them alike.
 It reports each variant's median step and, per round, its ratio to FP and to plain QAT (median, min and max over the
 rounds). No memory column in this mode (the models live side by side).
+
+``--modes``: how the quantized variants (QAT, ODM v1, ODM v2) run their step; FP is BasicSR's SRModel in every mode.
+    eager:       eager network, non-finite guard read on the host every step (train.compile false,
+                 train.guard_on_device false: the step before issue 16)
+    compiled:    the training forward and backward through torch.compile (train.compile true), ODMModel's default
+                 guard (on the device on CUDA with Adam)
+    compiled_wci: compiled, plus train.weight_clip_interval --weight-clip-interval (the clip statistic reused)
 """
 import argparse
 import gc
@@ -27,23 +34,71 @@ from common import (REPO, PeakRSS, fixed_batch, machine_description, markdown_ta
                     sync, variant_options, write_json)
 
 VARIANTS = ('FP', 'QAT', 'ODM v1', 'ODM v2')
+MODES = ('eager', 'compiled', 'compiled_wci')
 SETTINGS = {
     'paper': dict(network=None, batch=8, gt_size=192),
     'proxy': dict(network='proxy', batch=8, gt_size=128),
 }
 
 
-def setting_options(variant, setting, device):
-    """BasicSR options of ``variant`` (a preset) at ``setting``'s network, batch and patch."""
+def setting_options(variant, setting, device, mode='eager', weight_clip_interval=16):
+    """BasicSR options of ``variant`` (a preset) at ``setting``'s network, batch and patch, its step run in ``mode``
+    (see the module docstring)."""
     cfg = SETTINGS[setting]
     network = proxy_network() if cfg['network'] == 'proxy' else None
-    return variant_options(variant, network=network, batch=cfg['batch'], gt_size=cfg['gt_size'],
-                           num_gpu=1 if device.type == 'cuda' else 0)
+    opt = variant_options(variant, network=network, batch=cfg['batch'], gt_size=cfg['gt_size'],
+                          num_gpu=1 if device.type == 'cuda' else 0)
+    if variant != 'FP':
+        opt['train']['compile'] = mode != 'eager'
+        if mode == 'eager':
+            opt['train']['guard_on_device'] = False
+        if mode == 'compiled_wci':
+            opt['train']['weight_clip_interval'] = weight_clip_interval
+    return opt
 
 
-def measure(variant, setting, device, iters, warmup, profile=False):
+def configs(variants, modes):
+    """[(variant, mode)]: FP once (its own step in every mode), each quantized variant in each mode."""
+    return [(v, 'eager') for v in variants if v == 'FP'] + [(v, m) for m in modes for v in variants if v != 'FP']
+
+
+def label(variant, mode):
+    return variant if variant == 'FP' else f'{variant} [{mode}]'
+
+
+def ratios(result, results):
+    """x FP and x plain QAT (same setting; plain QAT in the same mode) of one result."""
+    same = {(r['variant'], r['mode']): r['median_s'] for r in results if r['setting'] == result['setting']}
+    fp = same.get(('FP', 'eager'))
+    qat = same.get(('QAT', result['mode'])) if result['variant'] != 'FP' else same.get(('QAT', 'eager'))
+    return (result['median_s'] / fp if fp else float('nan'), result['median_s'] / qat if qat else float('nan'))
+
+
+def host_sync_check(one_step, device):
+    """CUDA only: one more step under ``torch.cuda.set_sync_debug_mode('error')``. Returns {'sync_free': bool,
+    'first_sync': the error message of the first synchronizing call, or ''}; None on CPU."""
+    if device.type != 'cuda':
+        return None
+    sync(device)
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        one_step()
+        result = {'sync_free': True, 'first_sync': ''}
+    except RuntimeError as error:
+        result = {'sync_free': False, 'first_sync': str(error).strip().splitlines()[0][:300]}
+        import traceback
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if 'site-packages/torch' not in f.filename]
+        if frames:
+            result['where'] = f'{frames[-1].filename.split("/")[-1]}:{frames[-1].lineno} {frames[-1].line}'
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+        sync(device)
+    return result
+
+
+def measure(variant, setting, device, iters, warmup, profile=False, mode='eager', weight_clip_interval=16):
     from basicsr.models import build_model
-    opt = setting_options(variant, setting, device)
+    opt = setting_options(variant, setting, device, mode, weight_clip_interval)
     torch.manual_seed(0)
     batch = fixed_batch(opt)
     gc.collect()
@@ -65,6 +120,7 @@ def measure(variant, setting, device, iters, warmup, profile=False):
             torch.cuda.reset_peak_memory_stats(device)
         median, times = median_time(one_step, iters, 0, device)
         mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None
+        sync_check = host_sync_check(one_step, device)
     if profile:
         from torch.profiler import ProfilerActivity, profile as torch_profile
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
@@ -75,20 +131,24 @@ def measure(variant, setting, device, iters, warmup, profile=False):
         key = 'cuda_time_total' if device.type == 'cuda' else 'cpu_time_total'
         print(f'\n--- profile: {setting} / {variant} (2 steps) ---')
         print(prof.key_averages().table(sort_by=key, row_limit=15))
-    result = {'setting': setting, 'variant': variant, 'median_s': median, 'times_s': times,
+    result = {'setting': setting, 'variant': variant, 'mode': mode, 'median_s': median, 'times_s': times,
+              'compiled': bool(getattr(model, 'compiled', False)),
+              'guard_on_device': bool(getattr(model, 'guard_on_device', False)),
               'peak_mem_mib': mem if mem is not None else rss.mib,
               'memory_kind': 'cuda_max_allocated' if mem is not None else 'cpu_peak_rss_increase_sampled',
+              'host_sync_check': sync_check,
               'log': {k: float(v) for k, v in model.log_dict.items()}}
     del model
     return result
 
 
-def measure_interleaved(setting, variants, device, rounds, warmup):
-    """[result dict per variant] for ``setting``, the variants stepped in turn (see the module docstring)."""
+def measure_interleaved(setting, variants, device, rounds, warmup, modes=('eager',), weight_clip_interval=16):
+    """[result dict per (variant, mode)] for ``setting``, stepped in turn (see the module docstring)."""
     from basicsr.models import build_model
     models, steps = {}, {}
+    variants = configs(variants, modes)
     for variant in variants:
-        opt = setting_options(variant, setting, device)
+        opt = setting_options(*variant, setting, device, weight_clip_interval=weight_clip_interval)
         torch.manual_seed(0)
         models[variant] = build_model(opt)
         models[variant].feed_data(fixed_batch(opt))
@@ -111,10 +171,12 @@ def measure_interleaved(setting, variants, device, rounds, warmup):
             times[variant].append(time.perf_counter() - t0)
     results = []
     for variant in variants:
-        res = {'setting': setting, 'variant': variant, 'median_s': statistics.median(times[variant]),
-               'times_s': times[variant], 'interleaved': True,
+        res = {'setting': setting, 'variant': variant[0], 'mode': variant[1],
+               'median_s': statistics.median(times[variant]), 'times_s': times[variant], 'interleaved': True,
+               'compiled': bool(getattr(models[variant], 'compiled', False)),
+               'guard_on_device': bool(getattr(models[variant], 'guard_on_device', False)),
                'log': {k: float(v) for k, v in models[variant].log_dict.items()}}
-        for base, key in (('FP', 'fp'), ('QAT', 'qat')):
+        for base, key in ((('FP', 'eager'), 'fp'), (('QAT', variant[1]), 'qat')):
             if base in times:
                 per_round = [t / b for t, b in zip(times[variant], times[base])]
                 res[f'round_ratio_to_{key}'] = {'median': statistics.median(per_round), 'min': min(per_round),
@@ -135,31 +197,36 @@ def main():
     parser.add_argument('--json', default=None, help='default: benchmarks/results/train_speed_<device>.json')
     parser.add_argument('--interleave', action='store_true', help='step the variants in turn (see above)')
     parser.add_argument('--rounds', type=int, default=10, help='rounds of --interleave')
+    parser.add_argument('--modes', nargs='+', default=['eager', 'compiled'], choices=MODES,
+                        help='how the quantized variants step (see above)')
+    parser.add_argument('--weight-clip-interval', type=int, default=16, help='for the compiled_wci mode')
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.interleave:
         return main_interleaved(args, device)
     results = []
     for setting in args.settings:
-        for variant in args.variants:
-            res = measure(variant, setting, device, args.iters, args.warmup, args.profile)
-            print(f'{setting:6s} {variant:7s} median {res["median_s"] * 1000:9.1f} ms/step   '
-                  f'peak mem {res["peak_mem_mib"]:8.1f} MiB', flush=True)
+        for variant, mode in configs(args.variants, args.modes):
+            res = measure(variant, setting, device, args.iters, args.warmup, args.profile, mode,
+                          args.weight_clip_interval)
+            check = res['host_sync_check']
+            print(f'{setting:6s} {label(variant, mode):24s} median {res["median_s"] * 1000:9.1f} ms/step   '
+                  f'peak mem {res["peak_mem_mib"]:8.1f} MiB'
+                  + ('' if check is None else f'   host sync: {"none" if check["sync_free"] else check}'), flush=True)
             results.append(res)
     rows = []
     for res in results:
-        same = {r['variant']: r['median_s'] for r in results if r['setting'] == res['setting']}
-        ratio_fp = res['median_s'] / same['FP'] if 'FP' in same else float('nan')
-        ratio_qat = res['median_s'] / same['QAT'] if 'QAT' in same else float('nan')
+        ratio_fp, ratio_qat = ratios(res, results)
         res.update(ratio_to_fp=ratio_fp, ratio_to_qat=ratio_qat)
-        rows.append([res['setting'], res['variant'], f'{res["median_s"] * 1000:.1f}', f'{ratio_fp:.2f}',
-                     f'{ratio_qat:.2f}', f'{res["peak_mem_mib"]:.0f}'])
+        rows.append([res['setting'], label(res['variant'], res['mode']), f'{res["median_s"] * 1000:.1f}',
+                     f'{ratio_fp:.2f}', f'{ratio_qat:.2f}', f'{res["peak_mem_mib"]:.0f}'])
     machine = machine_description(device)
     mem_label = 'peak CUDA MiB' if device.type == 'cuda' else 'peak RSS +MiB (sampled)'
     print(f'\nTraining step, median of {args.iters} after {args.warmup} warm-up steps; {machine}\n')
     print(markdown_table(['setting', 'variant', 'ms/step', 'x FP', 'x QAT', mem_label], rows))
     out = args.json or osp.join(REPO, 'benchmarks', 'results', f'train_speed_{device.type}.json')
     write_json(out, {'machine': machine, 'device': str(device), 'iters': args.iters, 'warmup': args.warmup,
+                     'modes': args.modes, 'weight_clip_interval': args.weight_clip_interval,
                      'settings': {k: SETTINGS[k] for k in args.settings}, 'results': results})
     print(f'\nwrote {out}')
 
@@ -167,16 +234,17 @@ def main():
 def main_interleaved(args, device):
     results, rows = [], []
     for setting in args.settings:
-        res = measure_interleaved(setting, list(args.variants), device, args.rounds, args.warmup)
-        medians = {r['variant']: r['median_s'] for r in res}
+        res = measure_interleaved(setting, list(args.variants), device, args.rounds, args.warmup, args.modes,
+                                  args.weight_clip_interval)
         for r in res:
-            r.update(ratio_to_fp=r['median_s'] / medians['FP'] if 'FP' in medians else float('nan'),
-                     ratio_to_qat=r['median_s'] / medians['QAT'] if 'QAT' in medians else float('nan'))
+            ratio_fp, ratio_qat = ratios(r, res)
+            r.update(ratio_to_fp=ratio_fp, ratio_to_qat=ratio_qat)
             rr = r.get('round_ratio_to_qat')
-            rows.append([setting, r['variant'], f'{r["median_s"] * 1000:.1f}', f'{r["ratio_to_fp"]:.2f}',
-                         f'{r["ratio_to_qat"]:.2f}',
+            rows.append([setting, label(r['variant'], r['mode']), f'{r["median_s"] * 1000:.1f}',
+                         f'{r["ratio_to_fp"]:.2f}', f'{r["ratio_to_qat"]:.2f}',
                          f'{rr["median"]:.2f} [{rr["min"]:.2f}, {rr["max"]:.2f}]' if rr else '-'])
-            print(f'{setting:6s} {r["variant"]:7s} median {r["median_s"] * 1000:9.1f} ms/step', flush=True)
+            print(f'{setting:6s} {label(r["variant"], r["mode"]):24s} median {r["median_s"] * 1000:9.1f} ms/step',
+                  flush=True)
         results += res
     machine = machine_description(device)
     print(f'\nTraining step, interleaved: {args.rounds} rounds after {args.warmup} warm-up steps per variant; '
@@ -185,7 +253,8 @@ def main_interleaved(args, device):
                           'x QAT per round: median [min, max]'], rows))
     out = args.json or osp.join(REPO, 'benchmarks', 'results', f'train_speed_{device.type}_interleaved.json')
     write_json(out, {'machine': machine, 'device': str(device), 'rounds': args.rounds, 'warmup': args.warmup,
-                     'interleaved': True, 'settings': {k: SETTINGS[k] for k in args.settings}, 'results': results})
+                     'interleaved': True, 'modes': args.modes, 'weight_clip_interval': args.weight_clip_interval,
+                     'settings': {k: SETTINGS[k] for k in args.settings}, 'results': results})
     print(f'\nwrote {out}')
 
 

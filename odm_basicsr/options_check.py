@@ -15,8 +15,10 @@ from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS
                     WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, check_bits)
 
 ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMSwinIR', 'ODMQuant')
-ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps')
+ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
+                  'guard_on_device', 'weight_clip_interval')
 RANGE_LR_MODES = ('absolute', 'relative')  # train.range_lr (ODMModel)
+DEVICE_GUARD_OPTIMIZERS = ('Adam', 'AdamW')  # their fused kernels skip a step on a device-side flag (found_inf)
 CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold',
                     'offset_migration', 'offset_keep_zero')
 ODM_LOSS_KEYS = ('type', 'regularizer', 'stat', 'loss_weight')
@@ -26,6 +28,14 @@ BASICSR_TOP_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'da
                     'val', 'logger', 'dist_params', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'launcher',
                     'find_unused_parameters', 'network_d', 'network_ema')
 SRMODEL_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt')
+
+
+def device_guard_supported(optim_opt):
+    """Whether ``train.optim_g`` can skip a step on a device flag (train.guard_on_device): fused Adam or AdamW, so
+    neither ``fused: false`` nor ``foreach: true``."""
+    optim_opt = optim_opt or {}
+    return (optim_opt.get('type') in DEVICE_GUARD_OPTIMIZERS and optim_opt.get('fused', True) is not False
+            and not optim_opt.get('foreach'))
 
 
 class OptionError(ValueError):
@@ -186,9 +196,15 @@ def _check_train(opt, odm_arch, errors, warn):
         if 'quant_lr_mul' in train and (not isinstance(train['quant_lr_mul'], (int, float))
                                         or train['quant_lr_mul'] <= 0):
             errors.append(f'train.quant_lr_mul: must be a number > 0, got {train["quant_lr_mul"]!r}.')
-        if 'max_skipped_steps' in train and (not isinstance(train['max_skipped_steps'], int)
-                                             or train['max_skipped_steps'] < 1):
-            errors.append(f'train.max_skipped_steps: must be an integer >= 1, got {train["max_skipped_steps"]!r}.')
+        for key in ('max_skipped_steps', 'weight_clip_interval'):
+            if key in train and (isinstance(train[key], bool) or not isinstance(train[key], int) or train[key] < 1):
+                errors.append(f'train.{key}: must be an integer >= 1, got {train[key]!r}.')
+        for key in ('compile', 'guard_on_device'):
+            if train.get(key) is not None and not isinstance(train[key], bool):
+                errors.append(f'train.{key}: must be true or false (or absent for the default), got {train[key]!r}.')
+        if train.get('guard_on_device') is True and not device_guard_supported(train.get('optim_g')):
+            errors.append('train.guard_on_device: true needs optim_g type Adam or AdamW (fused, so not foreach: '
+                          f'true or fused: false), got {train.get("optim_g")!r}.')
         cal = train.get('calibration') or {}
         if not isinstance(cal, dict):
             errors.append('train.calibration: must be a mapping (num_batches, offset_top_k, offset_threshold).')

@@ -54,6 +54,9 @@ CASES = [
     ('train.calibration.offset_keep_zero', 'yes', 'offset_keep_zero: must be true or false'),
     ('train.quant_lr_mul', 0, 'train.quant_lr_mul: must be a number > 0'),
     ('train.max_skipped_steps', 0, 'max_skipped_steps'),
+    ('train.compile', 'yes', 'train.compile: must be true or false'),
+    ('train.guard_on_device', 1, 'train.guard_on_device: must be true or false'),
+    ('train.weight_clip_interval', 0, 'train.weight_clip_interval: must be an integer >= 1'),
     ('path.pretrain_network_g', 'nowhere/EDSR_Mx4.pth', 'pretrain_network_g: checkpoint .* does not exist'),
     ('datasets.train.dataroot_gt', '/nonexistent/DIV2K_HR.lmdb', 'dataroot_gt: .* does not exist.*basicsr prepare'),
     ('datasets.val.dataroot_lq', '/nonexistent/LRbicx2', 'dataroot_lq: folder .* does not exist'),
@@ -283,3 +286,12 @@ def test_export_refuses_a_network_without_quantized_layers(tmp_path):
     with pytest.raises(SystemExit, match='no quantized layers.*basicsr calibrate'):
         main(['export', '-opt', path, '--out', str(tmp_path / 'fp.onnx')])
     assert not (tmp_path / 'fp.onnx').exists()
+
+
+@pytest.mark.parametrize('optim_g', [{'type': 'SGD', 'lr': 1e-4}, {'type': 'Adam', 'lr': 1e-4, 'foreach': True}])
+def test_device_guard_needs_fused_adam(tiny_data, optim_g):
+    opt = edit(edit(good(tiny_data), 'train.guard_on_device', True), 'train.optim_g', optim_g)
+    with pytest.raises(OptionError, match='train.guard_on_device: true needs optim_g type Adam or AdamW'):
+        check_options(opt)
+    opt['train']['guard_on_device'] = None  # the default: the host guard where the optimizer cannot skip on device
+    check_options(opt)

@@ -80,6 +80,10 @@ def test_model_defaults(tiny_data):
     assert model.quant_lr_mul == REFERENCE['train']['quant_lr_mul']
     assert model.max_skipped_steps == REFERENCE['train']['max_skipped_steps']
     assert model.range_lr == REFERENCE['train']['range_lr']
+    assert model.weight_clip_interval == REFERENCE['train']['weight_clip_interval']
+    # compile and guard_on_device: absent means per device (true on CUDA with Adam, false on CPU, as here)
+    assert REFERENCE['train']['compile'] is None and REFERENCE['train']['guard_on_device'] is None
+    assert model.compiled is False and model.guard_on_device is False
 
 
 def test_calibration_defaults():

@@ -15,14 +15,23 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from odm_basicsr.data.calibration import calibration_batches, calibration_settings
-from odm_basicsr.quant import (activation_points, calibrate, combine_gradients, is_quantizer_param, quantized_layers,
-                               refresh_quantizer_state)
+from odm_basicsr.options_check import device_guard_supported
+from odm_basicsr.quant import (WeightQuantizer, activation_points, calibrate, combine_flat, combine_gradients,
+                               is_quantizer_param, quantized_layers, refresh_quantizer_state)
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'cosine_tensor': 'grad_cos_tensor_mean',
                          'none': 'grad_cos'}
 
 
-DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}  # each regularizer with its own paper's rule
+DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}
+
+
+def _is_compile_error(error):
+    """Whether ``error`` was raised by torch.compile's machinery (dynamo, inductor, a backend compiler) rather than
+    by the network itself."""
+    module = type(error).__module__ or ''
+    return module.startswith(('torch._dynamo', 'torch._inductor', 'torch._functorch', 'triton')) or \
+        'BackendCompilerFailed' in type(error).__name__ or 'InductorError' in type(error).__name__
 
 
 def default_cooperation(odm_opt):
@@ -50,7 +59,19 @@ class ODMModel(SRModel):
             paper's | 'minmax') and sequential (default false), see ``odm_basicsr.quant.calibrate``; for networks
             built with ``offsets`` the selection rule offset_top_k (fraction of layers) or offset_threshold.
         max_skipped_steps (int): consecutive non-finite steps tolerated before training stops. Default 5.
+        compile (bool): run the training forward (and so its backward) through ``torch.compile``: every quantizer
+            and offset becomes part of a few fused kernels. Compiled at the first step; eager, with a warning, if
+            compilation fails. Validation and the EMA copy stay eager. Default: true on CUDA, false on CPU.
+        guard_on_device (bool): the non-finite guard decides on the device (fused Adam/AdamW skips the step on a
+            device flag) instead of reading the flag on the host each step; skips are counted on the device and
+            reported, and ``max_skipped_steps`` enforced, when the log is read (print_freq) or a state is saved.
+            Default: true on CUDA when optim_g is Adam/AdamW, false on CPU.
+        weight_clip_interval (int): recompute the weight quantizers' clip statistic (max|W| or P99|W|) every N
+            iterations and reuse it in between (WCC's gamma still applies every step). Default 1 (every step).
     """
+
+    _pending_log = None  # the last step's loss_dict, reduced when log_dict is read (no host sync per step)
+    _log_dict = OrderedDict()
 
     def __init__(self, opt):
         if opt.get('dist') and (opt.get('network_g') or {}).get('offsets', 'none') != 'none':
@@ -89,12 +110,32 @@ class ODMModel(SRModel):
         self.quant_lr_mul = float(train_opt.get('quant_lr_mul', 10))
         self.range_lr = train_opt.get('range_lr', 'absolute')
         self.max_skipped_steps = int(train_opt.get('max_skipped_steps', 5))
+        self.weight_clip_interval = int(train_opt.get('weight_clip_interval', 1))
+        cuda = self.device.type == 'cuda'
+        guard, optim_ok = train_opt.get('guard_on_device'), device_guard_supported(train_opt.get('optim_g'))
+        if guard and not optim_ok:
+            raise ValueError('train.guard_on_device: true needs optim_g type Adam or AdamW, fused (their fused kernels '
+                             f'skip a step on a device flag); got {train_opt.get("optim_g")}.')
+        self.guard_on_device = (cuda and optim_ok) if guard is None else bool(guard)
+        # consecutive skipped steps now, the longest run and the total since the start (device tensors when the
+        # guard decides on the device); skipped_steps reads the first
+        self._skips = torch.zeros(3, device=self.device) if self.guard_on_device else None
+        self._skips_reported = 0
         self.skipped_steps = 0
+        self.current_iter = 0
         self.quant_layers = [m for _, m in quantized_layers(self.net_g)]
+        self.weight_quantizers = [m for m in self.net_g.modules() if isinstance(m, WeightQuantizer)]
+        compile_opt = train_opt.get('compile')
+        # the training forward (and so its backward) through torch.compile; validation and the EMA copy stay eager
+        self.compiled_network = torch.compile(self.net_g) if (cuda if compile_opt is None else compile_opt) else None
+        self._compile_checked = False
         super().init_training_settings()
         self.cri_odm = build_loss(train_opt['odm_opt']).to(self.device) if train_opt.get('odm_opt') else None
         logger = get_root_logger()
         logger.info(f'ODM variant: {self.variant_description()}')
+        logger.info(f'Training step: network {"compiled" if self.compiled else "eager"}, non-finite guard on '
+                    f'the {"device" if self.guard_on_device else "host"}, weight clip statistic every '
+                    f'{self.weight_clip_interval} iteration(s).')
         if self.opt['path'].get('resume_state'):
             logger.info('Resuming: calibration is skipped; quantizer state comes from the checkpoint.')
         elif getattr(self.get_bare_model(self.net_g), 'quantizer_state_loaded', False):
@@ -145,6 +186,8 @@ class ODMModel(SRModel):
                 self.range_groups.append((quantizer, group))
         if shared:
             groups.append({'params': shared, 'lr': lr * self.quant_lr_mul})
+        if self.guard_on_device:
+            optim_opt['fused'] = True
         self.optimizer_g = self.get_optimizer(optim_type, groups, lr, **optim_opt)
         self.optimizers.append(self.optimizer_g)
 
@@ -263,11 +306,16 @@ class ODMModel(SRModel):
         iteration of an epoch records the next epoch, so that resuming does not replay the finished one."""
         if current_iter == -1:
             return
+        if self.guard_on_device:
+            self._report_device_skips()
         if current_iter % self._iters_per_epoch() == 0:
             epoch += 1
         state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
                  'schedulers': [s.state_dict() for s in self.schedulers], 'generators': self.generator_states(),
                  'skipped_steps': self.skipped_steps}
+        if self.weight_clip_interval > 1:  # the cached clip statistics the next iterations reuse
+            state['weight_clip_statistics'] = [None if q.cached_clip_statistic is None else
+                                               q.cached_clip_statistic.cpu() for q in self.weight_quantizers]
         save_path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
         tmp_path = save_path + '.tmp'
         torch.save(state, tmp_path)
@@ -283,6 +331,8 @@ class ODMModel(SRModel):
             self._pending_torch_rng_state = states.pop('torch')
             self.restore_generator_states(states)
         self.skipped_steps = resume_state.get('skipped_steps', 0)
+        for quantizer, statistic in zip(self.weight_quantizers, resume_state.get('weight_clip_statistics') or []):
+            quantizer.cached_clip_statistic = None if statistic is None else statistic.to(self.device)
         get_root_logger().info(f'Resumed ODM training at iter {resume_state["iter"]}, epoch {resume_state["epoch"]}; '
                                'generator states restored, calibration not repeated.')
 
@@ -308,15 +358,33 @@ class ODMModel(SRModel):
             if not enabled:
                 layer.quant_input = None
 
+    def _flat_weight_grads(self):
+        """(N,) one buffer whose slices are the network weights' ``.grad`` (so cooperation reads and writes g_R
+        without concatenating or splitting it); built on first use, rebuilt if a ``.grad`` was replaced."""
+        ptrs = getattr(self, '_grad_ptrs', None)
+        if ptrs is None or any(p.grad is None or p.grad.data_ptr() != ptr for p, ptr in zip(self.weight_params, ptrs)):
+            self._weight_sizes = [p.numel() for p in self.weight_params]
+            self._grad_buffer = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
+                                           for p in self.weight_params])
+            for param, view in zip(self.weight_params, torch.split(self._grad_buffer, self._weight_sizes)):
+                param.grad = view.view_as(param)
+            self._grad_ptrs = [p.grad.data_ptr() for p in self.weight_params]
+        return self._grad_buffer
+
     def optimize_parameters(self, current_iter):
+        self.current_iter = current_iter
         self.optimizer_g.zero_grad(set_to_none=False)
         use_reg = self.cri_odm is not None and self.quant_layers
         loss_dict = OrderedDict()
         sync_context = self.net_g.no_sync() if (use_reg and self.opt['dist']) else nullcontext()
         self._set_collect(bool(use_reg))
+        if self.weight_clip_interval > 1:
+            reuse = (current_iter - 1) % self.weight_clip_interval != 0
+            for quantizer in self.weight_quantizers:
+                quantizer.reuse_clip_statistic = reuse
         try:
             with sync_context:
-                self.output = self.net_g(self.lq)
+                self.output = self._training_forward(self.lq)
                 l_pix = self.cri_pix(self.output, self.gt)
                 loss_dict['l_pix'] = l_pix
                 if not use_reg:
@@ -329,45 +397,146 @@ class ODMModel(SRModel):
                             param.grad = torch.zeros_like(param)
                     reg_grads = torch.autograd.grad(l_reg, self.weight_params, allow_unused=True)
                     reg_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.weight_params, reg_grads)]
-                    params = self.weight_params + self.quant_params
-                    rec_grads = [p.grad for p in params]
                     if self.opt['dist']:
-                        rec_grads = self._all_reduce_grads(rec_grads)
-                        reg_grads = self._all_reduce_grads(reg_grads)
-                    n_weights = len(self.weight_params)
-                    # regularizer strength: lambda * |g_reg| / |g_R| over the network weights, before cooperation.
-                    # Taken now: on one process rec_grads are the p.grad tensors the combined gradient overwrites.
-                    rec_norm = torch.stack([g.detach().norm() for g in rec_grads[:n_weights]]).norm()
-                    reg_norm = torch.stack([g.detach().norm() for g in reg_grads]).norm()
-                    combined, stat = combine_gradients(rec_grads[:n_weights], reg_grads, self.cooperation)
-                    for param, grad in zip(params, combined + rec_grads[n_weights:]):
-                        param.grad.copy_(grad)
+                        stat, rec_norm, reg_norm = self._cooperate_across_ranks(reg_grads)
+                    else:
+                        # g_R lives in the flat buffer behind the weights' .grad; the combined gradient replaces it
+                        rec = self._flat_weight_grads()
+                        reg = torch.cat([g.reshape(-1) for g in reg_grads])
+                        # regularizer strength: lambda * |g_reg| / |g_R| over the network weights, before cooperation
+                        rec_norm, reg_norm = rec.norm(), reg.norm()
+                        combined, stat = combine_flat(rec, reg, self.cooperation, self._weight_sizes)
+                        rec.copy_(combined)
                     loss_dict['l_reg'] = l_reg.detach()
                     loss_dict[COOPERATION_STAT_KEYS[self.cooperation]] = stat.detach()
                     loss_dict['reg_grad_ratio'] = reg_norm / rec_norm.clamp_min(1e-30)
         finally:
             self._set_collect(False)
 
-        if self.step_is_finite(loss_dict, current_iter):
+        if self.guard_on_device:
+            self._step_unless_nonfinite(loss_dict)
+        elif self.step_is_finite(loss_dict, current_iter):
             self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        self.log_dict['offset_layers'] = float(sum(
-            1 for m in self.quant_layers if m.offset is not None and m.offset.kind != 'none'))
+        self._pending_log = OrderedDict((k, v.detach()) for k, v in loss_dict.items())
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
-    def step_is_finite(self, loss_dict, current_iter):
-        """Numerical guard: a non-finite loss or gradient skips the step (weights and optimizer state untouched);
-        ``max_skipped_steps`` consecutive skips stop training with an error."""
-        grads = [p.grad for p in self.weight_params + self.quant_params if p.grad is not None]
-        values = [v.detach().float().reshape(()) for v in loss_dict.values()]
-        finite = bool(torch.isfinite(torch.stack(values)).all())
-        if finite and grads:
-            finite = bool(torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all())
+    @property
+    def compiled(self):
+        """Whether the training forward runs through torch.compile (it falls back to eager if compilation fails)."""
+        return self.compiled_network is not None
+
+    def _training_forward(self, lq):
+        """net_g(lq), through the compiled network when train.compile is on. Compilation happens at the first call;
+        if it fails (no C++ compiler or Triton, an unsupported op), training continues eager with a warning."""
+        if self.compiled_network is None:
+            return self.net_g(lq)
+        if self._compile_checked:
+            return self.compiled_network(lq)
+        try:
+            output = self.compiled_network(lq)
+        except Exception as error:  # torch.compile's failures come as many exception types
+            if not _is_compile_error(error):
+                raise
+            get_root_logger().warning(f'train.compile: the network could not be compiled ({type(error).__name__}: '
+                                      f'{str(error).strip().splitlines()[0][:200] if str(error).strip() else ""}); '
+                                      'training continues eager.')
+            self.compiled_network = None
+            output = self.net_g(lq)
+        self._compile_checked = True
+        return output
+
+    def _cooperate_across_ranks(self, reg_grads):
+        """DDP: average g_R (the .grad of all trained parameters) and g_reg over ranks, combine them, write the
+        result into .grad. Returns (statistic, |g_R|, |g_reg|) over the network weights."""
+        params = self.weight_params + self.quant_params
+        rec_grads = self._all_reduce_grads([p.grad for p in params])
+        reg_grads = self._all_reduce_grads(reg_grads)
+        n_weights = len(self.weight_params)
+        rec_norm = torch.stack([g.detach().norm() for g in rec_grads[:n_weights]]).norm()
+        reg_norm = torch.stack([g.detach().norm() for g in reg_grads]).norm()
+        combined, stat = combine_gradients(rec_grads[:n_weights], reg_grads, self.cooperation)
+        for param, grad in zip(params, combined + rec_grads[n_weights:]):
+            param.grad.copy_(grad)
+        return stat, rec_norm, reg_norm
+
+    # ------------------------------------------------------------------------------------------------------
+    # logging without a host sync per step: the last step's losses are reduced when the log is read
+    @property
+    def log_dict(self):
+        if self._pending_log is not None:
+            pending, self._pending_log = self._pending_log, None
+            if self.guard_on_device:
+                self._report_device_skips()
+            log = self.reduce_loss_dict(pending)
+            log['offset_layers'] = float(sum(
+                1 for m in self.quant_layers if m.offset is not None and m.offset.kind != 'none'))
+            self._log_dict = log
+        return self._log_dict
+
+    @log_dict.setter
+    def log_dict(self, value):
+        self._pending_log = None
+        self._log_dict = value
+
+    @property
+    def skipped_steps(self):
+        """Consecutive skipped (non-finite) steps up to now (a device read when the guard is on the device)."""
+        if self._skips is not None:
+            return int(self._skips[0])
+        return self._skipped_steps
+
+    @skipped_steps.setter
+    def skipped_steps(self, value):
+        self._skipped_steps = int(value)
+        if getattr(self, '_skips', None) is not None:
+            self._skips[0] = float(value)
+            self._skips[1] = float(value)
+
+    def nonfinite_flag(self, loss_dict):
+        """0-dim float32 on the device: 1 if a loss or a trained parameter's gradient is non-finite (on any rank),
+        else 0. No host read."""
+        values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
+        flag = (~torch.isfinite(values).all()).float()
+        grads = [p.grad.detach() for p in self.weight_params + self.quant_params if p.grad is not None]
+        if grads:
+            norms = torch.stack([g.float().norm() for g in grads])
+            flag = torch.maximum(flag, (~torch.isfinite(norms).all()).float())
         if self.opt['dist']:
-            flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
-            dist.all_reduce(flag)
-            finite = flag.item() == 0
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag
+
+    def _step_unless_nonfinite(self, loss_dict):
+        """Device-side guard: fused Adam/AdamW skips its update (weights, moments, step count) where the flag is
+        1, as under GradScaler; the skip counters advance on the device."""
+        found_inf = self.nonfinite_flag(loss_dict)
+        self.optimizer_g.found_inf = found_inf
+        try:
+            self.optimizer_g.step()
+        finally:
+            del self.optimizer_g.found_inf
+        run = (self._skips[0] + 1) * found_inf
+        self._skips.copy_(torch.stack([run, torch.maximum(self._skips[1], run), self._skips[2] + found_inf]))
+
+    def _report_device_skips(self):
+        """Read the device skip counters (at log or save time): warn about new skips, stop training on a run of
+        ``max_skipped_steps``."""
+        run, longest, total = (int(v) for v in self._skips.tolist())
+        if total > self._skips_reported:
+            get_root_logger().warning(
+                f'iter {self.current_iter}: {total - self._skips_reported} step(s) skipped since the last report '
+                f'(non-finite loss or gradient); {run} in a row now.')
+            self._skips_reported = total
+        if longest >= self.max_skipped_steps:
+            raise FloatingPointError(
+                f'Training stopped at iter {self.current_iter}: {longest} consecutive non-finite steps (counted on the '
+                'device, read at this log). The weights did not change during them, and the last saved checkpoint is '
+                'intact; lower the learning rate or the regularizer weight and resume.')
+
+    def step_is_finite(self, loss_dict, current_iter):
+        """Numerical guard on the host: a non-finite loss or gradient skips the step (weights and optimizer state
+        untouched); ``max_skipped_steps`` consecutive skips stop training with an error."""
+        finite = not bool(self.nonfinite_flag(loss_dict))  # the host read this guard makes each step
         if finite:
             self.skipped_steps = 0
             return True

@@ -6,7 +6,7 @@ from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMi
 from .convert import (SCOPES, ScopeError, activation_points, is_quantizer_param, layer_names, quantize_modules,
                       quantize_network, quantized_layers, refresh_quantizer_state, set_integer_zero_point,
                       set_quantization)
-from .cooperation import COOPERATION_MODES, combine_gradients, cosine_similarity
+from .cooperation import COOPERATION_MODES, combine_flat, combine_gradients, cosine_similarity
 from .cost import cost_report, format_cost_report
 from .layers import OFFSET_MODES, ChannelOffset, MatMul, QuantConv2d, QuantLinear, QuantOperand
 from .quantizer import (MAX_BITS, MIN_BITS, WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, ActQuantizer,
@@ -22,7 +22,7 @@ __all__ = [
     'channel_percentile',
     'WEIGHT_GRANULARITIES', 'RANGE_METHODS', 'DEFAULT_RANGE_METHOD',
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
-    'variance_loss', 'mismatch_loss', 'combine_gradients', 'cosine_similarity', 'check_state_dict',
+    'variance_loss', 'mismatch_loss', 'combine_gradients', 'combine_flat', 'cosine_similarity', 'check_state_dict',
     'CheckedLoadMixin', 'CheckpointMismatchError', 'convert_edsr_pytorch_edsr', 'convert_edsr_pytorch_rdn',
     'EDSR_PYTORCH_CONVERTERS', 'SCOPES', 'OFFSET_MODES', 'WEIGHT_CLIP_MODES', 'COOPERATION_MODES', 'REGULARIZERS',
     'VARIANCE_STATS', 'MIN_BITS', 'MAX_BITS'

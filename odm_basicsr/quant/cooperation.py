@@ -32,18 +32,48 @@ def cosine_similarity(grads_a, grads_b, eps=1e-20):
     return torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(eps)
 
 
-def combine_sign(grads_rec, grads_reg):
-    rec, reg = _flatten(grads_rec), _flatten(grads_reg)
+def _sign_flat(rec, reg):
     agree = torch.sign(reg) == torch.sign(rec)
     nonzero = reg != 0
     ratio = (nonzero & ~agree).sum().float() / nonzero.sum().clamp_min(1).float()
-    return _unflatten(rec + reg * agree, grads_rec), ratio
+    return rec + reg * agree, ratio
+
+
+def _cosine_flat(rec, reg):
+    return torch.dot(rec, reg) / (rec.norm() * reg.norm()).clamp_min(1e-20)
+
+
+def combine_flat(rec, reg, mode, sizes=None):
+    """``combine_gradients`` on flat vectors (the concatenations of the per-tensor lists), without splitting them.
+
+    Args:
+        rec, reg (Tensor): (N,) g_R and g_reg (λ included), all weight tensors concatenated in the same order.
+        mode (str): 'sign' | 'cosine' | 'cosine_tensor' | 'none'.
+        sizes (list[int] | None): element count of each tensor, needed by 'cosine_tensor' only.
+    Returns:
+        (Tensor (N,), 0-dim Tensor): the combined gradient and the statistic of the module docstring.
+    """
+    if mode == 'sign':
+        return _sign_flat(rec, reg)
+    if mode in ('cosine', 'none'):
+        cos = _cosine_flat(rec, reg)
+        return (rec + (cos + 1) / 2 * reg if mode == 'cosine' else rec + reg), cos
+    if mode == 'cosine_tensor':
+        if sizes is None:
+            raise ValueError("combine_flat: cooperation 'cosine_tensor' needs the tensor sizes")
+        combined, stat = combine_cosine_per_tensor(torch.split(rec, sizes), torch.split(reg, sizes))
+        return torch.cat(combined), stat
+    raise ValueError(f'cooperation must be one of {COOPERATION_MODES}, got {mode!r}')
+
+
+def combine_sign(grads_rec, grads_reg):
+    combined, ratio = _sign_flat(_flatten(grads_rec), _flatten(grads_reg))
+    return _unflatten(combined, grads_rec), ratio
 
 
 def combine_cosine(grads_rec, grads_reg):
-    rec, reg = _flatten(grads_rec), _flatten(grads_reg)
-    cos = torch.dot(rec, reg) / (rec.norm() * reg.norm()).clamp_min(1e-20)
-    return _unflatten(rec + (cos + 1) / 2 * reg, grads_rec), cos
+    combined, cos = combine_flat(_flatten(grads_rec), _flatten(grads_reg), 'cosine')
+    return _unflatten(combined, grads_rec), cos
 
 
 def combine_cosine_per_tensor(grads_rec, grads_reg):
@@ -56,9 +86,8 @@ def combine_cosine_per_tensor(grads_rec, grads_reg):
 
 
 def combine_none(grads_rec, grads_reg):
-    rec, reg = _flatten(grads_rec), _flatten(grads_reg)
-    cos = torch.dot(rec, reg) / (rec.norm() * reg.norm()).clamp_min(1e-20)
-    return _unflatten(rec + reg, grads_rec), cos
+    combined, cos = combine_flat(_flatten(grads_rec), _flatten(grads_reg), 'none')
+    return _unflatten(combined, grads_rec), cos
 
 
 def combine_gradients(grads_rec, grads_reg, mode):

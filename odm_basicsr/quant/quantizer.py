@@ -29,6 +29,30 @@ def round_ste(x):
     return x + (torch.round(x) - x).detach()
 
 
+def _fake_quantize_forward(x, lower, upper, levels: int, keep_residual: bool):
+    """The forward arithmetic of ``_FakeQuantize``: (output, below-range mask, above-range mask, t - r or None)."""
+    step = (upper - lower) / levels
+    clipped = torch.minimum(torch.maximum(x, lower), upper)
+    scaled = (clipped - lower) / step
+    rounded = torch.round(scaled)
+    residual = scaled - rounded if keep_residual else None
+    return rounded * step + lower, x < lower, x > upper, residual
+
+
+def _fake_quantize_backward(grad, below, above, residual, levels: int, need_x: bool, lower_shape, upper_shape):
+    """The straight-through gradients of ``_FakeQuantize`` (see there): (grad_x or None, grad_lower or None,
+    grad_upper or None); the range gradients only when ``residual`` is given."""
+    grad_x = grad.masked_fill(below | above, 0) if need_x else None
+    if residual is None:
+        return grad_x, None, None
+    if len(lower_shape) == 0 and len(upper_shape) == 0:  # per-tensor range: reduce to scalars at once
+        shared = (grad * residual).sum() / levels
+        return grad_x, grad.masked_fill(~below, 0).sum() + shared, grad.masked_fill(~above, 0).sum() - shared
+    shared = grad * residual / levels  # a range per slice (e.g. per output channel): sum over what each covers
+    return (grad_x, (grad.masked_fill(~below, 0) + shared).sum_to_size(lower_shape),
+            (grad.masked_fill(~above, 0) - shared).sum_to_size(upper_shape))
+
+
 class _FakeQuantize(torch.autograd.Function):
     """Fused fake quantization with the straight-through gradients of ``round_ste`` written out.
 
@@ -36,39 +60,25 @@ class _FakeQuantize(torch.autograd.Function):
         dq/dx = 1 inside (l, u), 0 outside;
         dq/dl = [x < l] + (t - r) / L;     dq/du = [x > u] - (t - r) / L      (t - r = 0 outside [l, u]).
     Same forward operations as the composite ``round_ste`` expression (bit-identical output), with fewer kernels
-    and only two masks and t - r kept for the backward pass.
+    and only two masks and t - r kept for the backward pass. The arithmetic is ``_fake_quantize_forward`` /
+    ``_fake_quantize_backward``; under ``torch.compile`` (ODMModel's train.compile) both are traced and fused.
     """
 
     @staticmethod
     def forward(ctx, x, lower, upper, levels):
-        step = (upper - lower) / levels
-        clipped = torch.minimum(torch.maximum(x, lower), upper)
-        scaled = (clipped - lower) / step
-        rounded = torch.round(scaled)
-        below, above = x < lower, x > upper
+        keep_residual = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        out, below, above, residual = _fake_quantize_forward(x, lower, upper, levels, keep_residual)
         ctx.levels = levels
         ctx.range_shapes = (lower.shape, upper.shape)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            ctx.save_for_backward(below, above, scaled - rounded)
-        else:
-            ctx.save_for_backward(below, above)
-        return rounded * step + lower
+        ctx.save_for_backward(below, above, *([residual] if keep_residual else []))
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        below, above = ctx.saved_tensors[:2]
-        grad_x = grad.masked_fill(below | above, 0) if ctx.needs_input_grad[0] else None
-        grad_lower = grad_upper = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            lower_shape, upper_shape = ctx.range_shapes
-            if not lower_shape and not upper_shape:  # per-tensor range: reduce to scalars at once
-                residual = (grad * ctx.saved_tensors[2]).sum() / ctx.levels
-                grad_lower = grad.masked_fill(~below, 0).sum() + residual
-                grad_upper = grad.masked_fill(~above, 0).sum() - residual
-            else:  # a range per slice (e.g. per output channel): sum over the elements each bound covers
-                residual = grad * ctx.saved_tensors[2] / ctx.levels
-                grad_lower = (grad.masked_fill(~below, 0) + residual).sum_to_size(lower_shape)
-                grad_upper = (grad.masked_fill(~above, 0) - residual).sum_to_size(upper_shape)
+        saved = ctx.saved_tensors
+        residual = saved[2] if len(saved) > 2 else None
+        grad_x, grad_lower, grad_upper = _fake_quantize_backward(
+            grad, saved[0], saved[1], residual, ctx.levels, ctx.needs_input_grad[0], *ctx.range_shapes)
         return grad_x, grad_lower, grad_upper, None
 
 
@@ -219,6 +229,10 @@ class WeightQuantizer(nn.Module):
         if weight_clip == 'wcc':
             self.gamma = nn.Parameter(torch.tensor(1.0))
         self.enabled = True
+        # the clip statistic (max or P99 of |W|) of the last training forward, and whether the next training forward
+        # reuses it instead of recomputing (ODMModel's train.weight_clip_interval sets this; gamma always applies)
+        self.cached_clip_statistic = None
+        self.reuse_clip_statistic = False
         # 8 bits with integer_zero_point: the int8 grid with a zero level, j·u/127 (j = -127..127), which the integer
         # ONNX export stores exactly; otherwise the zero-free grid (set_integer_zero_point sets it)
         self.int8_grid = False
@@ -228,16 +242,26 @@ class WeightQuantizer(nn.Module):
         """Number of steps of the grid over [-u, u]: 2^bits - 1 (zero-free), or 254 on the int8 grid."""
         return 254 if self.int8_grid else 2**self.bits - 1
 
-    def clip_value(self, weight):
-        """u_w for ``weight`` (C_out, ...): 0-dim (layer) or (C_out, 1, ..., 1) (channel); only gamma carries
-        gradient."""
+    def clip_statistic(self, weight):
+        """max|W| (``max``) or P99(|W|) (``percentile``, ``wcc``) of ``weight`` (C_out, ...), per layer (0-dim) or per
+        output channel ((C_out, 1, ..., 1)); detached, at least 1e-8."""
         magnitude = weight.detach().abs()
         per_channel = self.granularity == 'channel'
         if self.weight_clip == 'max':
             base = magnitude.reshape(magnitude.shape[0], -1).amax(dim=1).view(
                 -1, *([1] * (weight.dim() - 1))) if per_channel else magnitude.max()
             return base.clamp_min(1e-8)
-        base = (channel_percentile(magnitude, 99.0) if per_channel else percentile(magnitude, 99.0)).clamp_min(1e-8)
+        return (channel_percentile(magnitude, 99.0) if per_channel else percentile(magnitude, 99.0)).clamp_min(1e-8)
+
+    def clip_value(self, weight):
+        """u_w for ``weight`` (C_out, ...): 0-dim (layer) or (C_out, 1, ..., 1) (channel); only gamma carries
+        gradient. In training mode the statistic is cached, and reused while ``reuse_clip_statistic`` is set."""
+        if self.training and self.reuse_clip_statistic and self.cached_clip_statistic is not None:
+            base = self.cached_clip_statistic
+        else:
+            base = self.clip_statistic(weight)
+            if self.training:
+                self.cached_clip_statistic = base
         if self.weight_clip == 'wcc':
             return base * self.gamma.abs().clamp_min(1e-3)
         return base
