@@ -13,6 +13,10 @@ Logged over training: reg_grad_ratio = lambda |g_reg| / |g_R| and the cooperatio
 
     python benchmarks/proxy_accuracy.py --quick     # 1 seed, short fine-tunes (<= 20 min on 2 CPU cores)
     python benchmarks/proxy_accuracy.py             # full: 2 seeds, longer fine-tunes
+
+``--arch RCAN``: the second proxy, the demo RCAN (32 features, 2 groups of 4 blocks, trained for the PTQ table,
+odm_basicsr/pretrained/RCAN_demo_x4_f32g2b4_FP.pth) quantized in place by ODMQuant with RCAN's body scope, with the
+same recipe, data, seeds and variant keys.
 """
 import argparse
 import copy
@@ -28,6 +32,12 @@ import torch
 from common import REPO, demo_data, load_yaml, markdown_table, write_json
 
 FP_CHECKPOINT = osp.join(REPO, 'odm_basicsr', 'pretrained', 'EDSR_demo_x4_f32b8_FP.pth')
+# the second proxy arch (issue 13): the demo RCAN of the PTQ proxy, quantized by ODMQuant with RCAN's body scope
+PROXY_ARCHS = {
+    'EDSR': {'checkpoint': FP_CHECKPOINT, 'label': 'EDSR 32x8', 'ptq_file': None},
+    'RCAN': {'checkpoint': osp.join(REPO, 'odm_basicsr', 'pretrained', 'RCAN_demo_x4_f32g2b4_FP.pth'),
+             'label': 'RCAN 32, 2 groups x 4 blocks', 'ptq_file': 'options/ptq/ptq_RCAN_demo_x4_w4a4.yml'},
+}
 V1_WEIGHT = 1e-6            # this project's v1 default (the paper gives none; chosen from this sweep)
 V1_SWEEP_BASE = 1e-7        # the sweep's x1 for v1: the project's first placeholder
 V2_WEIGHT = 1e-5 / 255      # the paper's EDSR lambda_M on 0-255 pixels, converted to BasicSR's 0-1 L1
@@ -89,10 +99,14 @@ SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when o
 }
 
 
-def build_options(variant, bits, iters, seed, weight=None, cooperation=None):
+def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arch='EDSR'):
     net_keys, odm_opt, coop = VARIANTS[variant]
     paths = demo_data()
     opt = load_yaml(f'options/demo/train_QAT_EDSR_demo_x4_w{bits}a{bits}.yml')
+    spec = PROXY_ARCHS[arch]
+    if spec['ptq_file']:  # the same training recipe; the network is the arch quantized in place by ODMQuant
+        opt['network_g'] = {'type': 'ODMQuant', 'arch': load_yaml(spec['ptq_file'])['network_g']['arch'],
+                            'w_bit': bits, 'a_bit': bits, 'scope': 'body'}
     opt['network_g'].update(net_keys)
     train = opt['train']
     if odm_opt:
@@ -108,7 +122,7 @@ def build_options(variant, bits, iters, seed, weight=None, cooperation=None):
     train['scheduler']['milestones'] = [iters * 2 // 3]
     opt.update(name=f'proxy_{variant}', num_gpu=0, manual_seed=seed, is_train=True, dist=False, rank=0,
                world_size=1, auto_resume=False)
-    opt['path'] = {'pretrain_network_g': FP_CHECKPOINT, 'strict_load_g': True, 'resume_state': None,
+    opt['path'] = {'pretrain_network_g': spec['checkpoint'], 'strict_load_g': True, 'resume_state': None,
                    'param_key_g': 'params'}
     opt['datasets']['train'].update(dataroot_gt=paths['train_gt'], dataroot_lq=paths['train_lq'], phase='train',
                                     scale=4, num_worker_per_gpu=0)
@@ -229,7 +243,8 @@ def fp_reference(opt, evaluator):
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from odm_basicsr.quant import set_quantization
     net = build_network(copy.deepcopy(opt['network_g']))
-    net.load_state_dict(torch.load(FP_CHECKPOINT, map_location='cpu', weights_only=True)['params'], strict=False)
+    net.load_state_dict(torch.load(opt['path']['pretrain_network_g'], map_location='cpu', weights_only=True)['params'],
+                        strict=False)
     set_quantization(net, False)  # quantizers off and offsets not selected: exactly the FP EDSR function
     evaluator.fp_outputs = evaluator.outputs(net)
     gts = [evaluator.tensor2img(data['gt']) for data in evaluator.loader]
@@ -258,6 +273,8 @@ def main():
     parser.add_argument('--no-sweep', action='store_true', help='skip the regularizer-weight sweep')
     parser.add_argument('--sweep-mults', type=float, nargs='+', default=[1, 10, 100])
     parser.add_argument('--json', default=osp.join(REPO, 'benchmarks', 'results', 'proxy_accuracy.json'))
+    parser.add_argument('--arch', default='EDSR', choices=list(PROXY_ARCHS),
+                        help='the proxy network (EDSR: the demo EDSR; RCAN: the demo RCAN through ODMQuant)')
     args = parser.parse_args()
     iters = args.iters or (150 if args.quick else 600)
     seeds = args.seeds or ([10] if args.quick else [10, 11])
@@ -270,7 +287,7 @@ def main():
 
     start = time.time()
     paths = demo_data()
-    base_opt = build_options('plain QAT', 4, iters, seeds[0])
+    base_opt = build_options('plain QAT', 4, iters, seeds[0], arch=args.arch)
     evaluator = Evaluator(base_opt)
     bicubic = bicubic_metrics(paths['val_gt'], paths['val_lq'])
     fp = fp_reference(base_opt, evaluator)
@@ -280,7 +297,7 @@ def main():
 
     def run(variant, bits, seed, weight=None, cooperation=None, mult=None):
         """Fine-tune one variant; ``weight`` overrides its regularizer weight (``mult`` labels it in the sweep)."""
-        opt = build_options(variant, bits, iters, seed, weight, cooperation)
+        opt = build_options(variant, bits, iters, seed, weight, cooperation, args.arch)
         res = fine_tune(opt, evaluator, curve_points)
         used = opt['train'].get('odm_opt', {}).get('loss_weight')
         entry = {'variant': variant, 'bits': bits, 'seed': seed, 'weight_mult': mult, 'sweep': mult is not None,
@@ -317,7 +334,7 @@ def main():
                 and (cooperation is None or r['cooperation'] == cooperation)]
 
     rows = [['bicubic', '-', '-', f'{bicubic["psnr"]:.2f}', f'{bicubic["ssim"]:.4f}', '-', '-', '-'],
-            ['FP (EDSR 32x8)', '32', '-', f'{fp["psnr"]:.2f}', f'{fp["ssim"]:.4f}', '(reference)', '-', '-']]
+            [f'FP ({PROXY_ARCHS[args.arch]["label"]})', '32', '-', f'{fp["psnr"]:.2f}', f'{fp["ssim"]:.4f}', '(reference)', '-', '-']]
     for bits in args.bits:
         for variant in args.variants:
             sel = select(variant, bits, cooperation=VARIANTS[variant][2])
@@ -374,7 +391,7 @@ def main():
     for name, ok, detail in checks:
         print(f'- [{"x" if ok else " "}] {name}: {detail}')
     print(f'\n(total {time.time() - start:.0f} s)')
-    write_json(args.json, {'iters': iters, 'seeds': seeds, 'bicubic': bicubic, 'fp': fp, 'runs': runs,
+    write_json(args.json, {'arch': args.arch, 'iters': iters, 'seeds': seeds, 'bicubic': bicubic, 'fp': fp, 'runs': runs,
                            'checks': [{'name': n, 'ok': o, 'detail': d} for n, o, d in checks],
                            'tables': {'main': main_table, 'sweep': sweep_table, 'qat_curve': curve_table}})
 

@@ -4,7 +4,9 @@ CPU training of the proxy is deterministic, so a variant, bit-width and seed fou
 files must agree on it (checked) and it is counted once. Spreads are half the range over seeds, as in
 docs/RESULTS.md. Nothing is re-run.
 
-    python benchmarks/proxy_table.py benchmarks/results/proxy_*.json [--iters 1000]
+    python benchmarks/proxy_table.py benchmarks/results/proxy_*.json [--iters 1000] [--arch EDSR]
+
+Only files of one proxy arch are read (``--arch``; files without an ``arch`` entry are EDSR's).
 
 Prints:
 1. per bit-width, each variant's PSNR vs HR per seed, mean ± half-range, fidelity to the FP output;
@@ -51,13 +53,13 @@ ORDER = ['plain QAT', 'plain QAT (P99 weights)', 'WCC only', 'ODM v1', 'ODM v1 (
          'cooperative variance', 'naive mismatch', 'ODM v2 (no cooperation)']  # rows first in this order
 
 
-def load_runs(paths, iters):
-    """{(variant, bits, seed): result} over the files; raises if two files disagree on a run."""
+def load_runs(paths, iters, arch='EDSR'):
+    """{(variant, bits, seed): result} over the files of ``arch``; raises if two files disagree on a run."""
     runs, sources = {}, {}
     for path in paths:
         with open(path) as f:
             data = json.load(f)
-        if iters is not None and data.get('iters') != iters:
+        if (iters is not None and data.get('iters') != iters) or data.get('arch', 'EDSR') != arch:
             continue
         for run in data['runs']:
             if run.get('sweep'):
@@ -148,8 +150,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('json', nargs='+')
     parser.add_argument('--iters', type=int, default=1000, help='only files of runs this long (default 1000)')
+    parser.add_argument('--arch', default='EDSR', help='only files of this proxy arch (default EDSR)')
     args = parser.parse_args()
-    print(tables(load_runs(args.json, args.iters)))
+    print(tables(load_runs(args.json, args.iters, args.arch)))
 
 
 if __name__ == '__main__':

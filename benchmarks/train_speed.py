@@ -148,7 +148,7 @@ def measure_interleaved(setting, variants, device, rounds, warmup, modes=('eager
     models, steps = {}, {}
     variants = configs(variants, modes)
     for variant in variants:
-        opt = setting_options(*variant, setting, device, weight_clip_interval=weight_clip_interval)
+        opt = setting_options(variant[0], setting, device, variant[1], weight_clip_interval)
         torch.manual_seed(0)
         models[variant] = build_model(opt)
         models[variant].feed_data(fixed_batch(opt))

@@ -201,3 +201,32 @@ def test_weight_clip_interval_in_training_and_in_the_training_state(tiny_data, t
     resumed.resume_training(state)
     for quantizer, statistic in zip(resumed.weight_quantizers, seen[2]):
         assert torch.equal(quantizer.cached_clip_statistic, statistic)
+
+
+def test_skip_range_gradients_leaves_the_input_gradient_and_drops_only_the_ranges():
+    from odm_basicsr.quant import fake_quantize, skip_range_gradients
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 3, 6, 6, generator=g) * 2).requires_grad_()
+    lower, upper = torch.tensor(-1.5, requires_grad=True), torch.tensor(2.0, requires_grad=True)
+    weight = torch.randn(2, 3, 6, 6, generator=g)
+    full = torch.autograd.grad((fake_quantize(x, lower, upper, 3) * weight).sum(), [x, lower, upper])
+    assert full[1] != 0 and full[2] != 0
+    with skip_range_gradients():
+        out = (fake_quantize(x, lower, upper, 3) * weight).sum()
+        grad_x, grad_lower = torch.autograd.grad(out, [x, lower], allow_unused=True)
+    assert torch.equal(grad_x, full[0])
+    assert grad_lower is None  # not computed
+    again = torch.autograd.grad((fake_quantize(x, lower, upper, 3) * weight).sum(), [lower])[0]
+    assert torch.equal(again, full[1])  # the context restored them
+
+
+def test_range_gradients_of_an_odm_step_are_the_reconstruction_loss_alone(tiny_data):
+    """The regularizer's pass skips the range gradients; the ranges still get g_R, exactly."""
+    model = build(tiny_data, NET, **V2)
+    lq, gt = batches(9, 2)[0]
+    ranges = [p for n, p in model.net_g.named_parameters() if n.endswith(('lower', 'upper'))]
+    expected = torch.autograd.grad(model.cri_pix(model.net_g(lq), gt), ranges)
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)
+    for param, grad in zip(ranges, expected):
+        assert torch.allclose(param.grad, grad, rtol=1e-6, atol=1e-9)

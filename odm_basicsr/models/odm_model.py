@@ -17,7 +17,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from odm_basicsr.data.calibration import calibration_batches, calibration_settings
 from odm_basicsr.options_check import device_guard_supported
 from odm_basicsr.quant import (WeightQuantizer, activation_points, calibrate, combine_flat, combine_gradients,
-                               is_quantizer_param, quantized_layers, refresh_quantizer_state)
+                               is_quantizer_param, quantized_layers, refresh_quantizer_state, skip_range_gradients)
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'cosine_tensor': 'grad_cos_tensor_mean',
                          'none': 'grad_cos'}
@@ -395,7 +395,8 @@ class ODMModel(SRModel):
                     for param in self.weight_params + self.quant_params:
                         if param.grad is None:
                             param.grad = torch.zeros_like(param)
-                    reg_grads = torch.autograd.grad(l_reg, self.weight_params, allow_unused=True)
+                    with skip_range_gradients():  # the regularizer never trains ranges: do not compute their grads
+                        reg_grads = torch.autograd.grad(l_reg, self.weight_params, allow_unused=True)
                     reg_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.weight_params, reg_grads)]
                     if self.opt['dist']:
                         stat, rec_norm, reg_norm = self._cooperate_across_ranks(reg_grads)

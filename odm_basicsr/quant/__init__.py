@@ -11,12 +11,12 @@ from .cost import cost_report, format_cost_report
 from .layers import OFFSET_MODES, ChannelOffset, MatMul, QuantConv2d, QuantLinear, QuantOperand
 from .quantizer import (MAX_BITS, MIN_BITS, WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, ActQuantizer,
                         UncalibratedQuantizerError, WeightQuantizer, channel_percentile, check_bits, fake_quantize,
-                        integer_grid, percentile, round_ste)
+                        integer_grid, percentile, round_ste, skip_range_gradients)
 from .regularizers import REGULARIZERS, VARIANCE_STATS, mismatch_loss, variance_loss
 
 __all__ = [
     'ActQuantizer', 'WeightQuantizer', 'QuantConv2d', 'QuantLinear', 'QuantOperand', 'MatMul', 'ChannelOffset',
-    'fake_quantize', 'round_ste', 'activation_points', 'integer_grid',
+    'fake_quantize', 'skip_range_gradients', 'round_ste', 'activation_points', 'integer_grid',
     'percentile', 'check_bits', 'quantize_modules', 'quantize_network', 'quantized_layers', 'set_quantization',
     'refresh_quantizer_state', 'set_integer_zero_point', 'ScopeError', 'layer_names', 'UncalibratedQuantizerError',
     'channel_percentile',

@@ -4,6 +4,8 @@
 
 round() passes gradients straight through; l and u receive gradients through clip() and s (LSQ+/PACT style).
 """
+import contextlib
+
 import torch
 import torch.nn as nn
 
@@ -53,6 +55,24 @@ def _fake_quantize_backward(grad, below, above, residual, levels: int, need_x: b
             (grad.masked_fill(~above, 0) - shared).sum_to_size(upper_shape))
 
 
+_RANGE_GRADIENTS = {'enabled': True}  # see skip_range_gradients
+
+
+@contextlib.contextmanager
+def skip_range_gradients():
+    """Within this context, backward passes through fake quantizers compute no gradient for the range bounds (lower,
+    upper), only for the input: for a backward that asks for other gradients only, e.g. the regularizer's
+    ``torch.autograd.grad(l_reg, network_weights)``, which otherwise computes three reductions over every quantized
+    activation for nothing. Eager autograd only; a ``torch.compile``d backward computes what it traced. Not for a
+    backward whose range gradients are used (they would be missing, as if zero)."""
+    previous = _RANGE_GRADIENTS['enabled']
+    _RANGE_GRADIENTS['enabled'] = False
+    try:
+        yield
+    finally:
+        _RANGE_GRADIENTS['enabled'] = previous
+
+
 class _FakeQuantize(torch.autograd.Function):
     """Fused fake quantization with the straight-through gradients of ``round_ste`` written out.
 
@@ -76,7 +96,7 @@ class _FakeQuantize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         saved = ctx.saved_tensors
-        residual = saved[2] if len(saved) > 2 else None
+        residual = saved[2] if len(saved) > 2 and _RANGE_GRADIENTS['enabled'] else None
         grad_x, grad_lower, grad_upper = _fake_quantize_backward(
             grad, saved[0], saved[1], residual, ctx.levels, ctx.needs_input_grad[0], *ctx.range_shapes)
         return grad_x, grad_lower, grad_upper, None
