@@ -23,7 +23,7 @@ COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'c
                          'none': 'grad_cos'}
 
 
-DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}
+DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}  # each regularizer with its own paper's rule
 
 
 def _is_compile_error(error):
