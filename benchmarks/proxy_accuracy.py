@@ -36,11 +36,20 @@ FP_CHECKPOINT = osp.join(REPO, 'odm_basicsr', 'pretrained', 'EDSR_demo_x4_f32b8_
 # the second proxy arch (issue 13): the demo SRVGGNetCompact of the PTQ proxy (the best trained of its FP
 # checkpoints), quantized by ODMQuant with that arch's body scope
 PROXY_ARCHS = {
-    'EDSR': {'checkpoint': FP_CHECKPOINT, 'label': 'EDSR 32x8', 'ptq_file': None},
+    'EDSR': {'checkpoint': FP_CHECKPOINT, 'label': 'EDSR 32x8', 'ptq_file': None, 'feature_range': 255},
     'SRVGGNetCompact': {
         'checkpoint': osp.join(REPO, 'odm_basicsr', 'pretrained', 'SRVGGNetCompact_demo_x4_f32c8_FP.pth'),
-        'label': 'SRVGGNetCompact 32x8', 'ptq_file': 'options/ptq/ptq_SRVGGNetCompact_demo_x4_w4a4.yml'},
+        'label': 'SRVGGNetCompact 32x8', 'ptq_file': 'options/ptq/ptq_SRVGGNetCompact_demo_x4_w4a4.yml',
+        'feature_range': 1},
 }
+
+
+def scaled_weight(regularizer, weight, arch):
+    """The regularizer weight for ``arch``'s feature scale, by the option grid's rule (docs/METHOD.md, section 6):
+    the mismatch distance is linear in the feature scale (x 255 / range), the variance quadratic (x (255 / range)^2).
+    The EDSR proxy's weights are for 0-255 features."""
+    ratio = 255 / PROXY_ARCHS[arch]['feature_range']
+    return weight * (ratio if regularizer == 'mismatch' else ratio**2)
 V1_WEIGHT = 1e-6            # this project's v1 default (the paper gives none; chosen from this sweep)
 V1_SWEEP_BASE = 1e-7        # the sweep's x1 for v1: the project's first placeholder
 V2_WEIGHT = 1e-5 / 255      # the paper's EDSR lambda_M on 0-255 pixels, converted to BasicSR's 0-1 L1
@@ -116,6 +125,7 @@ def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arc
         train['odm_opt'] = dict(odm_opt, type='ODMLoss')
         if weight is not None:
             train['odm_opt']['loss_weight'] = weight
+        train['odm_opt']['loss_weight'] = scaled_weight(odm_opt['regularizer'], train['odm_opt']['loss_weight'], arch)
     train['cooperation'] = cooperation or coop
     if net_keys['offsets'] != 'none':
         train['calibration']['offset_top_k'] = 0.25
