@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # GPU checks, for a session that is lent a CUDA machine (one call, well under 8 minutes on one H100/H200):
 #   1. benchmarks/train_speed.py on CUDA (paper-size EDSR-baseline x4 and the proxy; FP, QAT, ODM v1, ODM v2), each
-#      quantized variant eager (the step before issue 16), compiled (ODMModel's CUDA default: the training forward
-#      and backward through torch.compile, the non-finite guard on the device) and compiled with
-#      weight_clip_interval 16; one more step of each under torch.cuda.set_sync_debug_mode('error') says whether the
-#      step synchronizes the host;
+#      quantized variant eager (the step before issue 16) and compiled (ODMModel's CUDA default: the training
+#      forward and backward through torch.compile, the non-finite guard on the device); one more step of each under
+#      torch.cuda.set_sync_debug_mode('error') says whether the step synchronizes the host (add compiled_wci to
+#      --modes for weight_clip_interval 16: about a minute more of compilation);
 #   2. benchmarks/cuda_parity.py: one quantized forward on CUDA against the CPU result;
 #   3. a short ODM v1 training on CUDA through BasicSR's train_pipeline (demo data, 200 iterations).
 # Results go to OUT_DIR (first argument, else $OUT, else benchmarks/results/gpu); copy them to
@@ -25,7 +25,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
   | tee -a "$OUT_DIR/gpu.txt"
 
 step "1. training-step speed on CUDA"
-$PY benchmarks/train_speed.py --device cuda --iters 20 --warmup 5 --modes eager compiled compiled_wci \
+$PY benchmarks/train_speed.py --device cuda --iters 20 --warmup 5 --modes eager compiled \
   --json "$OUT_DIR/train_speed_cuda.json" \
   2>&1 | grep -v -E '^(Write|\s*$)' | tee "$OUT_DIR/train_speed_cuda.txt"
 
