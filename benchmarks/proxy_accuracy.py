@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from common import REPO, demo_data, load_yaml, markdown_table, write_json
+from odm_basicsr.tools.option_grid import feature_scale_factor
 
 FP_CHECKPOINT = osp.join(REPO, 'odm_basicsr', 'pretrained', 'EDSR_demo_x4_f32b8_FP.pth')
 # the second proxy arch (issue 13): the demo SRVGGNetCompact of the PTQ proxy (the best trained of its FP
@@ -42,14 +43,6 @@ PROXY_ARCHS = {
         'label': 'SRVGGNetCompact 32x8', 'ptq_file': 'options/ptq/ptq_SRVGGNetCompact_demo_x4_w4a4.yml',
         'feature_range': 1},
 }
-
-
-def scaled_weight(regularizer, weight, arch):
-    """The regularizer weight for ``arch``'s feature scale, by the option grid's rule (docs/METHOD.md, section 6):
-    the mismatch distance is linear in the feature scale (x 255 / range), the variance quadratic (x (255 / range)^2).
-    The EDSR proxy's weights are for 0-255 features."""
-    ratio = 255 / PROXY_ARCHS[arch]['feature_range']
-    return weight * (ratio if regularizer == 'mismatch' else ratio**2)
 V1_WEIGHT = 1e-6            # this project's v1 default (the paper gives none; chosen from this sweep)
 V1_SWEEP_BASE = 1e-7        # the sweep's x1 for v1: the project's first placeholder
 V2_WEIGHT = 1e-5 / 255      # the paper's EDSR lambda_M on 0-255 pixels, converted to BasicSR's 0-1 L1
@@ -125,7 +118,8 @@ def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arc
         train['odm_opt'] = dict(odm_opt, type='ODMLoss')
         if weight is not None:
             train['odm_opt']['loss_weight'] = weight
-        train['odm_opt']['loss_weight'] = scaled_weight(odm_opt['regularizer'], train['odm_opt']['loss_weight'], arch)
+        # weights set for EDSR's 0-255 features, carried to the arch's by the option grid's rule (METHOD.md, 6)
+        train['odm_opt']['loss_weight'] *= feature_scale_factor(odm_opt['regularizer'], spec['feature_range'])
     train['cooperation'] = cooperation or coop
     if net_keys['offsets'] != 'none':
         train['calibration']['offset_top_k'] = 0.25
@@ -347,7 +341,8 @@ def main():
                 and (cooperation is None or r['cooperation'] == cooperation)]
 
     rows = [['bicubic', '-', '-', f'{bicubic["psnr"]:.2f}', f'{bicubic["ssim"]:.4f}', '-', '-', '-'],
-            [f'FP ({PROXY_ARCHS[args.arch]["label"]})', '32', '-', f'{fp["psnr"]:.2f}', f'{fp["ssim"]:.4f}', '(reference)', '-', '-']]
+            [f'FP ({PROXY_ARCHS[args.arch]["label"]})', '32', '-', f'{fp["psnr"]:.2f}', f'{fp["ssim"]:.4f}',
+             '(reference)', '-', '-']]
     for bits in args.bits:
         for variant in args.variants:
             sel = select(variant, bits, cooperation=VARIANTS[variant][2])
@@ -404,7 +399,8 @@ def main():
     for name, ok, detail in checks:
         print(f'- [{"x" if ok else " "}] {name}: {detail}')
     print(f'\n(total {time.time() - start:.0f} s)')
-    write_json(args.json, {'arch': args.arch, 'iters': iters, 'seeds': seeds, 'bicubic': bicubic, 'fp': fp, 'runs': runs,
+    write_json(args.json, {'arch': args.arch, 'iters': iters, 'seeds': seeds, 'bicubic': bicubic, 'fp': fp,
+                           'runs': runs,
                            'checks': [{'name': n, 'ok': o, 'detail': d} for n, o, d in checks],
                            'tables': {'main': main_table, 'sweep': sweep_table, 'qat_curve': curve_table}})
 

@@ -74,6 +74,13 @@ def ratios(result, results):
     return (result['median_s'] / fp if fp else float('nan'), result['median_s'] / qat if qat else float('nan'))
 
 
+def step_settings(model):
+    """What the built model's step actually ran with (a compile may have fallen back), and its last log."""
+    return {'compiled': bool(getattr(model, 'compiled', False)),
+            'guard_on_device': bool(getattr(model, 'guard_on_device', False)),
+            'log': {k: float(v) for k, v in model.log_dict.items()}}
+
+
 def host_sync_check(one_step, device):
     """CUDA only: one more step under ``torch.cuda.set_sync_debug_mode('error')``. Returns {'sync_free': bool,
     'first_sync': the error message of the first synchronizing call, or ''}; None on CPU."""
@@ -132,12 +139,9 @@ def measure(variant, setting, device, iters, warmup, profile=False, mode='eager'
         print(f'\n--- profile: {setting} / {variant} (2 steps) ---')
         print(prof.key_averages().table(sort_by=key, row_limit=15))
     result = {'setting': setting, 'variant': variant, 'mode': mode, 'median_s': median, 'times_s': times,
-              'compiled': bool(getattr(model, 'compiled', False)),
-              'guard_on_device': bool(getattr(model, 'guard_on_device', False)),
               'peak_mem_mib': mem if mem is not None else rss.mib,
               'memory_kind': 'cuda_max_allocated' if mem is not None else 'cpu_peak_rss_increase_sampled',
-              'host_sync_check': sync_check,
-              'log': {k: float(v) for k, v in model.log_dict.items()}}
+              'host_sync_check': sync_check, **step_settings(model)}
     del model
     return result
 
@@ -173,9 +177,7 @@ def measure_interleaved(setting, variants, device, rounds, warmup, modes=('eager
     for variant in variants:
         res = {'setting': setting, 'variant': variant[0], 'mode': variant[1],
                'median_s': statistics.median(times[variant]), 'times_s': times[variant], 'interleaved': True,
-               'compiled': bool(getattr(models[variant], 'compiled', False)),
-               'guard_on_device': bool(getattr(models[variant], 'guard_on_device', False)),
-               'log': {k: float(v) for k, v in models[variant].log_dict.items()}}
+               **step_settings(models[variant])}
         for base, key in ((('FP', 'eager'), 'fp'), (('QAT', variant[1]), 'qat')):
             if base in times:
                 per_round = [t / b for t, b in zip(times[variant], times[base])]

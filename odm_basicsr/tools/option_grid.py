@@ -31,11 +31,20 @@ def regularizer_weights(arch):
     return scaled_regularizer_weights(a['lambda_m'][0], a['feature_range'], a['quant_layers'])
 
 
+def feature_scale_factor(regularizer, feature_range):
+    """What a regularizer weight set for 0-255 features is multiplied by for features spanning ``feature_range``:
+    255 / range for the mismatch distance (linear in the feature scale), its square for the variance."""
+    ratio = 255 / feature_range
+    return ratio if regularizer == 'mismatch' else ratio**2
+
+
 def scaled_regularizer_weights(lambda_m, feature_range, quant_layers):
     """(v1 weight, v2 weight) for a network whose features span ``feature_range`` (255 or 1) with ``quant_layers``
     quantized layers; ``lambda_m`` is the paper's v2 weight on 0-255 pixels. See ``regularizer_weights``."""
-    ratio = 255 / feature_range
-    return V1_WEIGHT_EDSR * ratio**2 * 32 / quant_layers, lambda_m / 255 * ratio
+    return (V1_WEIGHT_EDSR * feature_scale_factor('variance', feature_range) * 32 / quant_layers,
+            lambda_m / 255 * feature_scale_factor('mismatch', feature_range))
+
+
 ARCHS = {
     'EDSR': {
         'label': 'EDSR-baseline (64 features, 16 residual blocks)', 'exp': 'EDSR_M', 'type': 'ODMEDSR', 'fp_type': 'EDSR',
