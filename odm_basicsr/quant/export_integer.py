@@ -8,12 +8,19 @@ optimizer turns into QLinearConv / QLinearMatMul:
 
 What it changes against the fake-quant network, each step named in the export report:
 
-1. **Integer zero point.** The activation grid l + i·s (i = 0..L) moves onto multiples of its step:
-   (n + i)·s with n = round(l / s) (``integer_grid``), the same step, the range moved by at most s/2. Codes are
-   uint8 c = n + i + zp with zp = max(-n, 0); a b-bit grid (b < 8) is cut out of uint8 by a Clip on the codes.
-2. **Weights.** b <= 7: the zero-free grid as odd int8 integers at half the step (exact). b = 8: the 256-level
-   zero-free grid does not fit int8; it is rounded to int8 at scale u/127 (error at most u/254 per weight).
-3. **Bias** (with the offsets' W·o/a folded in): int32 at scale s·s_w, rounding at most s·s_w/2.
+1. **Integer zero point.** The free activation grid l + i·s (i = 0..L) sits δ = l - n·s off the integer grid
+   (n + i)·s, n = round(l / s) (``integer_grid``, ``grid_shift``). The graph quantizes X - δ on the integer grid
+   and adds δ back through the consumer's bias (b + δ·ΣW): the same levels as the free grid, so nothing moves. The
+   -δ folds into the producing conv's bias where its output goes straight onto this grid (step 4); otherwise it is
+   one float Sub before the QuantizeLinear. Exact except on the border ring of a zero-padded conv, where the
+   padding stands for -δ instead of 0. Codes are uint8 c = n + i + zp with zp = max(-n, 0); a b-bit grid (b < 8)
+   is cut out of uint8 by a Clip on the codes.
+2. **Weights.** b <= 7: the zero-free grid as odd integers at half the step, times ``code_spread`` (exact). b = 8:
+   the 256-level zero-free grid does not fit int8; it is rounded to int8 at scale u/127 (error at most u/254 per
+   weight).
+3. **Bias** (with the offsets' W·o/a and step 1's δ·ΣW folded in): int32 at scale s·s_w, rounding at most
+   s·s_w/2 (finer by the spread, except for a network trained with ``integer_zero_point``, whose bias keeps the
+   grid it was trained on).
 4. **Conv outputs.** An output that feeds, through a ReLU or a scalar Mul at most, one quantized layer's input
    is quantized straight onto that layer's input grid (the ReLU becomes the uint8 Clip's lower bound zp): the
    same codes as the fake-quant network. Any other output (a residual add, a concat, the tail) is requantized to
@@ -72,16 +79,23 @@ def uint8_grid(lower, upper, bits):
     """The uint8 form of an activation grid [lower, upper] at ``bits`` bits (see ``integer_grid``).
 
     Returns:
-        dict: scale (0-dim float32), zero_point, code_lo, code_hi (python ints; the b-bit codes in uint8),
-        moved (float: how far the lower bound moved, in units of the step).
+        dict: scale (0-dim float32), zero_point, code_lo, code_hi (python ints; the b-bit codes in uint8).
     """
     with torch.no_grad():
         n, step = integer_grid(lower.detach().float(), upper.detach().float(), bits)
         n = int(n)
         zero_point = max(-n, 0)
-        moved = abs(float(lower) / float(step) - n)
     return dict(scale=step.detach().clone().reshape(()), zero_point=zero_point, code_lo=n + zero_point,
-                code_hi=n + 2**bits - 1 + zero_point, moved=moved)
+                code_hi=n + 2**bits - 1 + zero_point)
+
+
+def grid_shift(lower, upper, bits):
+    """δ = l - n·s (0-dim float32): how far the free activation grid [l, u] at ``bits`` bits sits off its integer
+    grid n·s (``integer_grid``). 0 for a grid built with ``integer_zero_point``, up to s/2 otherwise (more where n is
+    clamped to fit uint8)."""
+    with torch.no_grad():
+        n, step = integer_grid(lower.detach().float(), upper.detach().float(), bits)
+        return (lower.detach().float() - n * step).reshape(())
 
 
 def requantization_grid(low, high):
@@ -100,8 +114,12 @@ def observe_output_ranges(net, batches):
 
     def keep(name):
         def hook(module, inputs, output):
-            if isinstance(module, QuantLinear) and module.bias is not None:
-                output = output - module.bias  # the export requantizes the product before the bias add
+            if isinstance(module, QuantLinear):  # the export requantizes the product before the bias add,
+                if module.bias is not None:  # and the product of X - δ (grid_shift)
+                    output = output - module.bias
+                shift = folded_grid_shift(module.act_quantizer)
+                if shift is not None:
+                    output = output - shift * module.weight_quantizer(module.weight).sum(dim=1)
             low, high = float(output.min()), float(output.max())
             old = ranges.get(name, (low, high))
             ranges[name] = (min(old[0], low), max(old[1], high))
@@ -122,6 +140,23 @@ def observe_output_ranges(net, batches):
     return ranges
 
 
+def code_spread(w_bits):
+    """The factor m by which the integer export spreads b-bit weight codes (odd integers up to 2^b - 1) over int8:
+    the largest with codes within ±63 (b <= 6), 1 at 7 bits. The weights stay exact, and the int32 bias grid s_x·s_w
+    gets m times finer, so its rounding moves conv outputs m times less. ±63, not ±127: 7-bit weight codes are
+    what keeps u8·s8 products from saturating the 16-bit pair sums of AVX2 kernels without VNNI."""
+    return max(1, 63 // (2**w_bits - 1))
+
+
+def folded_grid_shift(act_quantizer):
+    """The ``grid_shift`` δ of a calibrated activation quantizer when the integer graph folds it (more than 1e-3 of a
+    step), else None (a grid built with ``integer_zero_point``: nothing to fold)."""
+    lower, upper = act_quantizer.valid_range()
+    shift = grid_shift(lower, upper, act_quantizer.bits)
+    step = float(upper.detach() - lower.detach()) / (2**act_quantizer.bits - 1)
+    return shift if abs(float(shift)) > 1e-3 * step else None
+
+
 class IntegerQuantLayer(nn.Module):
     """Export-time stand-in for a QuantConv2d or QuantLinear in the integer graph (module docstring, steps 1-6).
 
@@ -137,49 +172,58 @@ class IntegerQuantLayer(nn.Module):
         with torch.no_grad():
             grid = uint8_grid(*layer.act_quantizer.valid_range(), a_bits)
             self.zero_point, self.code_lo, self.code_hi = grid['zero_point'], grid['code_lo'], grid['code_hi']
-            self.grid_moved = grid['moved']
+            shift = folded_grid_shift(layer.act_quantizer)
+            self.grid_shift_steps = 0.0 if shift is None else abs(float(shift) / float(grid['scale']))
             self.register_buffer('act_scale', grid['scale'])
             k, upper = weight_grid(layer)
             levels = layer.weight_quantizer.levels
             scale = layer.weight_quantizer.integer_scale(upper)  # u/127 at 8 bits, step/2 = u/L below
+            spread = 1
             if levels == 254:  # the int8 grid (8 bits, integer_zero_point): exact
                 codes = (k.to(torch.int16) - 127).to(torch.int8)
-            elif w_bits <= 7:  # odd integers at half the step: exact
-                codes = (2 * k.to(torch.int16) - (2**w_bits - 1)).to(torch.int8)
+            elif w_bits <= 7:  # odd integers at half the step, times a spread factor: exact
+                spread = code_spread(w_bits)
+                codes = ((2 * k.to(torch.int16) - (2**w_bits - 1)) * spread).to(torch.int8)
+                scale = scale / spread
             else:  # the 256-level zero-free grid rounded onto int8 at u/127
                 step = 2 * upper / levels
                 codes = torch.clamp(torch.round((k.float() * step - upper) / scale), -INT8_MAX, INT8_MAX).to(torch.int8)
             scale = scale.reshape(-1) if scale.numel() > 1 else scale.reshape(())
             weight = codes.float() * (scale.view(-1, *([1] * (codes.dim() - 1))) if scale.dim() else scale)
+            self.register_buffer('grid_shift', shift)
             pair = _offset_pair(layer)
-            shift = in_scale = None
+            in_shift = in_scale = None
             if pair is not None:
-                shift = pair[0].detach().clone() if float(layer.offset.shift_on) else None
+                in_shift = pair[0].detach().clone() if float(layer.offset.shift_on) else None
                 in_scale = pair[1].detach().clone() if float(layer.offset.scale_on) else None
             bias = torch.zeros(codes.shape[0]) if layer.bias is None else layer.bias.detach().float().clone()
-            if shift is not None:  # the conv of the constant o/a, on interior pixels (step 5)
-                post_add = shift / (in_scale if in_scale is not None else 1)
-                bias = bias + (weight * post_add.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+            sum_dims = tuple(range(1, weight.dim()))
+            if in_shift is not None:  # the conv of the constant o/a, on interior pixels (step 5)
+                post_add = in_shift / (in_scale if in_scale is not None else 1)
+                bias = bias + (weight * post_add.view(1, -1, 1, 1)).sum(dim=sum_dims)
+            if shift is not None:  # the layer of the constant δ (step 1)
+                bias = bias + shift * weight.sum(dim=sum_dims)
             if self.is_linear:
                 self.register_buffer('weight_codes', codes.t().contiguous())  # (in, out): MatMul's B
                 self.weight_axis = 1
-                self.register_buffer('bias', None if layer.bias is None else bias)
+                self.register_buffer('bias', None if layer.bias is None and shift is None else bias)
                 self.register_buffer('bias_codes', None)
                 self.register_buffer('bias_scale', None)
-            else:
+            else:  # always a bias: the chain pass folds the consumer's -δ into it (step 1)
                 self.weight_axis = 0
                 self.register_buffer('weight_codes', codes)
                 bias_scale = (self.act_scale * (scale if scale.dim() else scale.expand(codes.shape[0]))).float()
-                has_bias = layer.bias is not None or shift is not None
-                self.register_buffer('bias_codes', torch.round(bias.double() / bias_scale.double()).to(torch.int32)
-                                     if has_bias else None)
-                self.register_buffer('bias_scale', bias_scale.contiguous() if has_bias else None)
+                # trained with integer_zero_point: the bias rounding it was trained with (s_x·s_w before the spread)
+                grid = spread if layer.output_quantizer is not None else 1
+                bias_codes = torch.round(bias.double() / (bias_scale.double() * grid)) * grid
+                self.register_buffer('bias_codes', bias_codes.to(torch.int32))
+                self.register_buffer('bias_scale', bias_scale.contiguous())
                 self.register_buffer('bias', None)
             self.register_buffer('weight_scale', scale.contiguous())
             # python ints (the ONNX symbolics need them at trace time): per-channel scale counts, 0 per tensor
             self.weight_scale_count = scale.numel() if scale.dim() else 0
             self.bias_count = 0 if self.bias_scale is None else self.bias_scale.numel()
-            self.register_buffer('in_shift', None if shift is None else shift.view(1, -1, 1, 1))
+            self.register_buffer('in_shift', None if in_shift is None else in_shift.view(1, -1, 1, 1))
             self.register_buffer('in_scale', None if in_scale is None else in_scale.view(1, -1, 1, 1))
             requantizer = layer.output_quantizer
             if requantizer is not None and requantizer.is_active:  # trained with it: the same grid
@@ -190,7 +234,7 @@ class IntegerQuantLayer(nn.Module):
         if not self.is_linear:
             self.stride, self.dilation, self.groups = layer.stride, layer.dilation, layer.groups
             self.padding = layer.padding
-            self.pad_first = shift is not None or in_scale is not None
+            self.pad_first = in_shift is not None or in_scale is not None
 
     def forward(self, x):
         if not self.is_linear and self.pad_first:
@@ -200,6 +244,8 @@ class IntegerQuantLayer(nn.Module):
             x = x - self.in_shift
         if self.in_scale is not None:
             x = x / self.in_scale
+        if self.grid_shift is not None:
+            x = x - self.grid_shift
         x = _QuantizeCodes.apply(x, self.act_scale, self.zero_point, self.code_lo, self.code_hi)
         weight = _DequantizeInitializer.apply(self.weight_codes, self.weight_scale, self.weight_axis,
                                               self.weight_scale_count, False)
@@ -218,25 +264,25 @@ def to_integer_module(net, calibration_batches, output_ranges=None):
     ExportQuantOperand (exact QDQ).
 
     Returns:
-        (nn.Module, dict): the module and a report: layers, grids_moved (layer names whose lower bound moved by
-        more than 1e-3 steps), largest_move (in steps).
+        (nn.Module, dict): the module and a report: layers, grids_shifted (layer names whose free grid sits off the
+        integer grid, the shift folded into biases: ``grid_shift``), largest_shift (in steps).
     """
     check_calibrated(net)
     source = getattr(net, 'module', net)
     device = next(source.parameters()).device
     ranges = output_ranges or observe_output_ranges(source, [b.to(device) for b in calibration_batches])
     model = copy.deepcopy(source).cpu().eval()
-    moved = {}
+    shifted = {}
     for name, point in activation_points(model):
         if isinstance(point, QuantOperand):
             _set_submodule(model, name, ExportQuantOperand(point))
             continue
         layer = IntegerQuantLayer(point, ranges[name])
-        if layer.grid_moved > 1e-3:
-            moved[name] = layer.grid_moved
+        if layer.grid_shift is not None:
+            shifted[name] = layer.grid_shift_steps
         _set_submodule(model, name, layer)
-    return model, dict(layers=len(quantized_layers(source)), grids_moved=sorted(moved),
-                       largest_move=max(moved.values(), default=0.0))
+    return model, dict(layers=len(quantized_layers(source)), grids_shifted=sorted(shifted),
+                       largest_shift=max(shifted.values(), default=0.0))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,8 +325,9 @@ class _Graph:
 
 
 def chain_requantizations(model):
-    """Rewrite ``conv -> Q_out -> DQ_out [-> Mul(scalar)] [-> Relu] -> Q_in [-> Clip] -> DQ_in`` into
-    ``conv -> Q_in -> Clip -> DQ_in`` in place; a scalar Mul after a requantization folds into its DQ scale.
+    """Rewrite ``conv -> Q_out -> DQ_out [-> Relu] [-> Sub(δ)] -> Q_in [-> Clip] -> DQ_in`` into
+    ``conv(bias - δ) -> Q_in -> Clip -> DQ_in`` in place (the Sub is the consumer's ``grid_shift``); a scalar Mul
+    after a requantization folds into its DQ scale (and the output is then not chained unless the Mul is by 1).
 
     Returns:
         list[str]: the layers (named by their ``<layer>.weight_codes`` initializer) whose output now goes straight
@@ -297,6 +344,7 @@ def chain_requantizations(model):
         if not dq_out:
             continue
         nxt = g.only_consumer(dq_out.output[0])
+        factor = None
         if nxt is not None and nxt.op_type == 'Mul':  # res_scale: fold into the requantization scale
             other = nxt.input[1] if nxt.input[0] == dq_out.output[0] else nxt.input[0]
             factor = g.value(other)
@@ -308,33 +356,53 @@ def chain_requantizations(model):
                 graph.node.remove(nxt)
                 g = _Graph(graph)
                 nxt = g.only_consumer(dq_out.output[0])
-        relu = None
+        if factor is not None and not np.all(factor == 1):
+            continue  # conv·r onto the next grid would need r in the conv's scales: requantized instead
+        relu = shift = None
         if nxt is not None and nxt.op_type == 'Relu':
             relu, nxt = nxt, g.only_consumer(nxt.output[0])
+        if nxt is not None and nxt.op_type == 'Sub':
+            delta = g.value(nxt.input[1])
+            if delta is None or delta.size != 1 or g.value(nxt.input[0]) is not None:
+                continue
+            shift, nxt = nxt, g.only_consumer(nxt.output[0])
         if conv.op_type != 'Conv' or nxt is None or nxt.op_type != 'QuantizeLinear':
             continue
         q_in = nxt
         zero_point = g.value(q_in.input[2])
         if zero_point is None or zero_point.dtype != np.uint8 or g.value(dq_out.input[1]) is None:
             continue
+        bias_dq = None
+        if shift is not None:  # conv - δ: into the int32 bias (the consumer's grid_shift, step 1)
+            bias_dq = next((n for n in graph.node if len(conv.input) > 2 and conv.input[2] in n.output), None)
+            if (bias_dq is None or bias_dq.op_type != 'DequantizeLinear' or g.value(bias_dq.input[0]) is None
+                    or g.value(bias_dq.input[0]).dtype != np.int32):
+                continue
         zp = int(zero_point)
+        delta = 0.0 if shift is None else float(g.value(shift.input[1]).reshape(()))
         clip = g.only_consumer(q_in.output[0], 'Clip')
-        if relu is not None:
+        if relu is not None:  # ReLU's 0 sits at the code of Q(0 - δ) (Q is monotone: max commutes with it)
+            relu_code = int(min(max(zp + np.round(-delta / float(g.value(q_in.input[1]))), 0), UINT8_MAX))
             if clip is not None:
                 low = int(g.value(clip.input[1]))
-                if low < zp:
+                if low < relu_code:
                     counter += 1
-                    clip.input[1] = g.add_constant(f'odm_clip_low_{counter}', np.array(zp, np.uint8))
+                    clip.input[1] = g.add_constant(f'odm_clip_low_{counter}', np.array(relu_code, np.uint8))
             else:  # the ReLU becomes a uint8 Clip at the zero point
                 counter += 1
                 clipped = f'odm_relu_codes_{counter}'
                 _rewire(graph, q_in.output[0], clipped)
-                low = g.add_constant(f'odm_clip_low_{counter}', np.array(zp, np.uint8))
+                low = g.add_constant(f'odm_clip_low_{counter}', np.array(relu_code, np.uint8))
                 high = g.add_constant(f'odm_clip_high_{counter}', np.array(UINT8_MAX, np.uint8))
                 node = _make_node('Clip', [q_in.output[0], low, high], [clipped])
                 graph.node.insert(list(graph.node).index(q_in) + 1, node)
+        if bias_dq is not None:
+            codes, bias_scale = g.value(bias_dq.input[0]), g.value(bias_dq.input[1]).astype(np.float64)
+            counter += 1
+            shifted = codes.astype(np.int64) - np.round(delta / bias_scale).astype(np.int64)
+            bias_dq.input[0] = g.add_constant(f'odm_shifted_bias_{counter}', shifted.astype(np.int32))
         q_in.input[0] = conv.output[0]
-        for node in (q_out, dq_out, relu):
+        for node in (q_out, dq_out, relu, shift):
             if node is not None:
                 graph.node.remove(node)
         weight_dq = next((n for n in graph.node if conv.input[1] in n.output), None)
@@ -370,7 +438,7 @@ def export_onnx_integer(net, example_input, path, calibration_batches, opset=13)
         calibration_batches (list[Tensor]): LR images (N, C, H, W) whose outputs set the requantization ranges.
     Returns:
         dict: ``describe_onnx`` plus mode, chained (conv outputs quantized onto their consumer's grid),
-        requantized (the others), layers, grids_moved, largest_move.
+        requantized (the others), layers, grids_shifted, largest_shift.
     """
     import onnx
     model, report = to_integer_module(net, calibration_batches)

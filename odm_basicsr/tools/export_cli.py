@@ -155,10 +155,13 @@ def main(argv):
     if args.mode == 'integer':
         source = ('the trained output requantizers' if info['trained_requantization'] else
                   f'ranges from {len(batches)} calibration images')
+        shifted = len(info['grids_shifted'])
+        grids = ('all activation grids have integer zero points' if not shifted else
+                 f'{shifted} activation grids sit off an integer zero point (by at most {info["largest_shift"]:.2f} '
+                 'of a step; none with integer_zero_point: true): their shift is folded into the biases, exact but '
+                 'on the border ring of zero-padded convs')
         print(f'integer mode: {info["chained"]} of {info["layers"]} quantized layer outputs go straight onto the next '
-              f'layer\'s grid, {info["requantized"]} are requantized to uint8 ({source}); {len(info["grids_moved"])} '
-              f'activation grids moved to an integer zero point (at most {info["largest_move"]:.2f} of a step; none '
-              'with integer_zero_point: true)')
+              f'layer\'s grid, {info["requantized"]} are requantized to uint8 ({source}); {grids}')
         if info['requantization_mismatches']:
             print(f'warning: {len(info["requantization_mismatches"])} layer(s) were trained with a different '
                   f'requantization than the graph needs ({", ".join(info["requantization_mismatches"][:4])}): '
