@@ -1,0 +1,155 @@
+"""Where the integer ONNX graph's error comes from, for a network with the paper's free activation grids.
+
+The trained demo EDSR (as in ``export_speed.py``, part 2: ODMEDSR body scope, wcc, calibrated, free grids) is
+turned into the integer graph's PyTorch copy (``to_integer_module``), and its output is compared with the fake-quant
+network's on the 3 held-out demo photos (PSNR, RGB 0-1), with one rounding of the integer graph taken out at a time:
+
+    as exported          the integer graph as ``basicsr export --mode integer`` writes it
+    grids moved          the grids moved onto the integer grid instead of shifted (the export before issue 17's
+                         grid shift)
+    no requantization    conv outputs that the graph requantizes to 8 bits are left in float
+    no requant, float bias  ... and the int32 bias replaced by the float bias (what is left: the border ring of
+                         a zero-padded conv, where a padded zero stands for -δ, and float ties)
+    mse requant ranges   requantization ranges that minimise the 8-bit squared error on the calibration batches
+    own-photo ranges     requantization min/max measured on the evaluated photo itself (an oracle)
+    codes to ±127        b-bit weight codes spread to ±127 instead of ±63
+
+A PyTorch copy, not onnxruntime: the numbers are the graph's arithmetic; onnxruntime adds only float-order ties
+(``export_speed.py`` measures it).
+
+    python benchmarks/export_fidelity_sources.py [--bits 4 2]     # about 1 min
+"""
+import argparse
+import os.path as osp
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from common import REPO, markdown_table, write_json
+
+import export_speed as speed  # noqa: E402  (after common)
+from basicsr.archs import build_network  # noqa: E402
+from basicsr.data import build_dataset  # noqa: E402
+from odm_basicsr.data.calibration import calibration_batches  # noqa: E402
+from odm_basicsr.quant import calibrate, quantized_layers  # noqa: E402
+from odm_basicsr.quant import export_integer as qint  # noqa: E402
+from odm_basicsr.quant.calibrate import _SampleObserver  # noqa: E402
+from odm_basicsr.utils.safe_load import load_network_state  # noqa: E402
+
+VARIANTS = ('as exported', 'grids moved', 'no requantization', 'no requant, float bias', 'mse requant ranges',
+            'own-photo ranges', 'codes to ±127')
+
+
+def layer_forward(layer, x, requantize=True, float_bias=None):
+    """``IntegerQuantLayer.forward`` for a conv, with its output requantization and int32 bias optional."""
+    if layer.pad_first:
+        ph, pw = layer.padding
+        x = F.pad(x, (pw, pw, ph, ph))
+    if layer.in_shift is not None:
+        x = x - layer.in_shift
+    if layer.in_scale is not None:
+        x = x / layer.in_scale
+    if layer.grid_shift is not None:
+        x = x - layer.grid_shift
+    x = qint._QuantizeCodes.apply(x, layer.act_scale, layer.zero_point, layer.code_lo, layer.code_hi)
+    weight = qint._DequantizeInitializer.apply(layer.weight_codes, layer.weight_scale, layer.weight_axis,
+                                               layer.weight_scale_count, False)
+    bias = float_bias if float_bias is not None else qint._DequantizeInitializer.apply(
+        layer.bias_codes, layer.bias_scale, 0, layer.bias_count, True)
+    y = F.conv2d(x, weight, bias, layer.stride, 0 if layer.pad_first else layer.padding, layer.dilation, layer.groups)
+    return qint._QuantizeCodes.apply(y, layer.out_scale, layer.out_zero_point, 0, 255) if requantize else y
+
+
+def float_biases(net, model):
+    """{layer name: the bias the integer layer stands for, in float (b + W·o/a + δ·ΣW)}."""
+    out = {}
+    for name, layer in model.named_modules():
+        if isinstance(layer, qint.IntegerQuantLayer):
+            weight = qint._DequantizeInitializer.apply(layer.weight_codes, layer.weight_scale, layer.weight_axis,
+                                                       layer.weight_scale_count, False)
+            source = net.get_submodule(name)
+            bias = source.bias.detach().clone() if source.bias is not None else torch.zeros(weight.shape[0])
+            if layer.in_shift is not None:
+                shift = layer.in_shift.view(-1) / (layer.in_scale.view(-1) if layer.in_scale is not None else 1)
+                bias = bias + (weight * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+            if layer.grid_shift is not None:
+                bias = bias + layer.grid_shift * weight.sum(dim=(1, 2, 3))
+            out[name] = bias
+    return out
+
+
+def mse_output_ranges(net, batches):
+    """{layer name: (l, u)} minimising the 8-bit quantization error of each quantized layer's output."""
+    observers, hooks = {}, []
+    for name, layer in quantized_layers(net):
+        observers[name] = _SampleObserver()
+        hooks.append(layer.register_forward_hook(lambda m, i, o, n=name: observers[n](o)))
+    with torch.no_grad():
+        for batch in batches:
+            net(batch)
+    for hook in hooks:
+        hook.remove()
+    return {name: obs.range_for(8) for name, obs in observers.items()}
+
+
+def run_variant(net, batches, lq, variant):
+    """PSNR of the integer graph's PyTorch copy (one ``variant``) against the fake-quant output on ``lq``."""
+    saved_shift, saved_spread, saved_forward = qint.folded_grid_shift, qint.code_spread, qint.IntegerQuantLayer.forward
+    ranges = None
+    try:
+        if variant == 'grids moved':
+            qint.folded_grid_shift = lambda quantizer: None
+        if variant == 'codes to ±127':
+            qint.code_spread = lambda bits: max(1, 127 // (2**bits - 1))
+        if variant == 'mse requant ranges':
+            ranges = mse_output_ranges(net, batches)
+        if variant == 'own-photo ranges':
+            ranges = qint.observe_output_ranges(net, [lq])
+        model, _ = qint.to_integer_module(net, batches, output_ranges=ranges)
+        if variant in ('no requantization', 'no requant, float bias'):
+            biases = float_biases(net, model) if variant == 'no requant, float bias' else {}
+            names = {id(m): n for n, m in model.named_modules()}
+            qint.IntegerQuantLayer.forward = lambda layer, x: layer_forward(
+                layer, x, requantize=False, float_bias=biases.get(names[id(layer)]))
+        with torch.no_grad():
+            return speed.psnr(model(lq).numpy(), net(lq).numpy())
+    finally:
+        qint.folded_grid_shift, qint.code_spread = saved_shift, saved_spread
+        qint.IntegerQuantLayer.forward = saved_forward
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--bits', type=int, nargs='+', default=[4, 2])
+    parser.add_argument('--json', default=f'{REPO}/benchmarks/results/export_fidelity_sources.json')
+    args = parser.parse_args()
+    paths = speed.demo_data()
+    dataset = build_dataset(dict(name='heldout', type='PairedImageDataset', dataroot_gt=paths['val_gt'],
+                                 dataroot_lq=paths['val_lq'], io_backend={'type': 'disk'}, phase='val', scale=4))
+    photos = [(osp.splitext(osp.basename(dataset.paths[i]['gt_path']))[0], dataset[i]['lq'][None])
+              for i in range(len(dataset))]
+    train = dict(name='cal', type='PairedImageDataset', dataroot_gt=paths['train_gt'], dataroot_lq=paths['train_lq'],
+                 io_backend={'type': 'lmdb'}, gt_size=96, use_hflip=False, use_rot=False, batch_size_per_gpu=4)
+    batches = calibration_batches(dict(scale=4, manual_seed=0, datasets=dict(train=train)), 8, 'cpu')
+    state = load_network_state(speed.DEMO_CHECKPOINT, 'params')
+    rows, results = [], []
+    for bits in args.bits:
+        net = build_network(dict(speed.DEMO_EDSR, w_bit=bits, a_bit=bits)).eval()
+        net.load_state_dict(state, strict=False)
+        calibrate(net, batches, progress=False)
+        for variant in VARIANTS:
+            per_photo = [round(run_variant(net, batches, lq, variant), 1) for _, lq in photos]
+            results.append(dict(bits=f'w{bits}a{bits}', variant=variant, psnr_db=per_photo,
+                                photos=[name for name, _ in photos]))
+            rows.append([f'w{bits}a{bits}', variant, f'{statistics.mean(per_photo):.1f} / {min(per_photo):.1f}',
+                         ' / '.join(f'{v:.1f}' for v in per_photo)])
+            print(rows[-1], flush=True)
+    table = markdown_table(['bits', 'integer graph (PyTorch copy)', 'vs fake-quant (dB, mean / min)',
+                            'per photo (' + ' / '.join(name for name, _ in photos) + ')'], rows)
+    print(table)
+    write_json(args.json, dict(results=results, table=table))
+
+
+if __name__ == '__main__':
+    main()
