@@ -199,9 +199,12 @@ def test_free_grids_are_kept_by_folding_their_shift(photos, tmp_path, monkeypatc
 
 
 def test_code_spread_keeps_weight_codes_within_seven_bits():
-    for bits in range(2, 8):
-        largest = (2**bits - 1) * qint.code_spread(bits)
-        assert largest <= (63 if bits <= 6 else 127) and largest + 2**bits - 1 > 63 or bits == 7
+    """The largest spread m whose codes m·(2^b - 1) stay within ±63; none at 7 bits."""
+    for bits in range(2, 7):
+        levels, spread = 2**bits - 1, qint.code_spread(bits)
+        assert spread * levels <= 63 < (spread + 1) * levels, bits
+    assert qint.code_spread(7) == 1
+    assert [qint.code_spread(b) for b in (2, 3, 4)] == [21, 9, 4]
 
 
 def test_calibration_switches_on_the_requantizers_the_export_needs(photos):
