@@ -198,6 +198,17 @@ def test_free_grids_are_kept_by_folding_their_shift(photos, tmp_path, monkeypatc
     assert relu_clip, 'the ReLU sits at the code of Q(0 - δ): 1 here'
 
 
+def test_linear_layers_keep_their_free_grids(photos, tmp_path):
+    """SwinIR's Linear inputs (after LayerNorm, GELU, attention) sit off the integer grid: each gets the shift (a
+    Sub before its QuantizeLinear, δ·ΣW in its float bias, and the product's requantization range observed on
+    X - δ). Measured: 86.7 dB with the shift, 74.9 with the grids moved."""
+    batches, test = photos
+    net = build('swinir_w4a4', batches)
+    info, kernels, got, want = export_and_run(net, batches, test[..., :48, :48], tmp_path)
+    assert len(info['grids_shifted']) == info['layers'] == kernels['integer_kernels'] == 8
+    assert psnr(got, want) >= 80, psnr(got, want)
+
+
 def test_code_spread_keeps_weight_codes_within_seven_bits():
     """The largest spread m whose codes m·(2^b - 1) stay within ±63; none at 7 bits."""
     for bits in range(2, 7):
