@@ -21,10 +21,11 @@ What it changes against the fake-quant network, each step named in the export re
 3. **Bias** (with the offsets' W·o/a and step 1's δ·ΣW folded in): int32 at scale s·s_w, rounding at most
    s·s_w/2 (finer by the spread, except for a network trained with ``integer_zero_point``, whose bias keeps the
    grid it was trained on).
-4. **Conv outputs.** An output that feeds, through a ReLU or a scalar Mul at most, one quantized layer's input
-   is quantized straight onto that layer's input grid (the ReLU becomes the uint8 Clip's lower bound zp): the
+4. **Conv outputs.** An output that feeds, through a ReLU at most, one quantized layer's input is quantized
+   straight onto that layer's input grid (the ReLU becomes the uint8 Clip's lower bound, the code of 0): the
    same codes as the fake-quant network. Any other output (a residual add, a concat, the tail) is requantized to
-   uint8 on its 8-bit min/max range observed on calibration images.
+   uint8 on its 8-bit min/max range observed on calibration images; a scalar Mul after it (res_scale) folds into
+   the requantization's scale.
 
 A network built with ``integer_zero_point: true`` (``set_integer_zero_point``) computes steps 1-4 itself: its grids
 have integer zero points, 8-bit weights sit on the int8 grid, the bias on its int32 grid, and calibration switches on
