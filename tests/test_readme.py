@@ -31,7 +31,7 @@ NET = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, u
 
 def test_readme_is_short_and_links_the_docs():
     text = open(osp.join(REPO, 'README.md'), encoding='utf-8').read()
-    assert len(text.encode()) <= 12_288  # a first page; the measurements live in docs/ (but the PTQ summary)
+    assert len(text.encode()) <= 13_312  # a first page; the measurements live in docs/ (but two summaries)
     for link in re.findall(r'\]\((docs/[^)#]+)', text):
         assert osp.isfile(osp.join(REPO, link)), link
     assert osp.isfile(osp.join(REPO, 'docs', 'METHOD.md'))
@@ -133,3 +133,29 @@ def test_readme_ptq_table_matches_the_benchmark_json():
         for bits, cell in zip((8, 6, 4, 2), cells):
             want = f'{mean(bits, "auto"):.1f} / {max(mean(bits, "minmax"), mean(bits, "percentile")):.1f}'
             assert cell == want, (arch, bits, cell, want)
+
+
+def test_readme_proxy_table_matches_the_benchmark_json():
+    """Each README proxy cell is the mean ± half-range over seeds of the 1000-iteration proxy JSONs, as
+    benchmarks/proxy_table.py reads them (one run per variant, bit-width and seed)."""
+    import glob
+    import statistics
+    import sys
+    sys.path.insert(0, osp.join(REPO, 'benchmarks'))
+    import proxy_table
+    text = open(osp.join(REPO, 'README.md'), encoding='utf-8').read()
+    section = text.split("## What the proxy says about ODM's parts", 1)[1].split('##', 1)[0]
+    variants = {'plain QAT': 'plain QAT', 'plain QAT, P99 weight clips': 'plain QAT (P99 weights)',
+                'WCC only': 'WCC only', 'ODM v1': 'ODM v1', 'ODM v2': 'ODM v2',
+                'WCC only, `range_lr: relative`': 'WCC only (relative range lr)'}
+    rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:5]]
+            for line in section.splitlines() if line.startswith('| ') and '±' in line}
+    assert set(rows) == set(variants), rows
+    files = sorted(glob.glob(osp.join(REPO, 'benchmarks', 'results', 'proxy_*.json')))
+    columns = [('EDSR', 2, 3), ('EDSR', 4, 2), ('SRVGGNetCompact', 2, 3)]  # arch, bits, seeds
+    runs = {arch: proxy_table.load_runs(files, 1000, arch) for arch in ('EDSR', 'SRVGGNetCompact')}
+    for label, cells in rows.items():
+        for (arch, bits, seeds), cell in zip(columns, cells):
+            values = [r['psnr'] for (v, b, _), r in runs[arch].items() if v == variants[label] and b == bits]
+            assert len(values) == seeds, (label, arch, bits, len(values))
+            assert cell == f'{statistics.mean(values):.2f} ± {proxy_table.half_range(values):.2f}', (label, arch, cell)
