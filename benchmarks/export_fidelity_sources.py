@@ -17,7 +17,13 @@ network's on the 3 held-out demo photos (PSNR, RGB 0-1), with one rounding of th
 A PyTorch copy, not onnxruntime: the numbers are the graph's arithmetic; onnxruntime adds only float-order ties
 (``export_speed.py`` measures it).
 
-    python benchmarks/export_fidelity_sources.py [--bits 4 2]     # about 1 min
+Part 2, the networks users export: the demo's fine-tuned networks (``make demo``: plain QAT, ODM v1 and ODM v2 at
+w4a4 and w2a2, experiments/demo_*/models/net_g_latest.pth), exported as ``basicsr export --format onnx`` does (its
+default calibration images) and run in onnxruntime, against their PyTorch output on the 3 held-out photos; with the
+grid shift, and with the grids moved onto the integer grid instead (the export before the shift). Skipped, with a
+message, where ``make demo`` has not been run.
+
+    python benchmarks/export_fidelity_sources.py [--bits 4 2]     # about 2 min
 """
 import argparse
 import os.path as osp
@@ -119,6 +125,45 @@ def run_variant(net, batches, lq, variant):
         qint.IntegerQuantLayer.forward = saved_forward
 
 
+DEMO_RUNS = [(f'demo_{method}_EDSR_x4_w{bits}a{bits}', f'options/demo/train_{method}_EDSR_demo_x4_w{bits}a{bits}.yml')
+             for method in ('QAT', 'ODM', 'ODMv2') for bits in (4, 2)]
+
+
+def finetuned_part(photos, tmp):
+    """Rows (experiment, shifted grids, PSNR per photo with the shift, with the grids moved) for the demo's
+    fine-tuned networks, in onnxruntime."""
+    from common import load_yaml
+    from odm_basicsr.tools.export_cli import calibration_batches as export_batches
+    batches = export_batches(None, 3, 4)  # basicsr export's default calibration images
+    rows = []
+    for name, train_file in DEMO_RUNS:
+        checkpoint = osp.join(REPO, 'experiments', name, 'models', 'net_g_latest.pth')
+        if not osp.isfile(checkpoint):
+            print(f'{name}: no {checkpoint}; run make demo first (skipped)')
+            continue
+        net = build_network(load_yaml(train_file)['network_g']).eval()
+        net.load_state_dict(load_network_state(checkpoint), strict=True)
+        result = {}
+        for shift in (True, False):
+            saved = qint.folded_grid_shift
+            if not shift:
+                qint.folded_grid_shift = lambda quantizer: None
+            try:
+                path = osp.join(tmp, f'{name}.onnx')
+                info = qint.export_onnx_integer(net, photos[0][1], path, batches)
+            finally:
+                qint.folded_grid_shift = saved
+            session = speed.session(path, 2)
+            with torch.no_grad():
+                result[shift] = [round(speed.psnr(session.run(None, {'lr': lq.numpy()})[0], net(lq).numpy()), 1)
+                                 for _, lq in photos]
+            if shift:
+                shifted = f'{len(info["grids_shifted"])} / {info["layers"]}'
+        rows.append([name, shifted] + [' / '.join(f'{v:.1f}' for v in result[k]) for k in (True, False)])
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--bits', type=int, nargs='+', default=[4, 2])
@@ -148,7 +193,15 @@ def main():
     table = markdown_table(['bits', 'integer graph (PyTorch copy)', 'vs fake-quant (dB, mean / min)',
                             'per photo (' + ' / '.join(name for name, _ in photos) + ')'], rows)
     print(table)
-    write_json(args.json, dict(results=results, table=table))
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        demo_rows = finetuned_part(photos, tmp)
+    names = ' / '.join(name for name, _ in photos)
+    demo_table = markdown_table(['fine-tuned demo network', 'grids off the integer grid',
+                                 f'integer ONNX vs PyTorch, grid shift ({names})',
+                                 f'grids moved instead ({names})'], demo_rows) if demo_rows else ''
+    print(demo_table)
+    write_json(args.json, dict(results=results, table=table, finetuned=demo_rows, finetuned_table=demo_table))
 
 
 if __name__ == '__main__':

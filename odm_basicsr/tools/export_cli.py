@@ -158,7 +158,7 @@ def main(argv):
         shifted = len(info['grids_shifted'])
         grids = ('all activation grids have integer zero points' if not shifted else
                  f'{shifted} activation grids sit off an integer zero point (by at most {info["largest_shift"]:.2f} '
-                 'of a step; none with integer_zero_point: true): their shift is folded into the biases, exact but '
+                 'of a step; none with integer_zero_point: true): their shift is folded into the biases, exact except '
                  'on the border ring of zero-padded convs')
         print(f'integer mode: {info["chained"]} of {info["layers"]} quantized layer outputs go straight onto the next '
               f'layer\'s grid, {info["requantized"]} are requantized to uint8 ({source}); {grids}')
