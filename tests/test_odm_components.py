@@ -102,6 +102,32 @@ def test_mismatch_grid_target_is_detached_and_uses_layer_range():
     assert layer.act_quantizer.lower.grad is None and layer.act_quantizer.upper.grad is None
 
 
+def test_mismatch_target_is_the_forwards_own_quantizer_output():
+    """With collect_input on, the forward keeps sg(q(X')) (before the offsets' + o/a) so that the regularizer needs
+    no second quantize pass; it equals grid_target, and a disabled quantizer keeps none (the loss then falls back)."""
+    from odm_basicsr.quant import QuantLinear
+    torch.manual_seed(0)
+    conv = QuantConv2d(3, 4, 3, padding=1, w_bit=2, a_bit=2, offsets=True)
+    linear = QuantLinear(6, 5, w_bit=4, a_bit=4)
+    conv.act_quantizer.set_range(-0.7, 1.3)
+    linear.act_quantizer.set_range(-1.1, 0.9)
+    conv.offset.enable('shift', shift=torch.full((3, ), 0.3))
+    for layer, x in ((conv, torch.randn(2, 3, 5, 5)), (linear, torch.randn(2, 7, 6))):
+        layer.collect_input = True
+        layer(x)
+        assert torch.equal(layer.quant_target, layer.act_quantizer.grid_target(layer.quant_input))
+        assert not layer.quant_target.requires_grad
+    loss = ODMLoss('mismatch', loss_weight=1.0)([conv, linear])
+    want = mismatch_loss([conv.quant_input, linear.quant_input],
+                         [conv.act_quantizer.grid_target(conv.quant_input),
+                          linear.act_quantizer.grid_target(linear.quant_input)])
+    assert torch.equal(loss, want)
+    linear.act_quantizer.enabled = False
+    linear(torch.randn(2, 7, 6))
+    assert linear.quant_target is None
+    assert ODMLoss('mismatch', loss_weight=1.0)([linear]).item() > 0  # grid_target of the unquantized input
+
+
 # ---------------------------------------------------------------- distribution offsets
 def _offset_net(kind):
     torch.manual_seed(0)

@@ -47,5 +47,7 @@ class ODMLoss(nn.Module):
                                'on the quantized layers before the forward.')
         if self.regularizer == 'variance':
             return self.loss_weight * variance_loss(features, self.stat)
-        targets = [layer.act_quantizer.grid_target(x) for layer, x in zip(layers, features)]
+        # sg(q(X)): the quantizer output the forward kept, or one more quantize pass where it kept none
+        targets = [layer.quant_target if getattr(layer, 'quant_target', None) is not None
+                   else layer.act_quantizer.grid_target(x) for layer, x in zip(layers, features)]
         return self.loss_weight * mismatch_loss(features, targets)

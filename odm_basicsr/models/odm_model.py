@@ -356,7 +356,7 @@ class ODMModel(SRModel):
         for layer in self.quant_layers:
             layer.collect_input = enabled
             if not enabled:
-                layer.quant_input = None
+                layer.quant_input = layer.quant_target = None
 
     def _flat_weight_grads(self):
         """(N,) one buffer whose slices are the network weights' ``.grad`` (so cooperation reads and writes g_R

@@ -138,8 +138,9 @@ class QuantConv2d(nn.Conv2d):
         self.offset = ChannelOffset(in_channels) if offsets else None
         self.observer = None  # callable(X') used by calibration
         self.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
-        self.collect_input = False  # keep X' of the current forward for the regularizer
+        self.collect_input = False  # keep X' and sg(q(X')) of the current forward for the regularizer
         self.quant_input = None
+        self.quant_target = None
 
     @classmethod
     def from_float(cls, conv, **quant_kwargs):
@@ -170,6 +171,8 @@ class QuantConv2d(nn.Conv2d):
         if self.collect_input:
             self.quant_input = x_in
         x_q = self.act_quantizer(x_in)
+        if self.collect_input:  # the mismatch regularizer's target, as computed here (no second quantize pass)
+            self.quant_target = x_q.detach() if self.act_quantizer.enabled else None
         if offset_pair is not None:
             shift, scale = offset_pair
             x_q = x_q + (shift / scale).view(1, -1, 1, 1)
@@ -208,6 +211,7 @@ class QuantLinear(nn.Linear):
         self.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
         self.collect_input = False
         self.quant_input = None
+        self.quant_target = None
 
     @classmethod
     def from_float(cls, linear, **quant_kwargs):
@@ -221,10 +225,13 @@ class QuantLinear(nn.Linear):
             self.observer(x)
         if self.collect_input:
             self.quant_input = x
+        x_q = self.act_quantizer(x)
+        if self.collect_input:  # the mismatch regularizer's target, as computed here (no second quantize pass)
+            self.quant_target = x_q.detach() if self.act_quantizer.enabled else None
         if self.output_quantizer is None:
-            return F.linear(self.act_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+            return F.linear(x_q, self.weight_quantizer(self.weight), self.bias)
         # the integer export requantizes the product before the bias add (QLinearMatMul has no bias)
-        y = self.output_quantizer(F.linear(self.act_quantizer(x), self.weight_quantizer(self.weight)))
+        y = self.output_quantizer(F.linear(x_q, self.weight_quantizer(self.weight)))
         return y if self.bias is None else y + self.bias
 
 
