@@ -103,7 +103,7 @@ def test_mismatch_grid_target_is_detached_and_uses_layer_range():
 
 
 def test_mismatch_target_is_the_forwards_own_quantizer_output():
-    """With collect_input on, the forward keeps sg(q(X')) (before the offsets' + o/a) so that the regularizer needs
+    """With collect_target on, the forward keeps sg(q(X')) (before the offsets' + o/a) so that the regularizer needs
     no second quantize pass; it equals grid_target, and a disabled quantizer keeps none (the loss then falls back)."""
     from odm_basicsr.quant import QuantLinear
     torch.manual_seed(0)
@@ -113,7 +113,7 @@ def test_mismatch_target_is_the_forwards_own_quantizer_output():
     linear.act_quantizer.set_range(-1.1, 0.9)
     conv.offset.enable('shift', shift=torch.full((3, ), 0.3))
     for layer, x in ((conv, torch.randn(2, 3, 5, 5)), (linear, torch.randn(2, 7, 6))):
-        layer.collect_input = True
+        layer.collect_input = layer.collect_target = True
         layer(x)
         assert torch.equal(layer.quant_target, layer.act_quantizer.grid_target(layer.quant_input))
         assert not layer.quant_target.requires_grad

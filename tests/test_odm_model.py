@@ -282,3 +282,27 @@ def test_zero_preserving_offsets_through_build_model(tiny_data):
     model.feed_data({'lq': lq, 'gt': gt})
     model.optimize_parameters(1)  # trains with the selection
     assert math.isfinite(model.log_dict['l_pix'])
+
+
+@pytest.mark.parametrize('regularizer', ['mismatch', 'variance'])
+def test_mismatch_step_uses_the_forwards_quantizer_output(tiny_data, monkeypatch, regularizer):
+    """ODM v2's step takes the regularizer target from its own forward (no grid_target pass); v1 keeps no target
+    (no extra activations held); both drop what they kept after the step."""
+    from odm_basicsr.quant.quantizer import ActQuantizer
+    opt = model_options(tiny_data, dict(NET, weight_clip='wcc' if regularizer == 'mismatch' else 'max'),
+                        odm_opt=dict(type='ODMLoss', regularizer=regularizer, loss_weight=1e-3),
+                        calibration=dict(num_batches=2))
+    model = build_model(opt)
+    calls = []
+    original = ActQuantizer.grid_target
+    monkeypatch.setattr(ActQuantizer, 'grid_target', lambda self, x: calls.append(1) or original(self, x))
+    kept = []
+    monkeypatch.setattr(type(model), '_set_collect', lambda self, enabled, f=type(model)._set_collect: (
+        f(self, enabled), kept.append([layer.collect_target for layer in self.quant_layers])))
+    lq, gt = batches(0, 2)[0]
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)
+    assert calls == []
+    assert kept[0] == [regularizer == 'mismatch'] * len(model.quant_layers) and not any(kept[-1])
+    assert all(layer.quant_target is None and layer.quant_input is None for layer in model.quant_layers)
+    assert model.log_dict['l_reg'] > 0

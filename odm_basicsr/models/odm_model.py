@@ -353,8 +353,12 @@ class ODMModel(SRModel):
         return list(_unflatten_dense_tensors(flat, grads))
 
     def _set_collect(self, enabled):
+        """The quantized layers keep X' of the next forwards (and, for the mismatch regularizer, its target sg(q(X')),
+        which the forward computes anyway); off: drop what they kept."""
+        keep_target = enabled and self.cri_odm is not None and self.cri_odm.regularizer == 'mismatch'
         for layer in self.quant_layers:
             layer.collect_input = enabled
+            layer.collect_target = keep_target
             if not enabled:
                 layer.quant_input = layer.quant_target = None
 

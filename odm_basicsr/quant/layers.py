@@ -138,7 +138,8 @@ class QuantConv2d(nn.Conv2d):
         self.offset = ChannelOffset(in_channels) if offsets else None
         self.observer = None  # callable(X') used by calibration
         self.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
-        self.collect_input = False  # keep X' and sg(q(X')) of the current forward for the regularizer
+        self.collect_input = False  # keep X' of the current forward for the regularizer
+        self.collect_target = False  # and sg(q(X')), the mismatch regularizer's target
         self.quant_input = None
         self.quant_target = None
 
@@ -171,7 +172,7 @@ class QuantConv2d(nn.Conv2d):
         if self.collect_input:
             self.quant_input = x_in
         x_q = self.act_quantizer(x_in)
-        if self.collect_input:  # the mismatch regularizer's target, as computed here (no second quantize pass)
+        if self.collect_target:  # the mismatch regularizer's target, as computed here (no second quantize pass)
             self.quant_target = x_q.detach() if self.act_quantizer.enabled else None
         if offset_pair is not None:
             shift, scale = offset_pair
@@ -210,6 +211,7 @@ class QuantLinear(nn.Linear):
         self.observer = None
         self.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
         self.collect_input = False
+        self.collect_target = False
         self.quant_input = None
         self.quant_target = None
 
@@ -226,7 +228,7 @@ class QuantLinear(nn.Linear):
         if self.collect_input:
             self.quant_input = x
         x_q = self.act_quantizer(x)
-        if self.collect_input:  # the mismatch regularizer's target, as computed here (no second quantize pass)
+        if self.collect_target:  # the mismatch regularizer's target, as computed here (no second quantize pass)
             self.quant_target = x_q.detach() if self.act_quantizer.enabled else None
         if self.output_quantizer is None:
             return F.linear(x_q, self.weight_quantizer(self.weight), self.bias)
