@@ -30,7 +30,6 @@ import os.path as osp
 import statistics
 
 import torch
-import torch.nn.functional as F
 
 from common import REPO, markdown_table, write_json
 
@@ -45,44 +44,6 @@ from odm_basicsr.utils.safe_load import load_network_state  # noqa: E402
 
 VARIANTS = ('as exported', 'grids moved', 'no requantization', 'no requant, float bias', 'mse requant ranges',
             'own-photo ranges', 'codes to ±127')
-
-
-def layer_forward(layer, x, requantize=True, float_bias=None):
-    """``IntegerQuantLayer.forward`` for a conv, with its output requantization and int32 bias optional."""
-    if layer.pad_first:
-        ph, pw = layer.padding
-        x = F.pad(x, (pw, pw, ph, ph))
-    if layer.in_shift is not None:
-        x = x - layer.in_shift
-    if layer.in_scale is not None:
-        x = x / layer.in_scale
-    if layer.grid_shift is not None:
-        x = x - layer.grid_shift
-    x = qint._QuantizeCodes.apply(x, layer.act_scale, layer.zero_point, layer.code_lo, layer.code_hi)
-    weight = qint._DequantizeInitializer.apply(layer.weight_codes, layer.weight_scale, layer.weight_axis,
-                                               layer.weight_scale_count, False)
-    bias = float_bias if float_bias is not None else qint._DequantizeInitializer.apply(
-        layer.bias_codes, layer.bias_scale, 0, layer.bias_count, True)
-    y = F.conv2d(x, weight, bias, layer.stride, 0 if layer.pad_first else layer.padding, layer.dilation, layer.groups)
-    return qint._QuantizeCodes.apply(y, layer.out_scale, layer.out_zero_point, 0, 255) if requantize else y
-
-
-def float_biases(net, model):
-    """{layer name: the bias the integer layer stands for, in float (b + W·o/a + δ·ΣW)}."""
-    out = {}
-    for name, layer in model.named_modules():
-        if isinstance(layer, qint.IntegerQuantLayer):
-            weight = qint._DequantizeInitializer.apply(layer.weight_codes, layer.weight_scale, layer.weight_axis,
-                                                       layer.weight_scale_count, False)
-            source = net.get_submodule(name)
-            bias = source.bias.detach().clone() if source.bias is not None else torch.zeros(weight.shape[0])
-            if layer.in_shift is not None:
-                shift = layer.in_shift.view(-1) / (layer.in_scale.view(-1) if layer.in_scale is not None else 1)
-                bias = bias + (weight * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-            if layer.grid_shift is not None:
-                bias = bias + layer.grid_shift * weight.sum(dim=(1, 2, 3))
-            out[name] = bias
-    return out
 
 
 def mse_output_ranges(net, batches):
@@ -113,11 +74,12 @@ def run_variant(net, batches, lq, variant):
         if variant == 'own-photo ranges':
             ranges = qint.observe_output_ranges(net, [lq])
         model, _ = qint.to_integer_module(net, batches, output_ranges=ranges)
+        if variant == 'no requant, float bias':  # unrounded "codes": the bias the int32 codes stand for
+            for layer in model.modules():
+                if isinstance(layer, qint.IntegerQuantLayer):
+                    layer.bias_codes = layer.exact_bias.double() / layer.bias_scale.double()
         if variant in ('no requantization', 'no requant, float bias'):
-            biases = float_biases(net, model) if variant == 'no requant, float bias' else {}
-            names = {id(m): n for n, m in model.named_modules()}
-            qint.IntegerQuantLayer.forward = lambda layer, x: layer_forward(
-                layer, x, requantize=False, float_bias=biases.get(names[id(layer)]))
+            qint.IntegerQuantLayer.forward = qint.IntegerQuantLayer.accumulate
         with torch.no_grad():
             return speed.psnr(model(lq).numpy(), net(lq).numpy())
     finally:

@@ -204,6 +204,7 @@ class IntegerQuantLayer(nn.Module):
                 bias = bias + (weight * post_add.view(1, -1, 1, 1)).sum(dim=sum_dims)
             if shift is not None:  # the layer of the constant δ (step 1)
                 bias = bias + shift * weight.sum(dim=sum_dims)
+            self.exact_bias = bias  # what the int32 codes round (not exported; for measuring that rounding)
             if self.is_linear:
                 self.register_buffer('weight_codes', codes.t().contiguous())  # (in, out): MatMul's B
                 self.weight_axis = 1
@@ -237,7 +238,9 @@ class IntegerQuantLayer(nn.Module):
             self.padding = layer.padding
             self.pad_first = in_shift is not None or in_scale is not None
 
-    def forward(self, x):
+    def accumulate(self, x):
+        """The integer kernel's result before its 8-bit output requantization: the conv with its int32 bias, or the
+        linear layer's product (its bias is added after the requantization)."""
         if not self.is_linear and self.pad_first:
             ph, pw = self.padding
             x = F.pad(x, (pw, pw, ph, ph))
@@ -251,12 +254,14 @@ class IntegerQuantLayer(nn.Module):
         weight = _DequantizeInitializer.apply(self.weight_codes, self.weight_scale, self.weight_axis,
                                               self.weight_scale_count, False)
         if self.is_linear:
-            y = _QuantizeCodes.apply(torch.matmul(x, weight), self.out_scale, self.out_zero_point, 0, UINT8_MAX)
-            return y if self.bias is None else y + self.bias
-        bias = None if self.bias_codes is None else _DequantizeInitializer.apply(
-            self.bias_codes, self.bias_scale, 0, self.bias_count, True)
-        y = F.conv2d(x, weight, bias, self.stride, 0 if self.pad_first else self.padding, self.dilation, self.groups)
-        return _QuantizeCodes.apply(y, self.out_scale, self.out_zero_point, 0, UINT8_MAX)
+            return torch.matmul(x, weight)
+        bias = _DequantizeInitializer.apply(self.bias_codes, self.bias_scale, 0, self.bias_count, True)
+        return F.conv2d(x, weight, bias, self.stride, 0 if self.pad_first else self.padding, self.dilation,
+                        self.groups)
+
+    def forward(self, x):
+        y = _QuantizeCodes.apply(self.accumulate(x), self.out_scale, self.out_zero_point, 0, UINT8_MAX)
+        return y + self.bias if self.is_linear and self.bias is not None else y
 
 
 def to_integer_module(net, calibration_batches, output_ranges=None):
