@@ -37,6 +37,16 @@ def load_yaml(path):
         return yaml.safe_load(f)
 
 
+SWINIR_FP_RECIPE = 'options/ptq/train_FP_SwinIR_demo_x4.yml'
+
+
+def swinir_fp_network():
+    """The small FP SwinIR of the PTQ and proxy rows (not shipped: ``basicsr train -opt SWINIR_FP_RECIPE`` makes it,
+    about 8 min on 2 CPU cores): (its recipe's network_g, the checkpoint that training writes)."""
+    recipe = load_yaml(SWINIR_FP_RECIPE)
+    return recipe['network_g'], osp.join(REPO, 'experiments', recipe['name'], 'models', 'net_g_latest.pth')
+
+
 def proxy_network():
     """network_g of the demo FP recipe (EDSR 32 features x 8 blocks, x4): the proxy model."""
     return load_yaml(DEMO_FP_RECIPE)['network_g']

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from common import REPO, demo_data, load_yaml, markdown_table, write_json
+from common import REPO, SWINIR_FP_RECIPE, demo_data, load_yaml, markdown_table, swinir_fp_network, write_json
 from odm_basicsr.tools.option_grid import feature_scale_factor
 
 FP_CHECKPOINT = osp.join(REPO, 'odm_basicsr', 'pretrained', 'EDSR_demo_x4_f32b8_FP.pth')
@@ -49,10 +49,8 @@ PROXY_ARCHS = {
         'feature_range': 1},
     # issue 14: the small SwinIR of the PTQ table through ODMSwinIR (the paper's scope: qkv, proj, fc1, fc2).
     # NOT SHIPPED (0.82 dB over bicubic, under the 1 dB bar); its recipe trains it in about 8 min on 2 CPU cores
-    'SwinIR': {
-        'checkpoint': osp.join(REPO, 'experiments', 'FP_SwinIR_demo_x4_e30d2x2', 'models', 'net_g_latest.pth'),
-        'label': 'SwinIR e30 2x2 (not shipped)', 'fp_recipe': 'options/ptq/train_FP_SwinIR_demo_x4.yml',
-        'feature_range': 1},
+    'SwinIR': {'checkpoint': swinir_fp_network()[1], 'label': 'SwinIR e30 2x2 (not shipped)',
+               'fp_recipe': SWINIR_FP_RECIPE, 'feature_range': 1},
 }
 V1_WEIGHT = 1e-6            # this project's v1 default (the paper gives none; chosen from this sweep)
 V1_SWEEP_BASE = 1e-7        # the sweep's x1 for v1: the project's first placeholder

@@ -22,7 +22,8 @@ import time
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from common import REPO, demo_data, machine_description, markdown_table, write_json  # noqa: E402
+from common import (REPO, SWINIR_FP_RECIPE, demo_data, machine_description, markdown_table,  # noqa: E402
+                    swinir_fp_network, write_json)
 
 from basicsr.data import build_dataset  # noqa: E402
 from basicsr.metrics import calculate_psnr  # noqa: E402
@@ -47,11 +48,8 @@ ARCHS = {
                   upscale=4, res_scale=1, img_range=255., rgb_mean=[0.4488, 0.4371, 0.4040]),
              'RCAN_demo_x4_f32g2b4_FP.pth'),
     # SwinIR runs through ODMSwinIR (its own twin), which pads inputs to the window as BasicSR's SwinIRModel does
-    # not shipped (0.82 dB over bicubic, below the 1 dB bar): train it first with options/ptq/train_FP_SwinIR_demo_x4.yml
-    'SwinIR': (dict(type='SwinIR', upscale=4, in_chans=3, img_size=24, window_size=8, img_range=1., depths=[2, 2],
-                    embed_dim=30, num_heads=[3, 3], mlp_ratio=2, upsampler='pixelshuffledirect',
-                    resi_connection='1conv'),
-               osp.join(REPO, 'experiments', 'FP_SwinIR_demo_x4_e30d2x2', 'models', 'net_g_latest.pth')),
+    # not shipped (0.82 dB over bicubic, below the 1 dB bar): train it first with SWINIR_FP_RECIPE
+    'SwinIR': swinir_fp_network(),
 }
 TWINS = {'SwinIR': 'ODMSwinIR'}  # archs quantized by their own twin instead of ODMQuant
 SCALE = 4
@@ -139,7 +137,7 @@ def main(argv=None):
         path = osp.join(PRETRAINED, ckpt)  # an absolute ckpt (the SwinIR trained by its recipe) stays as it is
         if not osp.isfile(path):
             raise SystemExit(f'error: {path} does not exist; for SwinIR run: basicsr train -opt '
-                             'options/ptq/train_FP_SwinIR_demo_x4.yml (about 8 min on 2 CPU cores)')
+                             f'{SWINIR_FP_RECIPE} (about 8 min on 2 CPU cores)')
         state = load_network_state(path)
         fp_opt = dict(net_opt)
         fp_type = fp_opt.pop('type')

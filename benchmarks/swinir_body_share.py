@@ -11,7 +11,7 @@ import os.path as osp
 
 import torch
 
-from common import demo_data, load_yaml
+from common import SWINIR_FP_RECIPE, demo_data, swinir_fp_network
 
 import ptq_fidelity  # noqa: E402  (after common)
 from basicsr.archs import build_network  # noqa: E402
@@ -20,16 +20,14 @@ from basicsr.utils import tensor2img  # noqa: E402
 from odm_basicsr.quant import set_quantization  # noqa: E402
 from odm_basicsr.utils.safe_load import load_network_state  # noqa: E402
 
-RECIPE = 'options/ptq/train_FP_SwinIR_demo_x4.yml'
-
 
 def main():
-    checkpoint = ptq_fidelity.ARCHS['SwinIR'][1]
+    network, checkpoint = swinir_fp_network()
     if not osp.isfile(checkpoint):
         raise SystemExit(f'error: {checkpoint} does not exist; train it first: basicsr prepare demo && basicsr train '
-                         f'-opt {RECIPE}')
+                         f'-opt {SWINIR_FP_RECIPE}')
     state = load_network_state(checkpoint)
-    net = build_network(dict(load_yaml(RECIPE)['network_g'], type='ODMSwinIR')).eval()
+    net = build_network(dict(network, type='ODMSwinIR')).eval()
     set_quantization(net, False)  # the twin with its quantizers off: the FP SwinIR, padded to the window
     net.load_state_dict(state, strict=False)
     images = ptq_fidelity.heldout(demo_data())
