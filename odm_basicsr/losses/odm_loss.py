@@ -48,6 +48,6 @@ class ODMLoss(nn.Module):
         if self.regularizer == 'variance':
             return self.loss_weight * variance_loss(features, self.stat)
         # sg(q(X)): the quantizer output the forward kept, or one more quantize pass where it kept none
-        targets = [layer.quant_target if getattr(layer, 'quant_target', None) is not None
-                   else layer.act_quantizer.grid_target(x) for layer, x in zip(layers, features)]
+        targets = [layer.quant_target if layer.quant_target is not None else layer.act_quantizer.grid_target(x)
+                   for layer, x in zip(layers, features)]
         return self.loss_weight * mismatch_loss(features, targets)
