@@ -12,7 +12,7 @@ Run:  python benchmarks/ptq_fidelity.py [--bits 8 6 4 2] [--scope body|all] [--s
       python benchmarks/ptq_fidelity.py --summarize RESULT.json [...]   (one table, mean ± half-range over files)
 It prints one markdown table per arch and checks the acceptance rule of the calibration default (auto): at w8a8 it
 reaches 35 dB fidelity, and at every bit-width it is within 0.5 dB of the best of the other methods. auto picks its
-method on the calibration batches; the table measures on the held-out photos, so it can miss the best.
+methods on the calibration batches; the table measures on the held-out photos, so it can miss the best.
 """
 import argparse
 import os.path as osp
@@ -160,21 +160,26 @@ def main(argv=None):
                 else:
                     net = ARCH_REGISTRY.get('ODMQuant')(arch=net_opt, scope=args.scope, **quant)
                 net.load_state_dict(state, strict=True)
-                # 'auto' measures every candidate's ranges in one pass and keeps one; each candidate's ranges equal
-                # those of calibrating with that method alone (tests/test_any_arch.py), so one call serves all
+                # 'auto' measures every candidate's ranges in one pass, keeps one and refines per layer; each
+                # candidate's ranges equal those of calibrating with that method alone (tests/test_any_arch.py), so
+                # one call serves all
                 report = calibrate(net.eval(), batches, progress=False, method='auto')
                 layers = dict(quantized_layers(net))
                 for method in args.methods:
-                    chosen = report['chosen'] if method == 'auto' else method
-                    for name, (low, high) in report['candidate_ranges'][chosen].items():
+                    ranges = report['ranges'] if method == 'auto' else report['candidate_ranges'][method]
+                    for name, (low, high) in ranges.items():
                         layers[name].act_quantizer.set_range(low, high)
                     fidelity, psnr = scores(outputs(net, images), fp_outs, images)
                     cell[method] = (fidelity, psnr)
+                    auto = method == 'auto'
+                    switched = sum(m != report['chosen'] for m in report['per_layer'].values())
                     results.append(dict(arch=arch, bits=bits, granularity=granularity, method=method,
-                                        chosen=report['chosen'] if method == 'auto' else None, fidelity_db=fidelity,
+                                        chosen=report['chosen'] if auto else None,
+                                        switched_layers=switched if auto else None, fidelity_db=fidelity,
                                         psnr_y=psnr, fp_psnr_y=fp_psnr, layers=len(net.quantized_names)))
                 rows.append([f'w{bits}a{bits}', granularity] +
-                            [f'{cell[m][0]:.2f} / {cell[m][1]:.2f}' + (f' ({report["chosen"]})' if m == 'auto' else '')
+                            [f'{cell[m][0]:.2f} / {cell[m][1]:.2f}' + (f' ({report["chosen"]}, {switched} layers '
+                                                                        'switched)' if m == 'auto' else '')
                              for m in args.methods])
                 if DEFAULT_RANGE_METHOD in cell:
                     best = max(v[0] for m, v in cell.items() if m != DEFAULT_RANGE_METHOD)

@@ -18,7 +18,7 @@ from conftest import (REPO, base_options, cost_and_export_in_process, make_test_
                       save_basicsr_checkpoint, write_options)
 from odm_basicsr.options_check import OptionError, check_options
 from odm_basicsr.quant import (UncalibratedQuantizerError, WeightQuantizer, calibrate, cost_report, fake_quantize,
-                               is_quantizer_param, quantize_modules, round_ste)
+                               is_quantizer_param, quantize_modules, quantized_layers, round_ste)
 from odm_basicsr.quant.calibrate import mse_range, quantization_error
 
 # small configs of the archs ODMQuant must cover, with the number of layers of their default (body) scope
@@ -173,15 +173,77 @@ def test_auto_calibration_keeps_the_method_with_the_smallest_output_error():
     report = calibrate(net, batches, progress=False, method='auto')
     assert set(report['candidates']) == {'mse', 'percentile', 'minmax'}
     assert report['chosen'] == min(report['candidates'], key=report['candidates'].get)
-    alone = odm_quant(arch_opt, w_bit=4, a_bit=4)
-    alone.load_state_dict(fp.state_dict())
-    ranges = calibrate(alone, batches, progress=False, method=report['chosen'])['ranges']
-    assert set(ranges) == set(report['ranges'])
-    for name, (low, high) in ranges.items():
-        assert report['ranges'][name] == pytest.approx((low, high), rel=1e-6), name
+    # every candidate's ranges are those of calibrating with that method alone
+    for method in report['candidates']:
+        alone = odm_quant(arch_opt, w_bit=4, a_bit=4)
+        alone.load_state_dict(fp.state_dict())
+        ranges = calibrate(alone, batches, progress=False, method=method)['ranges']
+        assert set(ranges) == set(report['candidate_ranges'][method])
+        for name, (low, high) in ranges.items():
+            assert report['candidate_ranges'][method][name] == pytest.approx((low, high), rel=1e-6), (method, name)
+    # the per-layer refinement: each layer holds its method's range, and the network's output error is the one
+    # reported, no larger than the best whole-network candidate's
+    layers = dict(quantized_layers(net))
+    assert set(report['per_layer']) == set(layers) == set(report['ranges'])
+    for name, method in report['per_layer'].items():
+        assert report['ranges'][name] == report['candidate_ranges'][method][name]
+        assert (float(layers[name].act_quantizer.lower), float(layers[name].act_quantizer.upper)) == pytest.approx(
+            report['ranges'][name], rel=1e-6, abs=1e-7)
     with torch.no_grad():
         error = sum(float(((net(b) - fp(b))**2).mean()) for b in batches) / 2
-    assert error == pytest.approx(report['candidates'][report['chosen']], rel=1e-4)
+    assert error == pytest.approx(report['refined_error'], rel=1e-4)
+    assert report['refined_error'] <= report['candidates'][report['chosen']]
+
+
+def test_a_per_layer_switch_needs_a_drop_of_more_than_one_standard_error():
+    from odm_basicsr.quant.calibrate import significantly_lower
+    current = torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    assert significantly_lower(current - 0.1, current)  # lower on every batch: no spread
+    # lower on average (-0.05) but scattered: standard error 0.46 / 2 = 0.23 > 0.05
+    assert not significantly_lower(torch.tensor([0.5, 1.4, 0.6, 1.3], dtype=torch.float64), current)
+    # lower on average by 0.25, standard error 0.058 / 2 = 0.03
+    assert significantly_lower(torch.tensor([0.7, 0.8, 0.7, 0.8], dtype=torch.float64), current)
+    assert not significantly_lower(current, current)
+    assert significantly_lower(torch.tensor([0.9]), torch.tensor([1.0]))  # one batch: lower at all
+
+
+def test_auto_calibration_refines_per_layer_where_one_layer_needs_another_method():
+    """Two 1x1 convs on separate inputs, summed, at 4 bits; each passes on one input channel (weight 1) and ignores
+    the other (weight 0). The first passes Gaussian values and ignores a channel with one huge outlier: min/max wastes
+    its grid on the outlier, P1/P99 and MSE do not. The second passes rare +20 spikes and ignores a dense uniform
+    channel: P1/P99 and the layer's own MSE clip the spikes to serve the dense channel, min/max keeps them. No
+    whole-network method suits both layers; the per-layer sweep must give them different methods and a far lower
+    output error than every candidate's."""
+    from odm_basicsr.quant import QuantConv2d
+    gen = torch.Generator().manual_seed(0)
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = QuantConv2d(2, 1, 1, w_bit=8, a_bit=4)
+            self.second = QuantConv2d(2, 1, 1, w_bit=8, a_bit=4)
+
+        def forward(self, x):
+            return self.first(x[:, :2]) + self.second(x[:, 2:])
+
+    net = Two()
+    with torch.no_grad():
+        for conv in (net.first, net.second):
+            conv.weight.copy_(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
+            conv.bias.zero_()
+    batches = []
+    for _ in range(3):
+        x = torch.zeros(4, 4, 32, 32)
+        x[:, 0] = torch.randn(4, 32, 32, generator=gen)
+        spikes = torch.zeros(4 * 32 * 32)
+        spikes[torch.randperm(spikes.numel(), generator=gen)[:2]] = 20.0  # 0.05% of the channel
+        x[:, 2] = spikes.view(4, 32, 32)
+        x[:, 3] = torch.rand(4, 32, 32, generator=gen) * 6 - 3
+        batches.append(x)
+    batches[0][0, 1, 0, 0] = 200.0
+    report = calibrate(net, batches, progress=False, method='auto')
+    assert report['per_layer']['second'] == 'minmax' and report['per_layer']['first'] != 'minmax', report
+    assert report['refined_error'] < 0.2 * min(report['candidates'].values()), report['candidates']
 
 
 def test_option_checks_for_odmquant_name_the_key():

@@ -109,6 +109,10 @@ def main(argv):
     if 'chosen' in report:
         errors = ', '.join(f'{m} {e:.3g}' for m, e in report['candidates'].items())
         print(f'auto calibration chose {report["chosen"]} (output MSE vs FP on the calibration batches: {errors})')
+        switched = {n: m for n, m in report['per_layer'].items() if m != report['chosen']}
+        print(f'per-layer choice: {len(switched)} of {len(report["per_layer"])} layers took another method\'s range'
+              + (f' ({", ".join(f"{n}: {m}" for n, m in switched.items())})' if switched else '')
+              + f'; output MSE {report["refined_error"]:.3g}')
     out = args.out or osp.join('experiments', str(opt['name']), 'models', 'net_g_calibrated.pth')
     os.makedirs(osp.dirname(out) or '.', exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -116,7 +120,8 @@ def main(argv):
     os.replace(out + '.tmp', out)
     print(f'wrote {out} (params: network weights and quantizer state)')
     summary = {'option_file': args.opt, 'checkpoint': out, 'method': method, 'chosen': report.get('chosen', method),
-               'candidates': report.get('candidates'), 'batches': len(batches),
+               'candidates': report.get('candidates'), 'per_layer': report.get('per_layer'),
+               'refined_error': report.get('refined_error'), 'batches': len(batches),
                'offsets': [list(o) for o in report['offsets']],
                'ranges': {name: list(r) for name, r in report['ranges'].items()}}
 
