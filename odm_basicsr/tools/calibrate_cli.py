@@ -109,10 +109,11 @@ def main(argv):
     if 'chosen' in report:
         errors = ', '.join(f'{m} {e:.3g}' for m, e in report['candidates'].items())
         print(f'auto calibration chose {report["chosen"]} (output MSE vs FP on the calibration batches: {errors})')
-        switched = {n: m for n, m in report['per_layer'].items() if m != report['chosen']}
+        switched = [f'{n}: {m}' for n, m in report['per_layer'].items() if m != report['chosen']]
+        listed = ', '.join(switched[:4]) + (f', ... ({len(switched) - 4} more in calibration.json)'
+                                            if len(switched) > 4 else '')
         print(f'per-layer choice: {len(switched)} of {len(report["per_layer"])} layers took another method\'s range'
-              + (f' ({", ".join(f"{n}: {m}" for n, m in switched.items())})' if switched else '')
-              + f'; output MSE {report["refined_error"]:.3g}')
+              + (f' ({listed})' if switched else '') + f'; output MSE {report["refined_error"]:.3g}')
     out = args.out or osp.join('experiments', str(opt['name']), 'models', 'net_g_calibrated.pth')
     os.makedirs(osp.dirname(out) or '.', exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
