@@ -164,6 +164,7 @@ def main(argv=None):
                 # candidate's ranges equal those of calibrating with that method alone (tests/test_any_arch.py), so
                 # one call serves all
                 report = calibrate(net.eval(), batches, progress=False, method='auto')
+                switched = sum(m != report['chosen'] for m in report['per_layer'].values())
                 layers = dict(quantized_layers(net))
                 for method in args.methods:
                     ranges = report['ranges'] if method == 'auto' else report['candidate_ranges'][method]
@@ -172,7 +173,6 @@ def main(argv=None):
                     fidelity, psnr = scores(outputs(net, images), fp_outs, images)
                     cell[method] = (fidelity, psnr)
                     auto = method == 'auto'
-                    switched = sum(m != report['chosen'] for m in report['per_layer'].values())
                     results.append(dict(arch=arch, bits=bits, granularity=granularity, method=method,
                                         chosen=report['chosen'] if auto else None,
                                         switched_layers=switched if auto else None, fidelity_db=fidelity,

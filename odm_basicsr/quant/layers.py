@@ -109,6 +109,20 @@ class OutputRequantizer(nn.Module):
         return y + ((codes - self.zero_point) * self.scale - y).detach()
 
 
+def _quantize_input(layer, x):
+    """q(X') of a quantized layer's input X' (QuantConv2d, QuantLinear), with the hooks around it: the calibration
+    observer sees X'; with ``collect_input`` the layer keeps X' for the regularizer, and with ``collect_target`` also
+    sg(q(X')), the mismatch regularizer's target as computed here (no second quantize pass)."""
+    if layer.observer is not None:
+        layer.observer(x)
+    if layer.collect_input:
+        layer.quant_input = x
+    x_q = layer.act_quantizer(x)
+    if layer.collect_target:
+        layer.quant_target = x_q.detach() if layer.act_quantizer.enabled else None
+    return x_q
+
+
 class QuantConv2d(nn.Conv2d):
     """nn.Conv2d with fake-quantized input activations and weights.
 
@@ -167,13 +181,7 @@ class QuantConv2d(nn.Conv2d):
 
     def forward(self, x):
         x_in, offset_pair = self.quantizer_input(x)
-        if self.observer is not None:
-            self.observer(x_in)
-        if self.collect_input:
-            self.quant_input = x_in
-        x_q = self.act_quantizer(x_in)
-        if self.collect_target:  # the mismatch regularizer's target, as computed here (no second quantize pass)
-            self.quant_target = x_q.detach() if self.act_quantizer.enabled else None
+        x_q = _quantize_input(self, x_in)
         if offset_pair is not None:
             shift, scale = offset_pair
             x_q = x_q + (shift / scale).view(1, -1, 1, 1)
@@ -223,13 +231,7 @@ class QuantLinear(nn.Linear):
         return layer.to(linear.weight.device)
 
     def forward(self, x):
-        if self.observer is not None:
-            self.observer(x)
-        if self.collect_input:
-            self.quant_input = x
-        x_q = self.act_quantizer(x)
-        if self.collect_target:  # the mismatch regularizer's target, as computed here (no second quantize pass)
-            self.quant_target = x_q.detach() if self.act_quantizer.enabled else None
+        x_q = _quantize_input(self, x)
         if self.output_quantizer is None:
             return F.linear(x_q, self.weight_quantizer(self.weight), self.bias)
         # the integer export requantizes the product before the bias add (QLinearMatMul has no bias)
