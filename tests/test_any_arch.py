@@ -286,6 +286,11 @@ def test_calibrate_then_test_cost_and_export_through_the_cli(name, tiny_data, tm
     assert calibrated.is_file() and 'fidelity to FP' in out
     summary = json.loads((calibrated.parent / 'calibration.json').read_text())
     assert summary['validation']['fidelity_db'] > 25 and summary['method'] == 'auto'
+    # auto's per-layer choice: one rule per layer in the summary, and the count the command printed
+    assert set(summary['per_layer']) == set(summary['ranges'])
+    assert set(summary['per_layer'].values()) <= {'mse', 'percentile', 'minmax'}
+    switched = sum(m != summary['chosen'] for m in summary['per_layer'].values())
+    assert f'per-layer choice: {switched} of {len(summary["per_layer"])} layers' in out, out
     state = torch.load(calibrated, weights_only=True)['params']
     assert all(bool(v) for k, v in state.items() if k.endswith('act_quantizer.calibrated'))
     # basicsr test accepts the calibrated checkpoint, and refuses the FP one before writing anything
