@@ -4,8 +4,8 @@ from .calibrate import DEFAULT_RANGE_METHOD, RANGE_METHODS, calibrate, offset_sc
 from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMismatchError, check_state_dict,
                          convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn)
 from .convert import (SCOPES, ScopeError, activation_points, is_quantizer_param, layer_names, quantize_modules,
-                      quantize_network, quantized_layers, refresh_quantizer_state, set_integer_zero_point,
-                      set_quantization)
+                      quantize_network, quantized_layers, refresh_quantizer_state, set_integer_kernel_eval,
+                      set_integer_zero_point, set_quantization)
 from .cooperation import COOPERATION_MODES, combine_flat, combine_gradients, cosine_similarity
 from .cost import cost_report, format_cost_report
 from .layers import OFFSET_MODES, ChannelOffset, MatMul, QuantConv2d, QuantLinear, QuantOperand
@@ -18,8 +18,8 @@ __all__ = [
     'ActQuantizer', 'WeightQuantizer', 'QuantConv2d', 'QuantLinear', 'QuantOperand', 'MatMul', 'ChannelOffset',
     'fake_quantize', 'skip_range_gradients', 'round_ste', 'activation_points', 'integer_grid',
     'percentile', 'check_bits', 'quantize_modules', 'quantize_network', 'quantized_layers', 'set_quantization',
-    'refresh_quantizer_state', 'set_integer_zero_point', 'ScopeError', 'layer_names', 'UncalibratedQuantizerError',
-    'channel_percentile',
+    'refresh_quantizer_state', 'set_integer_zero_point', 'set_integer_kernel_eval', 'ScopeError', 'layer_names',
+    'UncalibratedQuantizerError', 'channel_percentile',
     'WEIGHT_GRANULARITIES', 'RANGE_METHODS', 'DEFAULT_RANGE_METHOD',
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
     'variance_loss', 'mismatch_loss', 'combine_gradients', 'combine_flat', 'cosine_similarity', 'check_state_dict',

@@ -384,6 +384,9 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
     if not batches:
         raise ValueError('calibration needs at least one batch')
     layers = dict(activation_points(net))  # quantized layers and quantized matmul operands
+    for layer in layers.values():  # integer_zero_point: no requantization (nor integer-kernel eval) until decided
+        if getattr(layer, 'output_quantizer', None) is not None:
+            layer.output_quantizer.set_grid(1.0, 0, False)
     was_training = net.training
     net.eval()
     set_quantization(net, False)

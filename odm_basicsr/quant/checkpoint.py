@@ -57,7 +57,8 @@ def check_state_dict(net, state_dict, allow_missing=False):
     own = net.state_dict()
     # BasicSR's load_network (strict=False) renames mis-shaped keys to '<key>.ignore'
     loaded = {k[:-len('.ignore')] if k.endswith('.ignore') else k: v for k, v in state_dict.items()}
-    missing = [k for k in own if k not in loaded]
+    # output_quantizer.consumer_index came later than the rest of the quantizer state: -1 (none) when absent
+    missing = [k for k in own if k not in loaded and not k.endswith('output_quantizer.consumer_index')]
     missing_quant = [k for k in missing if is_quantizer_param(k)]
     missing_other = [k for k in missing if not is_quantizer_param(k)]
     if allow_missing and missing_other:

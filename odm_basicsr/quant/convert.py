@@ -120,13 +120,24 @@ def set_quantization(net, enabled):
             point.output_quantizer.enabled = enabled
 
 
+def set_integer_kernel_eval(net, enabled):
+    """With integer_zero_point, whether ``net``'s eval forward (without autograd) computes its quantized layers as
+    the integer ONNX graph's kernels do (``export_integer.integer_kernel_output``; the default) or runs the
+    fake-quant forward of training, which differs by float rounding ties (docs/EXPORT.md)."""
+    for _, point in activation_points(net):
+        if getattr(point, 'output_quantizer', None) is not None:
+            point.output_quantizer.integer_kernel_eval = bool(enabled)
+    return net
+
+
 def set_integer_zero_point(net, enabled):
     """Make ``net`` compute what its integer ONNX export computes: every activation grid on integer multiples of its
     step (``ActQuantizer.integer_zero_point``), 8-bit weights on the int8 grid (``WeightQuantizer.int8_grid``), and
     an ``OutputRequantizer`` on every quantized layer's output (identity until ``calibrate`` switches on those the
     export requantizes; the conv bias then sits on the int32 grid, ``QuantConv2d.integer_bias``). False restores
     the paper's grids and removes the requantizers."""
-    for _, point in activation_points(net):
+    points = [point for _, point in activation_points(net)]
+    for point in points:
         point.act_quantizer.integer_zero_point = bool(enabled)
         if isinstance(point, QUANT_LAYER_TYPES):
             point.weight_quantizer.int8_grid = bool(enabled) and point.weight_quantizer.bits == 8
@@ -134,6 +145,8 @@ def set_integer_zero_point(net, enabled):
                 point.output_quantizer = OutputRequantizer().to(point.weight.device)
             elif not enabled:
                 point.output_quantizer = None
+            if point.output_quantizer is not None:  # where its consumer_index points (a plain list, not submodules)
+                point.output_quantizer.network_points = points
     return net
 
 

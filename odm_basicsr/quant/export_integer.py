@@ -26,15 +26,16 @@ What it changes against the fake-quant network, each step named in the export re
    same codes as the fake-quant network. Any other output (a residual add, a concat, the tail) is requantized to
    uint8 on its 8-bit min/max range observed on calibration images; a scalar Mul after it (res_scale) folds into
    the requantization's scale.
-
-A network built with ``integer_zero_point: true`` (``set_integer_zero_point``) computes steps 1-4 itself: its grids
-have integer zero points, 8-bit weights sit on the int8 grid, the bias on its int32 grid, and calibration switches on
-an ``OutputRequantizer`` exactly where step 4 requantizes (``calibrate_output_requantizers``), whose grid the export
-then uses. Its export is exact up to the order of float sums.
 5. **Offsets (ODM v1)**, X' = (X - o)/a: X is zero-padded first, then shifted and scaled, and the conv runs
    unpadded with bias b + W_q·(o/a); border pixels see q(-o/a) + o/a instead of 0.
 6. **Linear layers**: MatMul -> requantize -> DequantizeLinear -> Add(bias) (QLinearMatMul has no bias input).
    Quantized matmul operands (SwinIR attention) keep the exact QDQ form; their products run in float.
+
+A network built with ``integer_zero_point: true`` (``set_integer_zero_point``) computes steps 1-4 itself: its grids
+have integer zero points, 8-bit weights sit on the int8 grid, the bias on its int32 grid, and calibration switches on
+an ``OutputRequantizer`` exactly where step 4 requantizes and records the consumer of each chained output
+(``calibrate_output_requantizers``). In eval its quantized layers compute the integer kernels' arithmetic
+(``integer_kernel_output``), so the export reproduces it up to the rounding of its float layers.
 
 ``onnx_integer_ops`` lists what onnxruntime's optimized graph actually runs.
 """
@@ -149,6 +150,79 @@ def code_spread(w_bits):
     return max(1, 63 // (2**w_bits - 1))
 
 
+def weight_code_scale(weight_quantizer, upper):
+    """(scale, spread) of a layer's int8 weight codes in the integer graph (step 2): the codes are q_w(W) / scale,
+    odd integers times ``spread`` for b <= 7 (exact), the int8 grid for a network with integer_zero_point at 8 bits.
+    ``upper``: the clip value u_w (0-dim or per output channel)."""
+    spread = code_spread(weight_quantizer.bits) if weight_quantizer.levels != 254 and weight_quantizer.bits <= 7 else 1
+    return weight_quantizer.integer_scale(upper) / spread, spread
+
+
+def integer_bias_codes(bias, bias_scale, grid=1):
+    """The int32 bias codes (as float64) of ``bias`` at scale ``bias_scale`` (s_x·s_w per output channel), rounded on
+    a grid ``grid`` times coarser (the spread, for a network trained on the grid before the spread)."""
+    return torch.round(bias.double() / (bias_scale.double() * grid)) * grid
+
+
+def integer_kernel_output(layer, x):
+    """The output of ``layer`` (a QuantConv2d without offsets or a QuantLinear, built with integer_zero_point and
+    calibrated) as onnxruntime's integer graph computes it, to the last bit:
+
+        codes   c_x = clip(round(x / s_x) + zp_x, lo, hi)               QuantizeLinear (true division) [-> Clip]
+        acc     = conv(c_x - zp_x, W codes) + bias codes                 exact integers
+        output  c_y = clip(round(float32(acc) · M) + zp_y, lo_y, hi_y),  M = float32(float32(s_x·s_w) / s_y)
+        value   (c_y - zp_y)·s_y                                         DequantizeLinear
+
+    round() is to nearest even, as the kernels' conversions are (checked against onnxruntime 1.32 in
+    tests/test_export_integer.py). The output grid (s_y, zp_y, lo_y, hi_y) is the layer's own 8-bit requantizer,
+    or, for a chained output, the input grid of its consumer (a ReLU in between then maps the codes below zp_y to
+    zp_y, as the graph's Clip does). A linear layer adds its float bias after. The fake-quant forward differs from
+    this only where a value sits within float rounding of a decision boundary (docs/EXPORT.md).
+
+    Args:
+        layer (QuantConv2d | QuantLinear): see ``layers._runs_integer_kernel`` for when it applies.
+        x (Tensor): the layer's input, (N, C_in, H, W) or (..., in_features).
+    """
+    act, requantizer = layer.act_quantizer, layer.output_quantizer
+    grid = uint8_grid(*act.valid_range(), act.bits)
+    scale_x, zero_x = grid['scale'].to(x.device), grid['zero_point']
+    x_int = torch.clamp(torch.round(x / scale_x) + zero_x, grid['code_lo'], grid['code_hi']) - zero_x
+    w_q = layer.weight_quantizer(layer.weight)
+    w_scale, spread = weight_code_scale(layer.weight_quantizer, layer.weight_quantizer.last_upper)
+    channels = w_q.shape[0]
+    w_scale = w_scale.reshape(-1).expand(channels) if w_scale.dim() == 0 else w_scale.reshape(-1)
+    shape = (-1, ) + (1, ) * (w_q.dim() - 1)
+    w_int = torch.round(w_q / w_scale.view(shape))
+    scale_xw = (scale_x * w_scale).float()  # the bias scale, and ORT's s_x·s_w, in float32
+    bias = None
+    if not isinstance(layer, QuantLinear) and layer.bias is not None:
+        bias = integer_bias_codes(layer.bias.detach(), scale_xw, spread)
+    # every partial sum is an integer of at most |x|max·Σ|w| + |b|: float32 sums them exactly below 2^24 (on the CPU,
+    # whose float32 convs are direct or GEMM; GPU kernels may use Winograd or TF32), else float64 does
+    bound = float(x_int.abs().max()) * float(w_int.abs().reshape(channels, -1).sum(dim=1).max())
+    bound += 0.0 if bias is None else float(bias.abs().max())
+    dtype = torch.float32 if x.device.type == 'cpu' and bound < 2**24 else torch.float64
+    if isinstance(layer, QuantLinear):
+        acc = F.linear(x_int.to(dtype), w_int.to(dtype))
+        channel_shape = (-1, )
+    else:
+        acc = F.conv2d(x_int.to(dtype), w_int.to(dtype), None if bias is None else bias.to(dtype), layer.stride,
+                       layer.padding, layer.dilation, layer.groups)
+        channel_shape = (1, -1, 1, 1)
+    if requantizer.is_active:
+        scale_y, zero_y, low, high = requantizer.scale.float(), float(requantizer.zero_point), 0, UINT8_MAX
+    else:
+        consumer = requantizer.consumer.act_quantizer
+        out = uint8_grid(*consumer.valid_range(), consumer.bits)
+        scale_y, zero_y, low, high = out['scale'].to(x.device), out['zero_point'], out['code_lo'], out['code_hi']
+    multiplier = (scale_xw / scale_y).float().view(channel_shape)
+    codes = torch.clamp(torch.round(acc.float() * multiplier) + zero_y, low, high)
+    y = (codes - zero_y) * scale_y
+    if isinstance(layer, QuantLinear) and layer.bias is not None:
+        y = y + layer.bias
+    return y
+
+
 def folded_grid_shift(act_quantizer):
     """The ``grid_shift`` δ of a calibrated activation quantizer when the integer graph folds it (more than 1e-3 of a
     step), else None (a grid built with ``integer_zero_point``: nothing to fold)."""
@@ -178,14 +252,11 @@ class IntegerQuantLayer(nn.Module):
             self.register_buffer('act_scale', grid['scale'])
             k, upper = weight_grid(layer)
             levels = layer.weight_quantizer.levels
-            scale = layer.weight_quantizer.integer_scale(upper)  # u/127 at 8 bits, step/2 = u/L below
-            spread = 1
+            scale, spread = weight_code_scale(layer.weight_quantizer, upper)  # u/127 at 8 bits, step/2 = u/L below
             if levels == 254:  # the int8 grid (8 bits, integer_zero_point): exact
                 codes = (k.to(torch.int16) - 127).to(torch.int8)
             elif w_bits <= 7:  # odd integers at half the step, times a spread factor: exact
-                spread = code_spread(w_bits)
                 codes = ((2 * k.to(torch.int16) - (2**w_bits - 1)) * spread).to(torch.int8)
-                scale = scale / spread
             else:  # the 256-level zero-free grid rounded onto int8 at u/127
                 step = 2 * upper / levels
                 codes = torch.clamp(torch.round((k.float() * step - upper) / scale), -INT8_MAX, INT8_MAX).to(torch.int8)
@@ -217,7 +288,7 @@ class IntegerQuantLayer(nn.Module):
                 bias_scale = (self.act_scale * (scale if scale.dim() else scale.expand(codes.shape[0]))).float()
                 # trained with integer_zero_point: the bias rounding it was trained with (s_x·s_w before the spread)
                 grid = spread if layer.output_quantizer is not None else 1
-                bias_codes = torch.round(bias.double() / (bias_scale.double() * grid)) * grid
+                bias_codes = integer_bias_codes(bias, bias_scale, grid)
                 self.register_buffer('bias_codes', bias_codes.to(torch.int32))
                 self.register_buffer('bias_scale', bias_scale.contiguous())
                 self.register_buffer('bias', None)
@@ -301,6 +372,8 @@ class _Graph:
         self.graph = graph
         self.inits = {t.name: t for t in graph.initializer}
         self.constants = {n.output[0]: n for n in graph.node if n.op_type == 'Constant'}
+        # the exporter replaces an initializer equal to another one by an Identity of it
+        self.identities = {n.output[0]: n.input[0] for n in graph.node if n.op_type == 'Identity'}
         self.outputs = {o.name for o in graph.output}
         self.consumers = {}
         for node in graph.node:
@@ -308,8 +381,10 @@ class _Graph:
                 self.consumers.setdefault(name, []).append(node)
 
     def value(self, name):
-        """numpy value of a constant input (initializer or Constant node), or None."""
+        """numpy value of a constant input (initializer, Constant node, or an Identity of one), or None."""
         from onnx import numpy_helper
+        while name in self.identities and name not in self.inits:
+            name = self.identities[name]
         if name in self.inits:
             return numpy_helper.to_array(self.inits[name])
         node = self.constants.get(name)
@@ -336,11 +411,12 @@ def chain_requantizations(model):
     after a requantization folds into its DQ scale (and the output is then not chained unless the Mul is by 1).
 
     Returns:
-        list[str]: the layers (named by their ``<layer>.weight_codes`` initializer) whose output now goes straight
-        onto their consumer's grid.
+        dict[str, str | None]: {layer: consumer} for the layers whose output now goes straight onto their consumer's
+        grid, both named by their ``<layer>.weight_codes`` initializer (consumer None where it is not a conv or
+        linear layer of the graph).
     """
     graph = model.graph
-    chained, counter = [], 0
+    chained, counter = {}, 0
     for conv in list(graph.node):
         if conv.op_type not in ('Conv', 'MatMul'):
             continue
@@ -411,10 +487,20 @@ def chain_requantizations(model):
         for node in (q_out, dq_out, relu, shift):
             if node is not None:
                 graph.node.remove(node)
-        weight_dq = next((n for n in graph.node if conv.input[1] in n.output), None)
-        name = weight_dq.input[0] if weight_dq is not None else conv.name
-        chained.append(name[:-len('.weight_codes')] if name.endswith('.weight_codes') else name)
+        g = _Graph(graph)
+        consumer = g.only_consumer((g.only_consumer(q_in.output[0], 'Clip') or q_in).output[0], 'DequantizeLinear')
+        consumer = consumer and g.only_consumer(consumer.output[0])
+        chained[_layer_name(graph, conv)] = _layer_name(graph, consumer) if consumer is not None and \
+            consumer.op_type in ('Conv', 'MatMul') else None
     return chained
+
+
+def _layer_name(graph, node):
+    """The quantized layer that a Conv / MatMul node of the integer graph computes: the name of its weight codes
+    initializer without ``.weight_codes`` (else the node's name)."""
+    weight_dq = next((n for n in graph.node if len(node.input) > 1 and node.input[1] in n.output), None)
+    name = weight_dq.input[0] if weight_dq is not None else node.name
+    return name[:-len('.weight_codes')] if name.endswith('.weight_codes') else name
 
 
 def _make_node(op_type, inputs, outputs):
@@ -479,6 +565,9 @@ def calibrate_output_requantizers(net, batches, reduce_fn=None):
     export requantizes, with the 8-bit grid of the output's min/max on ``batches``, quantizers on; the others
     (outputs that go onto the next layer's grid) stay off. Which is which comes from tracing the integer graph.
 
+    The layers whose output the export chains record their consumer (``OutputRequantizer.consumer_index``), so that
+    in eval they compute what the integer graph computes (``integer_kernel_output``).
+
     Returns:
         list[str]: the layers whose requantizer is on.
     """
@@ -496,12 +585,14 @@ def calibrate_output_requantizers(net, batches, reduce_fn=None):
         layer.output_quantizer.set_grid(1.0, 0, False)
     ranges = observe_output_ranges(source, batches)
     model, _ = to_integer_module(source, batches, output_ranges=ranges)
-    chained = set(chain_requantizations(_trace(model, batches[0][:1], getattr(source, 'onnx_dynamic_size', True))))
+    chained = chain_requantizations(_trace(model, batches[0][:1], getattr(source, 'onnx_dynamic_size', True)))
+    positions = {name: i for i, (name, _) in enumerate(activation_points(source))}
     switched_on = []
     for name, layer in layers.items():
         low, high = (float(reduce_fn(torch.tensor(v, dtype=torch.float64))) for v in ranges[name])
         scale, zero_point = requantization_grid(low, high)
-        layer.output_quantizer.set_grid(scale, zero_point, name not in chained)
+        consumer = positions.get(chained.get(name), -1)
+        layer.output_quantizer.set_grid(scale, zero_point, name not in chained, consumer)
         if name not in chained:
             switched_on.append(name)
     return switched_on

@@ -76,7 +76,12 @@ class OutputRequantizer(nn.Module):
     the export will requantize, so that the exported graph computes what was trained. Straight-through gradient;
     the range is not learned.
 
-    Buffers: scale (0-dim, float32), zero_point (0-dim, integral float), active (0/1).
+    Where the export instead quantizes the output straight onto the next quantized layer's input grid (a chained
+    output), calibration records that layer as the ``consumer``: in eval, without autograd, the layer then computes
+    its output as onnxruntime's integer kernel does (``export_integer.integer_kernel_output``).
+
+    Buffers: scale (0-dim, float32), zero_point (0-dim, integral float), active (0/1), consumer_index (position of
+    the consumer in ``activation_points`` order, -1 for none; absent from checkpoints written before it existed).
     """
 
     def __init__(self):
@@ -84,23 +89,47 @@ class OutputRequantizer(nn.Module):
         self.register_buffer('scale', torch.tensor(1.0))
         self.register_buffer('zero_point', torch.tensor(0.0))
         self.register_buffer('active', torch.tensor(0.0))
+        self.register_buffer('consumer_index', torch.tensor(-1.0))
         self.enabled = True
         self.is_active = False  # python mirror of the buffer (no device sync per forward); see refresh()
+        self.consumer_position = -1  # python mirror of consumer_index
+        self.integer_kernel_eval = True  # False: eval runs the fake-quant forward (set_integer_kernel_eval)
+        self.network_points = []  # the network's activation points, in order (set by set_integer_zero_point)
 
     def refresh(self):
         self.is_active = bool(float(self.active) > 0)
+        self.consumer_position = int(self.consumer_index)
         return self
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        if prefix + 'consumer_index' not in state_dict:  # a checkpoint from before chained outputs were recorded
+            state_dict = dict(state_dict, **{prefix + 'consumer_index': torch.tensor(-1.0)})
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
         self.refresh()
 
-    def set_grid(self, scale, zero_point, active):
+    def set_grid(self, scale, zero_point, active, consumer=-1):
+        """Set the 8-bit grid and whether it is on; ``consumer``: position of the quantized layer whose input grid
+        the export quantizes this output onto (chained), -1 for none."""
         with torch.no_grad():
             self.scale.fill_(float(scale))
             self.zero_point.fill_(float(zero_point))
             self.active.fill_(1.0 if active else 0.0)
+            self.consumer_index.fill_(float(consumer))
         self.is_active = bool(active)
+        self.consumer_position = int(consumer)
+
+    @property
+    def consumer(self):
+        """The activation point (a quantized layer) whose input grid this output goes onto, or None."""
+        if self.consumer_position < 0 or self.consumer_position >= len(self.network_points):
+            return None
+        return self.network_points[self.consumer_position]
+
+    def has_target(self):
+        """True when the integer export puts this output on a known grid: its own (active) or its consumer's."""
+        return self.enabled and self.integer_kernel_eval and (self.is_active or self.consumer is not None)
 
     def forward(self, y):
         if not (self.enabled and self.is_active):
@@ -121,6 +150,17 @@ def _quantize_input(layer, x):
     if layer.collect_target:
         layer.quant_target = x_q.detach() if layer.act_quantizer.enabled else None
     return x_q
+
+
+def _runs_integer_kernel(layer):
+    """True when ``layer`` (built with integer_zero_point) computes its eval output as the integer ONNX graph's kernel
+    does: eval mode without autograd, every quantizer on, no offset, no calibration observer or regularizer hook,
+    and its output on a known grid (an active requantizer or a recorded consumer)."""
+    requantizer = layer.output_quantizer
+    return (requantizer is not None and not layer.training and not torch.is_grad_enabled()
+            and requantizer.has_target() and layer.act_quantizer.enabled and layer.act_quantizer.is_calibrated
+            and layer.weight_quantizer.enabled and layer.observer is None and not layer.collect_input
+            and (layer.offset is None or not layer.offset.active))
 
 
 class QuantConv2d(nn.Conv2d):
@@ -180,6 +220,9 @@ class QuantConv2d(nn.Conv2d):
         return self.weight * offset_pair[1].view(1, -1, 1, 1)
 
     def forward(self, x):
+        if _runs_integer_kernel(self):
+            from .export_integer import integer_kernel_output
+            return integer_kernel_output(self, x)
         x_in, offset_pair = self.quantizer_input(x)
         x_q = _quantize_input(self, x_in)
         if offset_pair is not None:
@@ -231,6 +274,9 @@ class QuantLinear(nn.Linear):
         return layer.to(linear.weight.device)
 
     def forward(self, x):
+        if _runs_integer_kernel(self):
+            from .export_integer import integer_kernel_output
+            return integer_kernel_output(self, x)
         x_q = _quantize_input(self, x)
         if self.output_quantizer is None:
             return F.linear(x_q, self.weight_quantizer(self.weight), self.bias)
