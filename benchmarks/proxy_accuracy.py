@@ -19,6 +19,10 @@ the paper's scope (the Linear layers of the Swin blocks), features on 0-1. Its F
 over bicubic, under the 1 dB bar of a shipped proxy): basicsr train -opt options/ptq/train_FP_SwinIR_demo_x4.yml
 makes it (about 8 min on 2 CPU cores). Offsets are conv-only, so the ODM v1 variants do not apply to it.
 
+``--device cuda``: the same runs on a GPU (``--batch-size`` / ``--gt-size`` make the larger version that
+``benchmarks/gpu_proxy.sh`` runs; ``--compile`` turns on train.compile, off by default because every run builds a
+new model and would compile again). The JSON is rewritten after every run, so a run cut short keeps what it finished.
+
 ``--arch SRVGGNetCompact``: the second proxy, the demo SRVGGNetCompact (32 features, 8 convs, PReLU, features on
 0-1 pixels where EDSR's are on 0-255; trained for the PTQ table, odm_basicsr/pretrained/
 SRVGGNetCompact_demo_x4_f32c8_FP.pth) quantized in place by ODMQuant with its body scope, with the same recipe,
@@ -113,7 +117,10 @@ SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when o
 }
 
 
-def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arch='EDSR'):
+def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arch='EDSR', device='cpu',
+                  batch_size=None, gt_size=None, compile_step=False):
+    """BasicSR options of one proxy run; ``batch_size`` / ``gt_size`` (None: the demo recipe's) and ``device``
+    ('cpu' or 'cuda') for the larger GPU version."""
     net_keys, odm_opt, coop = VARIANTS[variant]
     paths = demo_data()
     opt = load_yaml(f'options/demo/train_QAT_EDSR_demo_x4_w{bits}a{bits}.yml')
@@ -139,12 +146,17 @@ def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arc
     train.update(TRAIN_EXTRA.get(variant, {}))
     train['total_iter'] = iters
     train['scheduler']['milestones'] = [iters * 2 // 3]
-    opt.update(name=f'proxy_{variant}', num_gpu=0, manual_seed=seed, is_train=True, dist=False, rank=0,
-               world_size=1, auto_resume=False)
+    train['compile'] = bool(compile_step)
+    opt.update(name=f'proxy_{variant}', num_gpu=1 if device == 'cuda' else 0, manual_seed=seed, is_train=True,
+               dist=False, rank=0, world_size=1, auto_resume=False)
     opt['path'] = {'pretrain_network_g': spec['checkpoint'], 'strict_load_g': True, 'resume_state': None,
                    'param_key_g': 'params'}
     opt['datasets']['train'].update(dataroot_gt=paths['train_gt'], dataroot_lq=paths['train_lq'], phase='train',
                                     scale=4, num_worker_per_gpu=0)
+    if batch_size:
+        opt['datasets']['train']['batch_size_per_gpu'] = batch_size
+    if gt_size:
+        opt['datasets']['train']['gt_size'] = gt_size
     opt['datasets']['val'].update(dataroot_gt=paths['val_gt'], dataroot_lq=paths['val_lq'], phase='val', scale=4)
     return opt
 
@@ -156,6 +168,7 @@ class Evaluator:
         from basicsr.data import build_dataloader, build_dataset
         from basicsr.utils import tensor2img
         self.tensor2img = tensor2img
+        self.device = torch.device('cuda' if opt['num_gpu'] else 'cpu')
         val_opt = opt['datasets']['val']
         self.loader = build_dataloader(build_dataset(val_opt), val_opt, num_gpu=0, dist=False, sampler=None, seed=0)
         self.fp_outputs = None
@@ -165,7 +178,7 @@ class Evaluator:
         net.eval()
         with torch.no_grad():
             for data in self.loader:
-                outs.append(self.tensor2img(net(data['lq'])))
+                outs.append(self.tensor2img(net(data['lq'].to(self.device))))
         net.train()
         return outs
 
@@ -182,7 +195,7 @@ class Evaluator:
         try:
             with torch.no_grad():
                 for data in self.loader:
-                    net(data['lq'])
+                    net(data['lq'].to(self.device))
                     for name, loss in losses.items():
                         values[name].append(float(loss(model.quant_layers)))
         finally:
@@ -264,6 +277,7 @@ def fp_reference(opt, evaluator):
     net = build_network(copy.deepcopy(opt['network_g']))
     net.load_state_dict(torch.load(opt['path']['pretrain_network_g'], map_location='cpu', weights_only=True)['params'],
                         strict=False)
+    net.to(evaluator.device)
     set_quantization(net, False)  # quantizers off and offsets not selected: exactly the FP EDSR function
     evaluator.fp_outputs = evaluator.outputs(net)
     gts = [evaluator.tensor2img(data['gt']) for data in evaluator.loader]
@@ -292,6 +306,10 @@ def main():
     parser.add_argument('--no-sweep', action='store_true', help='skip the regularizer-weight sweep')
     parser.add_argument('--sweep-mults', type=float, nargs='+', default=[1, 10, 100])
     parser.add_argument('--json', default=osp.join(REPO, 'benchmarks', 'results', 'proxy_accuracy.json'))
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--batch-size', type=int, default=None, help="training batch (default: the demo recipe's)")
+    parser.add_argument('--gt-size', type=int, default=None, help="HR training patch (default: the demo recipe's)")
+    parser.add_argument('--compile', action='store_true', help='train.compile: true (each run compiles anew)')
     parser.add_argument('--arch', default='EDSR', choices=list(PROXY_ARCHS),
                         help='the proxy network: the demo EDSR, the demo SRVGGNetCompact through ODMQuant, or the '
                              'small SwinIR of the PTQ table through ODMSwinIR')
@@ -316,17 +334,24 @@ def main():
                              f'{", ".join(offsets)}')
     start = time.time()
     paths = demo_data()
-    base_opt = build_options('plain QAT', 4, iters, seeds[0], arch=args.arch)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda, but torch sees no CUDA device')
+    recipe = dict(arch=args.arch, device=args.device, batch_size=args.batch_size, gt_size=args.gt_size,
+                  compile_step=args.compile)
+    base_opt = build_options('plain QAT', 4, iters, seeds[0], **recipe)
     evaluator = Evaluator(base_opt)
     bicubic = bicubic_metrics(paths['val_gt'], paths['val_lq'])
     fp = fp_reference(base_opt, evaluator)
     print(f'bicubic {bicubic["psnr"]:.2f} dB, FP {fp["psnr"]:.2f} dB on the held-out photos', flush=True)
 
     runs = []  # dicts: variant, bits, seed, weight_mult, cooperation, result
+    settings = {'arch': args.arch, 'iters': iters, 'seeds': seeds, 'bicubic': bicubic, 'fp': fp,
+                'device': args.device, 'batch_size': base_opt['datasets']['train']['batch_size_per_gpu'],
+                'gt_size': base_opt['datasets']['train']['gt_size'], 'compile': args.compile}
 
     def run(variant, bits, seed, weight=None, cooperation=None, mult=None):
         """Fine-tune one variant; ``weight`` overrides its regularizer weight (``mult`` labels it in the sweep)."""
-        opt = build_options(variant, bits, iters, seed, weight, cooperation, args.arch)
+        opt = build_options(variant, bits, iters, seed, weight, cooperation, **recipe)
         res = fine_tune(opt, evaluator, curve_points)
         used = opt['train'].get('odm_opt', {}).get('loss_weight')
         entry = {'variant': variant, 'bits': bits, 'seed': seed, 'weight_mult': mult, 'sweep': mult is not None,
@@ -338,6 +363,7 @@ def main():
               + ' '.join(f'{k} {v:.3g}' for k, v in res['means'].items())
               + ' objectives ' + ' '.join(f'{k} {res["at_calibration"]["objectives"][k]:.4g} -> {v:.4g}'
                                           for k, v in res['objectives'].items()), flush=True)
+        write_json(args.json, dict(settings, runs=runs, partial=True))  # a run cut short keeps the finished ones
         return entry
 
     for bits in args.bits:
@@ -421,10 +447,9 @@ def main():
     for name, ok, detail in checks:
         print(f'- [{"x" if ok else " "}] {name}: {detail}')
     print(f'\n(total {time.time() - start:.0f} s)')
-    write_json(args.json, {'arch': args.arch, 'iters': iters, 'seeds': seeds, 'bicubic': bicubic, 'fp': fp,
-                           'runs': runs,
-                           'checks': [{'name': n, 'ok': o, 'detail': d} for n, o, d in checks],
-                           'tables': {'main': main_table, 'sweep': sweep_table, 'qat_curve': curve_table}})
+    write_json(args.json, dict(settings, runs=runs,
+                               checks=[{'name': n, 'ok': o, 'detail': d} for n, o, d in checks],
+                               tables={'main': main_table, 'sweep': sweep_table, 'qat_curve': curve_table}))
 
 
 if __name__ == '__main__':

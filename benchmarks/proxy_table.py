@@ -4,9 +4,11 @@ CPU training of the proxy is deterministic, so a variant, bit-width and seed fou
 files must agree on it (checked) and it is counted once. Spreads are half the range over seeds, as in
 docs/RESULTS.md. Nothing is re-run.
 
-    python benchmarks/proxy_table.py benchmarks/results/proxy_*.json [--iters 1000] [--arch EDSR]
+    python benchmarks/proxy_table.py benchmarks/results/proxy_*.json [--iters 1000] [--arch EDSR] [--device cpu]
 
-Only files of one proxy arch are read (``--arch``; files without an ``arch`` entry are EDSR's).
+Only files of one proxy arch and device are read (``--arch``, ``--device``; files without an ``arch`` entry are
+EDSR's, without a ``device`` entry CPU runs). GPU runs are not bit-deterministic, so a GPU file should not be read
+together with another run of the same variant and seed.
 
 Prints:
 1. per bit-width, each variant's PSNR vs HR per seed, mean ± half-range, fidelity to the FP output;
@@ -53,13 +55,15 @@ ORDER = ['plain QAT', 'plain QAT (P99 weights)', 'WCC only', 'ODM v1', 'ODM v1 (
          'cooperative variance', 'naive mismatch', 'ODM v2 (no cooperation)']  # rows first in this order
 
 
-def load_runs(paths, iters, arch='EDSR'):
-    """{(variant, bits, seed): result} over the files of ``arch``; raises if two files disagree on a run."""
+def load_runs(paths, iters, arch='EDSR', device='cpu'):
+    """{(variant, bits, seed): result} over the files of ``arch`` run on ``device`` (files without a device entry are
+    CPU runs); raises if two files disagree on a run."""
     runs, sources = {}, {}
     for path in paths:
         with open(path) as f:
             data = json.load(f)
-        if (iters is not None and data.get('iters') != iters) or data.get('arch', 'EDSR') != arch:
+        if ((iters is not None and data.get('iters') != iters) or data.get('arch', 'EDSR') != arch
+                or data.get('device', 'cpu') != device):
             continue
         for run in data['runs']:
             if run.get('sweep'):
@@ -151,8 +155,10 @@ def main():
     parser.add_argument('json', nargs='+')
     parser.add_argument('--iters', type=int, default=1000, help='only files of runs this long (default 1000)')
     parser.add_argument('--arch', default='EDSR', help='only files of this proxy arch (default EDSR)')
+    parser.add_argument('--device', default='cpu', help='only files of runs on this device (default cpu; '
+                        'benchmarks/gpu_proxy.sh: cuda)')
     args = parser.parse_args()
-    print(tables(load_runs(args.json, args.iters, args.arch)))
+    print(tables(load_runs(args.json, args.iters, args.arch, args.device)))
 
 
 if __name__ == '__main__':
