@@ -118,9 +118,9 @@ SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when o
 
 
 def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arch='EDSR', device='cpu',
-                  batch_size=None, gt_size=None, compile_step=False):
-    """BasicSR options of one proxy run; ``batch_size`` / ``gt_size`` (None: the demo recipe's) and ``device``
-    ('cpu' or 'cuda') for the larger GPU version."""
+                  batch_size=None, gt_size=None, compile_step=False, workers=0):
+    """BasicSR options of one proxy run; ``batch_size`` / ``gt_size`` (None: the demo recipe's), ``device`` ('cpu'
+    or 'cuda') and data-loading ``workers`` for the larger GPU version."""
     net_keys, odm_opt, coop = VARIANTS[variant]
     paths = demo_data()
     opt = load_yaml(f'options/demo/train_QAT_EDSR_demo_x4_w{bits}a{bits}.yml')
@@ -152,7 +152,7 @@ def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arc
     opt['path'] = {'pretrain_network_g': spec['checkpoint'], 'strict_load_g': True, 'resume_state': None,
                    'param_key_g': 'params'}
     opt['datasets']['train'].update(dataroot_gt=paths['train_gt'], dataroot_lq=paths['train_lq'], phase='train',
-                                    scale=4, num_worker_per_gpu=0)
+                                    scale=4, num_worker_per_gpu=workers)
     if batch_size:
         opt['datasets']['train']['batch_size_per_gpu'] = batch_size
     if gt_size:
@@ -225,9 +225,10 @@ def training_steps(opt):
     set_random_seed(seed)
     model = build_model(opt)
     dataset_opt = opt['datasets']['train']
+    workers = dataset_opt.get('num_worker_per_gpu', 0)  # 0 unless --workers: the CPU tables' data order
     loader = torch.utils.data.DataLoader(build_dataset(dataset_opt), batch_size=dataset_opt['batch_size_per_gpu'],
-                                         shuffle=True, num_workers=0, drop_last=True,
-                                         generator=torch.Generator().manual_seed(seed))
+                                         shuffle=True, num_workers=workers, drop_last=True,
+                                         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
     total = opt['train']['total_iter']
 
     def steps():
@@ -310,6 +311,8 @@ def main():
     parser.add_argument('--batch-size', type=int, default=None, help="training batch (default: the demo recipe's)")
     parser.add_argument('--gt-size', type=int, default=None, help="HR training patch (default: the demo recipe's)")
     parser.add_argument('--compile', action='store_true', help='train.compile: true (each run compiles anew)')
+    parser.add_argument('--workers', type=int, default=0,
+                        help='data-loading processes (default 0, the CPU tables: another number changes the crops)')
     parser.add_argument('--arch', default='EDSR', choices=list(PROXY_ARCHS),
                         help='the proxy network: the demo EDSR, the demo SRVGGNetCompact through ODMQuant, or the '
                              'small SwinIR of the PTQ table through ODMSwinIR')
@@ -337,7 +340,7 @@ def main():
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('error: --device cuda, but torch sees no CUDA device')
     recipe = dict(arch=args.arch, device=args.device, batch_size=args.batch_size, gt_size=args.gt_size,
-                  compile_step=args.compile)
+                  compile_step=args.compile, workers=args.workers)
     base_opt = build_options('plain QAT', 4, iters, seeds[0], **recipe)
     evaluator = Evaluator(base_opt)
     bicubic = bicubic_metrics(paths['val_gt'], paths['val_lq'])
@@ -347,7 +350,7 @@ def main():
     runs = []  # dicts: variant, bits, seed, weight_mult, cooperation, result
     settings = {'arch': args.arch, 'iters': iters, 'seeds': seeds, 'bicubic': bicubic, 'fp': fp,
                 'device': args.device, 'batch_size': base_opt['datasets']['train']['batch_size_per_gpu'],
-                'gt_size': base_opt['datasets']['train']['gt_size'], 'compile': args.compile}
+                'gt_size': base_opt['datasets']['train']['gt_size'], 'compile': args.compile, 'workers': args.workers}
 
     def run(variant, bits, seed, weight=None, cooperation=None, mult=None):
         """Fine-tune one variant; ``weight`` overrides its regularizer weight (``mult`` labels it in the sweep)."""
