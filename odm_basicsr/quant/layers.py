@@ -138,6 +138,20 @@ class OutputRequantizer(nn.Module):
         return y + ((codes - self.zero_point) * self.scale - y).detach()
 
 
+def _init_quant_state(layer, w_bit, a_bit, weight_clip, weight_granularity, offset):
+    """The quantizer state shared by QuantConv2d and QuantLinear: quantizers, the optional ChannelOffset ``offset``,
+    and the hooks that calibration and the regularizers set."""
+    layer.act_quantizer = ActQuantizer(a_bit)
+    layer.weight_quantizer = WeightQuantizer(w_bit, weight_clip, weight_granularity)
+    layer.offset = offset
+    layer.observer = None  # callable(X') used by calibration
+    layer.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
+    layer.collect_input = False  # keep X' of the current forward for the regularizer
+    layer.collect_target = False  # and sg(q(X')), the mismatch regularizer's target
+    layer.quant_input = None
+    layer.quant_target = None
+
+
 def _quantize_input(layer, x):
     """q(X') of a quantized layer's input X' (QuantConv2d, QuantLinear), with the hooks around it: the calibration
     observer sees X'; with ``collect_input`` the layer keeps X' for the regularizer, and with ``collect_target`` also
@@ -187,15 +201,8 @@ class QuantConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
         if padding_mode != 'zeros':
             raise ValueError('QuantConv2d supports zero padding only')
-        self.act_quantizer = ActQuantizer(a_bit)
-        self.weight_quantizer = WeightQuantizer(w_bit, weight_clip, weight_granularity)
-        self.offset = ChannelOffset(in_channels) if offsets else None
-        self.observer = None  # callable(X') used by calibration
-        self.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
-        self.collect_input = False  # keep X' of the current forward for the regularizer
-        self.collect_target = False  # and sg(q(X')), the mismatch regularizer's target
-        self.quant_input = None
-        self.quant_target = None
+        _init_quant_state(self, w_bit, a_bit, weight_clip, weight_granularity,
+                          ChannelOffset(in_channels) if offsets else None)
 
     @classmethod
     def from_float(cls, conv, **quant_kwargs):
@@ -256,15 +263,7 @@ class QuantLinear(nn.Linear):
         super().__init__(in_features, out_features, bias)
         if offsets:
             raise ValueError('distribution offsets are implemented for conv layers only')
-        self.act_quantizer = ActQuantizer(a_bit)
-        self.weight_quantizer = WeightQuantizer(w_bit, weight_clip, weight_granularity)
-        self.offset = None
-        self.observer = None
-        self.output_quantizer = None  # OutputRequantizer, with integer_zero_point (set_integer_zero_point)
-        self.collect_input = False
-        self.collect_target = False
-        self.quant_input = None
-        self.quant_target = None
+        _init_quant_state(self, w_bit, a_bit, weight_clip, weight_granularity, None)
 
     @classmethod
     def from_float(cls, linear, **quant_kwargs):
