@@ -175,6 +175,31 @@ def test_integer_kernel_eval_computes_onnxruntimes_codes(tmp_path):
     assert (codes(got) != codes(fake)).sum() > 0  # ties: the check above can fail
 
 
+def test_relu_onto_an_8bit_grid_from_zero_needs_no_clip(tmp_path):
+    """conv1 -> ReLU -> conv2 whose 8-bit input grid starts at 0 (zero point 0, all of uint8): the ReLU is uint8's own
+    lower bound, so the chained graph has no Clip, and onnxruntime still gives the network's codes."""
+    import onnx
+
+    from odm_basicsr.quant import QuantConv2d, set_integer_zero_point
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(QuantConv2d(8, 16, 1, w_bit=8, a_bit=8), torch.nn.ReLU(),
+                              QuantConv2d(16, 4, 1, w_bit=8, a_bit=8))
+    set_integer_zero_point(net, True)
+    net[0].act_quantizer.set_range(-1.0, 3.0)
+    net[2].act_quantizer.set_range(0.0, 1.5)
+    x = torch.rand(1, 8, 64, 64) * 4 - 1
+    qint.calibrate_output_requantizers(net, [x])
+    info = qint.export_onnx_integer(net, x[..., :8, :8], str(tmp_path / 'n.onnx'), [x])
+    assert info['chained'] == 1
+    assert [n.op_type for n in onnx.load(str(tmp_path / 'n.onnx')).graph.node if n.op_type in ('Clip', 'Relu')] == []
+    got = ort.InferenceSession(str(tmp_path / 'n.onnx'), providers=['CPUExecutionProvider']).run(None,
+                                                                                               {'lr': x.numpy()})[0]
+    with torch.no_grad():
+        want = net.eval()(x).numpy()
+    assert float(np.abs(got - want).max()) < 1e-6
+    assert float(net[1](net[0](x)).min()) == 0.0  # the ReLU did clip: some outputs of conv1 are negative
+
+
 def test_checkpoint_without_consumer_index_loads_as_calibrated(photos):
     """consumer_index came after the other requantizer buffers: a checkpoint without it still counts as calibrated
     (no recalibration) and its layers run the fake-quant forward."""

@@ -22,7 +22,8 @@ What it changes against the fake-quant network, each step named in the export re
    s·s_w/2 (finer by the spread, except for a network trained with ``integer_zero_point``, whose bias keeps the
    grid it was trained on).
 4. **Conv outputs.** An output that feeds, through a ReLU at most, one quantized layer's input is quantized
-   straight onto that layer's input grid (the ReLU becomes the uint8 Clip's lower bound, the code of 0): the
+   straight onto that layer's input grid (the ReLU becomes the uint8 Clip's lower bound, the code of 0; no Clip
+   where that code is 0 and the grid is all of uint8, as for a post-ReLU 8-bit grid from 0): the
    same codes as the fake-quant network. Any other output (a residual add, a concat, the tail) is requantized to
    uint8 on its 8-bit min/max range observed on calibration images; a scalar Mul after it (res_scale) folds into
    the requantization's scale.
@@ -470,7 +471,7 @@ def chain_requantizations(model):
                 if low < relu_code:
                     counter += 1
                     clip.input[1] = g.add_constant(f'odm_clip_low_{counter}', np.array(relu_code, np.uint8))
-            else:  # the ReLU becomes a uint8 Clip at the zero point
+            elif relu_code > 0:  # the ReLU becomes a uint8 Clip at the zero point (at code 0, uint8 is the clip)
                 counter += 1
                 clipped = f'odm_relu_codes_{counter}'
                 _rewire(graph, q_in.output[0], clipped)
