@@ -9,12 +9,11 @@ REGULARIZERS = ('variance', 'mismatch')
 VARIANCE_STATS = ('var', 'std')
 
 
-def _channel_variance(x):
-    """(C,) population variance of each channel over all other positions: axis 1 of conv features (N, C, H, W)
-    (reduced in place, no channels-first copy), the last axis of linear ones (..., C)."""
+def _channels_first(x):
+    """(C, elements) view: channel axis 1 for conv features (N, C, H, W), last axis for linear (..., C)."""
     if x.dim() == 4:
-        return x.var(dim=(0, 2, 3), unbiased=False)
-    return x.reshape(-1, x.shape[-1]).var(dim=0, unbiased=False)
+        return x.transpose(0, 1).reshape(x.shape[1], -1)
+    return x.reshape(-1, x.shape[-1]).t()
 
 
 def variance_loss(features, stat='var'):
@@ -26,7 +25,7 @@ def variance_loss(features, stat='var'):
         raise ValueError(f'stat must be one of {VARIANCE_STATS}, got {stat!r}')
     total = 0
     for x in features:
-        per_channel = _channel_variance(x)
+        per_channel = _channels_first(x).var(dim=1, unbiased=False)
         if stat == 'std':
             per_channel = (per_channel + 1e-12).sqrt()
         total = total + per_channel.mean()
