@@ -200,9 +200,11 @@ def integer_kernel_output(layer, x):
         bias = integer_bias_codes(layer.bias.detach(), scale_xw, spread)
     # every partial sum is an integer of at most |x|max·Σ|w| + |b|: float32 sums them exactly below 2^24 (on the CPU,
     # whose float32 convs are direct or GEMM; GPU kernels may use Winograd or TF32), else float64 does
-    bound = float(x_int.abs().max()) * float(w_int.abs().reshape(channels, -1).sum(dim=1).max())
-    bound += 0.0 if bias is None else float(bias.abs().max())
-    dtype = torch.float32 if x.device.type == 'cpu' and bound < 2**24 else torch.float64
+    dtype = torch.float64
+    if x.device.type == 'cpu':
+        bound = float(x_int.abs().max()) * float(w_int.abs().reshape(channels, -1).sum(dim=1).max())
+        bound += 0.0 if bias is None else float(bias.abs().max())
+        dtype = torch.float32 if bound < 2**24 else torch.float64
     if isinstance(layer, QuantLinear):
         acc = F.linear(x_int.to(dtype), w_int.to(dtype))
         channel_shape = (-1, )
