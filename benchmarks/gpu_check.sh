@@ -10,19 +10,8 @@
 # Results go to OUT_DIR (first argument, else $OUT, else benchmarks/results/gpu); copy them to
 # benchmarks/results/ with the card named. Needs python3 with torch (CUDA), basicsr 1.4.2 and lmdb importable.
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT_DIR=${1:-${OUT:-benchmarks/results/gpu}}
-PY=${PYTHON:-python3}
-mkdir -p "$OUT_DIR"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-start=$(date +%s)
-step() { echo "=== [$(( $(date +%s) - start )) s] $*"; }
-
-step "device"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" \
-  | tee -a "$OUT_DIR/gpu.txt"
+DEFAULT_OUT_DIR=benchmarks/results/gpu
+source "$(dirname "$0")/gpu_setup.sh" "$@"  # cd to the repository, OUT_DIR, PY, step(), the device record
 
 step "1. training-step speed on CUDA"
 $PY benchmarks/train_speed.py --device cuda --iters 20 --warmup 5 --modes eager compiled \

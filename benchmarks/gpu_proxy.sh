@@ -11,18 +11,9 @@
 # benchmarks/results/ with the card named, then read them with
 #   python benchmarks/proxy_table.py OUT_DIR/proxy_gpu_seed*.json --iters 2400 --device cuda
 #   bash benchmarks/gpu_proxy.sh [OUT_DIR]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT_DIR=${1:-${OUT:-benchmarks/results/gpu_proxy}}
-PY=${PYTHON:-python3}
+DEFAULT_OUT_DIR=benchmarks/results/gpu_proxy
+source "$(dirname "$0")/gpu_setup.sh" "$@"  # cd to the repository, OUT_DIR, PY, step(), the device record
 ITERS=${ITERS:-2400}
-mkdir -p "$OUT_DIR"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-start=$(date +%s)
-step() { echo "=== [$(( $(date +%s) - start )) s] $*"; }
-
-step "device"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
 for seed in 10 11; do
   step "seed $seed: WCC only, ODM v2, plain QAT at w2a2, $ITERS iterations"
   $PY benchmarks/proxy_accuracy.py --device cuda --iters "$ITERS" --seeds "$seed" --bits 2 --no-sweep \
