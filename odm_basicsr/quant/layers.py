@@ -129,7 +129,7 @@ class OutputRequantizer(nn.Module):
 
     def has_target(self):
         """True when the integer export puts this output on a known grid: its own (active) or its consumer's."""
-        return self.enabled and self.integer_kernel_eval and (self.is_active or self.consumer is not None)
+        return self.is_active or self.consumer is not None
 
     def forward(self, y):
         if not (self.enabled and self.is_active):
@@ -168,11 +168,13 @@ def _quantize_input(layer, x):
 
 def _runs_integer_kernel(layer):
     """True when ``layer`` (built with integer_zero_point) computes its eval output as the integer ONNX graph's kernel
-    does: eval mode without autograd, every quantizer on, no offset, no calibration observer or regularizer hook,
-    and its output on a known grid (an active requantizer or a recorded consumer)."""
+    does: eval mode without autograd, every quantizer on, integer-kernel eval not turned off
+    (``set_integer_kernel_eval``), no offset, no calibration observer or regularizer hook, and its output on a known
+    grid (an active requantizer or a recorded consumer)."""
     requantizer = layer.output_quantizer
     return (requantizer is not None and not layer.training and not torch.is_grad_enabled()
-            and requantizer.has_target() and layer.act_quantizer.enabled and layer.act_quantizer.is_calibrated
+            and requantizer.enabled and requantizer.integer_kernel_eval and requantizer.has_target()
+            and layer.act_quantizer.enabled and layer.act_quantizer.is_calibrated
             and layer.weight_quantizer.enabled and layer.observer is None and not layer.collect_input
             and (layer.offset is None or not layer.offset.active))
 
