@@ -153,9 +153,9 @@ def build_options(variant, bits, iters, seed, weight=None, cooperation=None, arc
                    'param_key_g': 'params'}
     opt['datasets']['train'].update(dataroot_gt=paths['train_gt'], dataroot_lq=paths['train_lq'], phase='train',
                                     scale=4, num_worker_per_gpu=workers)
-    if batch_size:
+    if batch_size is not None:
         opt['datasets']['train']['batch_size_per_gpu'] = batch_size
-    if gt_size:
+    if gt_size is not None:
         opt['datasets']['train']['gt_size'] = gt_size
     opt['datasets']['val'].update(dataroot_gt=paths['val_gt'], dataroot_lq=paths['val_lq'], phase='val', scale=4)
     return opt
@@ -339,6 +339,13 @@ def main():
     paths = demo_data()
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('error: --device cuda, but torch sees no CUDA device')
+    for flag, value, low in (('--batch-size', args.batch_size, 1), ('--gt-size', args.gt_size, 4),
+                             ('--workers', args.workers, 0)):
+        if value is not None and value < low:
+            raise SystemExit(f'error: {flag} must be at least {low}, got {value}')
+    if args.gt_size is not None and args.gt_size % 4:
+        raise SystemExit(f'error: --gt-size must be a multiple of the scale 4 (an LR patch of whole pixels), got '
+                         f'{args.gt_size}')
     recipe = dict(arch=args.arch, device=args.device, batch_size=args.batch_size, gt_size=args.gt_size,
                   compile_step=args.compile, workers=args.workers)
     base_opt = build_options('plain QAT', 4, iters, seeds[0], **recipe)
