@@ -7,15 +7,20 @@ network's on the 3 held-out demo photos (PSNR, RGB 0-1), with one rounding of th
     as exported          the integer graph as ``basicsr export --mode integer`` writes it
     grids moved          the grids moved onto the integer grid instead of shifted (the export before issue 17's
                          grid shift)
-    no requantization    conv outputs that the graph requantizes to 8 bits are left in float
-    no requant, float bias  ... and the int32 bias replaced by the float bias (what is left: the border ring of
-                         a zero-padded conv, where a padded zero stands for -δ, and float ties)
+    no requantization    conv outputs that the graph requantizes to 8 bits (the residual branches' outputs) are
+                         left in float
+    no requant, float bias  ... and the int32 bias replaced by the float bias it rounds
+    ..., exact border    ... and the free grid kept in float, so that a padded zero is 0 and not -δ (what is left:
+                         float ties)
+    per-channel requant  8-bit output grids per channel sharing one zero point, as a per-channel weight scale and a
+                         per-channel DequantizeLinear after the kernel could give (not exported; measured to decide)
     mse requant ranges   requantization ranges that minimise the 8-bit squared error on the calibration batches
     own-photo ranges     requantization min/max measured on the evaluated photo itself (an oracle)
     codes to ±127        b-bit weight codes spread to ±127 instead of ±63
 
-A PyTorch copy, not onnxruntime: the numbers are the graph's arithmetic; onnxruntime adds only float-order ties
-(``export_speed.py`` measures it).
+As in onnxruntime's graph, an output that goes straight onto the next layer's grid (``chain_requantizations``:
+EDSR's conv1 -> ReLU -> conv2) is not requantized to 8 bits in the copy. The first row, the exported graph in
+onnxruntime, checks that the copy computes the graph: they differ only by float-order ties.
 
 Part 2, the networks users export: the demo's fine-tuned networks (``make demo``: plain QAT, ODM v1 and ODM v2 at
 w4a4 and w2a2, experiments/demo_*/models/net_g_latest.pth), exported as ``basicsr export --format onnx`` does (its
@@ -23,13 +28,15 @@ default calibration images) and run in onnxruntime, against their PyTorch output
 grid shift, and with the grids moved onto the integer grid instead (the export before the shift). Skipped, with a
 message, where ``make demo`` has not been run.
 
-    python benchmarks/export_fidelity_sources.py [--bits 4 2]     # about 2 min
+    python benchmarks/export_fidelity_sources.py [--bits 4 2]     # about 3 min
 """
 import argparse
 import os.path as osp
 import statistics
+import tempfile
 
 import torch
+import torch.nn.functional as F
 
 from common import REPO, markdown_table, write_json
 
@@ -40,10 +47,12 @@ from odm_basicsr.data.calibration import calibration_batches  # noqa: E402
 from odm_basicsr.quant import calibrate, quantized_layers  # noqa: E402
 from odm_basicsr.quant import export_integer as qint  # noqa: E402
 from odm_basicsr.quant.calibrate import _SampleObserver  # noqa: E402
+from odm_basicsr.quant.export import UINT8_MAX, _QuantizeCodes  # noqa: E402
 from odm_basicsr.utils.safe_load import load_network_state  # noqa: E402
 
-VARIANTS = ('as exported', 'grids moved', 'no requantization', 'no requant, float bias', 'mse requant ranges',
-            'own-photo ranges', 'codes to ±127')
+VARIANTS = ('as exported', 'grids moved', 'no requantization', 'no requant, float bias',
+            'no requant, float bias, exact border', 'per-channel requant', 'mse requant ranges', 'own-photo ranges',
+            'codes to ±127')
 
 
 def mse_output_ranges(net, batches):
@@ -60,8 +69,61 @@ def mse_output_ranges(net, batches):
     return {name: obs.range_for(8) for name, obs in observers.items()}
 
 
-def run_variant(net, batches, lq, variant):
-    """PSNR of the integer graph's PyTorch copy (one ``variant``) against the fake-quant output on ``lq``."""
+def channel_output_grids(net, batches):
+    """{layer name: (scale, zero_point, gain)}: 8-bit output grids per channel that share one zero point (QLinearConv
+    has one), each channel's step (max_c / (255 - zp), -min_c / zp) as fine as its own min/max allows; the zero
+    point is the one with the smallest mean step. ``gain`` (C,) = scale / step_c, what a per-channel weight scale
+    would multiply channel c by before the per-tensor requantization (and a per-channel DequantizeLinear divide
+    back)."""
+    ranges, hooks = {}, []
+
+    def keep(name):
+        def hook(module, inputs, output):
+            low, high = output.amin(dim=(0, 2, 3)), output.amax(dim=(0, 2, 3))
+            old = ranges.get(name, (low, high))
+            ranges[name] = (torch.minimum(old[0], low), torch.maximum(old[1], high))
+        return hook
+
+    for name, layer in quantized_layers(net):
+        hooks.append(layer.register_forward_hook(keep(name)))
+    with torch.no_grad():
+        for batch in batches:
+            net(batch)
+    for hook in hooks:
+        hook.remove()
+    grids = {}
+    for name, (low, high) in ranges.items():
+        low, high = low.clamp(max=0).double(), high.clamp(min=0).double()
+        steps = [torch.maximum(high / (UINT8_MAX - zp), -low / zp).clamp(min=1e-8) for zp in range(1, UINT8_MAX)]
+        best = min(range(len(steps)), key=lambda i: float(steps[i].mean()))
+        step = steps[best]
+        grids[name] = (step.max().float(), best + 1, (step.max() / step).float().view(1, -1, 1, 1))
+    return grids
+
+
+def chained_layers(net, batches):
+    """The layers whose output the integer ONNX graph quantizes straight onto the next layer's grid (not onto an
+    8-bit requantization grid): ``chain_requantizations`` on the traced graph."""
+    model, _ = qint.to_integer_module(net, batches)
+    return set(qint.chain_requantizations(qint._trace(model, batches[0][:1], True)))
+
+
+def _exact_border_accumulate(layer, x):
+    """``IntegerQuantLayer.accumulate`` with the free grid kept in float (X_q = δ + codes·s), so a padded zero is 0:
+    the conv of the fake-quant network's X_q with the float bias, on the integer graph's weights."""
+    shift = 0 if layer.grid_shift is None else layer.grid_shift
+    x_q = _QuantizeCodes.apply(x - shift, layer.act_scale, layer.zero_point, layer.code_lo, layer.code_hi) + shift
+    weight = qint._DequantizeInitializer.apply(layer.weight_codes, layer.weight_scale, layer.weight_axis,
+                                          layer.weight_scale_count, False)
+    bias = layer.exact_bias - (0 if layer.grid_shift is None else layer.grid_shift * weight.sum(dim=(1, 2, 3)))
+    return F.conv2d(x_q, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+def run_variant(net, batches, lq, variant, chained):
+    """PSNR of the integer graph's PyTorch copy (one ``variant``) against the fake-quant output on ``lq``.
+
+    As in onnxruntime's graph, a ``chained`` layer's output is not requantized to 8 bits (its consumer's input
+    quantization is the rounding it gets); every other output is, unless the variant leaves it in float."""
     saved_shift, saved_spread, saved_forward = qint.folded_grid_shift, qint.code_spread, qint.IntegerQuantLayer.forward
     ranges = None
     try:
@@ -73,13 +135,27 @@ def run_variant(net, batches, lq, variant):
             ranges = mse_output_ranges(net, batches)
         if variant == 'own-photo ranges':
             ranges = qint.observe_output_ranges(net, [lq])
+        grids = channel_output_grids(net, batches) if variant == 'per-channel requant' else {}
         model, _ = qint.to_integer_module(net, batches, output_ranges=ranges)
-        if variant == 'no requant, float bias':  # unrounded "codes": the bias the int32 codes stand for
-            for layer in model.modules():
-                if isinstance(layer, qint.IntegerQuantLayer):
+        float_bias = variant.startswith('no requant, float bias')
+        for name, layer in model.named_modules():
+            if isinstance(layer, qint.IntegerQuantLayer):
+                layer.requantize = name not in chained and not variant.startswith('no requant')
+                layer.exact_border = variant.endswith('exact border')
+                layer.channel_grid = grids.get(name)
+                if float_bias:  # unrounded "codes": the bias the int32 codes stand for
                     layer.bias_codes = layer.exact_bias.double() / layer.bias_scale.double()
-        if variant in ('no requantization', 'no requant, float bias'):
-            qint.IntegerQuantLayer.forward = qint.IntegerQuantLayer.accumulate
+
+        def forward(layer, x):
+            y = _exact_border_accumulate(layer, x) if layer.exact_border else layer.accumulate(x)
+            if not layer.requantize:
+                return y
+            if layer.channel_grid is not None:
+                scale, zero_point, gain = layer.channel_grid
+                return _QuantizeCodes.apply(y * gain, scale, zero_point, 0, UINT8_MAX) / gain
+            return _QuantizeCodes.apply(y, layer.out_scale, layer.out_zero_point, 0, UINT8_MAX)
+
+        qint.IntegerQuantLayer.forward = forward  # the benchmark's EDSR has conv layers only
         with torch.no_grad():
             return speed.psnr(model(lq).numpy(), net(lq).numpy())
     finally:
@@ -145,8 +221,21 @@ def main():
         net = build_network(dict(speed.DEMO_EDSR, w_bit=bits, a_bit=bits)).eval()
         net.load_state_dict(state, strict=False)
         calibrate(net, batches, progress=False)
+        chained = chained_layers(net, batches)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'net.onnx')
+            qint.export_onnx_integer(net, photos[0][1], path, batches)
+            session = speed.session(path, 2)
+            with torch.no_grad():
+                per_photo = [round(speed.psnr(session.run(None, {'lr': lq.numpy()})[0], net(lq).numpy()), 1)
+                             for _, lq in photos]
+        results.append(dict(bits=f'w{bits}a{bits}', variant='onnxruntime', psnr_db=per_photo,
+                            photos=[name for name, _ in photos]))
+        rows.append([f'w{bits}a{bits}', 'as exported, in onnxruntime',
+                     f'{statistics.mean(per_photo):.1f} / {min(per_photo):.1f}', ' / '.join(f'{v:.1f}' for v in per_photo)])
+        print(rows[-1], flush=True)
         for variant in VARIANTS:
-            per_photo = [round(run_variant(net, batches, lq, variant), 1) for _, lq in photos]
+            per_photo = [round(run_variant(net, batches, lq, variant, chained), 1) for _, lq in photos]
             results.append(dict(bits=f'w{bits}a{bits}', variant=variant, psnr_db=per_photo,
                                 photos=[name for name, _ in photos]))
             rows.append([f'w{bits}a{bits}', variant, f'{statistics.mean(per_photo):.1f} / {min(per_photo):.1f}',
@@ -155,7 +244,6 @@ def main():
     table = markdown_table(['bits', 'integer graph (PyTorch copy)', 'vs fake-quant (dB, mean / min)',
                             'per photo (' + ' / '.join(name for name, _ in photos) + ')'], rows)
     print(table)
-    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         demo_rows = finetuned_part(photos, tmp)
     names = ' / '.join(name for name, _ in photos)
