@@ -101,6 +101,12 @@ VARIANTS = {
     # issue 16: the weight clip statistic (P99 |W|) recomputed every 16 iterations instead of every one
     'ODM v2 (weight clip every 16)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                       {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
+    # issue 13: the mismatch regularizer at 10x and 30x the paper's weight, over the full 1000 iterations (the
+    # weight sweep runs at the quick length)
+    'ODM v2 (mismatch x10)': ({'weight_clip': 'wcc', 'offsets': 'none'},
+                              {'regularizer': 'mismatch', 'loss_weight': 10 * V2_WEIGHT}, 'cosine'),
+    'ODM v2 (mismatch x30)': ({'weight_clip': 'wcc', 'offsets': 'none'},
+                              {'regularizer': 'mismatch', 'loss_weight': 30 * V2_WEIGHT}, 'cosine'),
 }
 CALIBRATION_EXTRA = {'ODM v2 (sequential calibration)': {'sequential': True},
                      'ODM v1 (zero-preserving offsets)': {'offset_keep_zero': True, 'offset_migration': 0.5}}
@@ -110,7 +116,8 @@ TRAIN_EXTRA = {'ODM v2 (relative range lr)': {'range_lr': 'relative'},
 ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)', 'ODM v2 (relative range lr)',
                  'WCC only (relative range lr)', 'ODM v2 (integer zero point)',
                  'ODM v2 (no cooperation)', 'cooperative variance', 'ODM v1 (zero-preserving offsets)',
-                 'plain QAT (P99 weights)', 'ODM v1 (P99 weights)', 'ODM v2 (weight clip every 16)')  # when named
+                 'plain QAT (P99 weights)', 'ODM v1 (P99 weights)', 'ODM v2 (weight clip every 16)',
+                 'ODM v2 (mismatch x10)', 'ODM v2 (mismatch x30)')  # when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),
