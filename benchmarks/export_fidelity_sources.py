@@ -28,6 +28,10 @@ default calibration images) and run in onnxruntime, against their PyTorch output
 grid shift, and with the grids moved onto the integer grid instead (the export before the shift). Skipped, with a
 message, where ``make demo`` has not been run.
 
+Part 3, ODM v1 built with integer_zero_point (the demo's ODM v1 option files, FP demo weights, calibrated as the
+files say), exported and run in onnxruntime against its PyTorch output; and against PyTorch fed onnxruntime's FP
+head output, which takes the head conv's float rounding out.
+
     python benchmarks/export_fidelity_sources.py [--bits 4 2]     # about 3 min
 """
 import argparse
@@ -202,6 +206,44 @@ def finetuned_part(photos, tmp):
     return rows
 
 
+def offsets_part(photos, batches, bits_list, tmp):
+    """Rows (bits, offset layers, ORT vs PyTorch per photo, the same with PyTorch fed onnxruntime's head output) for
+    ODM v1 built with integer_zero_point: the demo's ODM v1 option files (offsets on the top 25% of layers), FP demo
+    weights, calibrated as those files say."""
+    import onnx
+    import onnxruntime as ort
+    from common import load_yaml
+    rows = []
+    for bits in bits_list:
+        opt = load_yaml(f'options/demo/train_ODM_EDSR_demo_x4_w{bits}a{bits}.yml')
+        net = build_network(dict(opt['network_g'], integer_zero_point=True)).eval()
+        net.load_state_dict(load_network_state(speed.DEMO_CHECKPOINT, 'params'), strict=False)
+        cal = opt['train']['calibration']
+        calibrate(net, batches, offset_mode=opt['network_g']['offsets'], offset_top_k=cal['offset_top_k'],
+                  method=cal['method'], progress=False)
+        path = osp.join(tmp, f'v1_w{bits}.onnx')
+        qint.export_onnx_integer(net, photos[0][1], path, batches)
+        model = onnx.load(path)  # the FP head conv's output as a second graph output
+        head = next(node for node in model.graph.node if node.op_type == 'Conv').output[0]
+        model.graph.output.append(onnx.helper.make_tensor_value_info(head, onnx.TensorProto.FLOAT, None))
+        onnx.save(model, path)
+        session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        direct, fed = [], []
+        with torch.no_grad():
+            for _, lq in photos:
+                got, head_out = session.run(None, {'lr': lq.numpy()})
+                direct.append(round(speed.psnr(got, net(lq).numpy()), 1))
+                feat = torch.from_numpy(head_out)
+                body = net.conv_after_body(net.body(feat)) + feat
+                fed.append(round(speed.psnr(got, (net.conv_last(net.upsample(body)) / net.img_range
+                                                  + net.mean).numpy()), 1))
+        active = sum(1 for _, layer in quantized_layers(net) if layer.offset is not None and layer.offset.active)
+        rows.append([f'w{bits}a{bits}', f'{active} / {len(quantized_layers(net))}',
+                     ' / '.join(f'{v:.1f}' for v in direct), ' / '.join(f'{v:.1f}' for v in fed)])
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--bits', type=int, nargs='+', default=[4, 2])
@@ -245,13 +287,18 @@ def main():
                             'per photo (' + ' / '.join(name for name, _ in photos) + ')'], rows)
     print(table)
     with tempfile.TemporaryDirectory() as tmp:
+        v1_rows = offsets_part(photos, batches, args.bits, tmp)
         demo_rows = finetuned_part(photos, tmp)
     names = ' / '.join(name for name, _ in photos)
     demo_table = markdown_table(['fine-tuned demo network', 'grids off the integer grid',
                                  f'integer ONNX vs PyTorch, grid shift ({names})',
                                  f'grids moved instead ({names})'], demo_rows) if demo_rows else ''
     print(demo_table)
-    write_json(args.json, dict(results=results, table=table, finetuned=demo_rows, finetuned_table=demo_table))
+    v1_table = markdown_table(['ODM v1, integer_zero_point', 'offset layers', f'integer ONNX vs PyTorch ({names})',
+                               f'PyTorch fed onnxruntime\'s head output ({names})'], v1_rows)
+    print(v1_table)
+    write_json(args.json, dict(results=results, table=table, finetuned=demo_rows, finetuned_table=demo_table,
+                               v1_integer_zero_point=v1_rows, v1_integer_zero_point_table=v1_table))
 
 
 if __name__ == '__main__':

@@ -7,7 +7,8 @@ import torch.nn as nn
 
 from odm_basicsr.losses.odm_loss import ODMLoss
 from odm_basicsr.quant import (QuantConv2d, calibrate, combine_gradients, is_quantizer_param, mismatch_loss,
-                               quantize_modules, quantized_layers, select_offsets, set_quantization, variance_loss)
+                               quantize_modules, quantized_layers, select_offsets, set_integer_zero_point,
+                               set_quantization, variance_loss)
 from odm_basicsr.quant.calibrate import offset_init
 
 
@@ -138,19 +139,52 @@ def _offset_net(kind):
     return fp, q
 
 
+@pytest.mark.parametrize('integer_zero_point', [False, True])
 @pytest.mark.parametrize('kind', ['shift', 'scale'])
-def test_offsets_leave_fp_function_unchanged_including_border(kind):
+def test_offsets_leave_fp_function_unchanged_including_border(kind, integer_zero_point):
+    """Also with integer_zero_point, whose offset layers pad before the offset and fold W·(o/a) into the bias."""
     fp, q = _offset_net(kind)
+    set_integer_zero_point(q, integer_zero_point)
     x = torch.rand(2, 3, 9, 7) * 5 + 3  # far from zero: a wrong padding compensation shows at the border
     with torch.no_grad():
         # arbitrary, clearly non-trivial offsets on both quantized layers
         for _, layer in quantized_layers(q):
             layer.offset.enable(kind, shift=torch.linspace(-3, 4, 6), scale=torch.linspace(0.3, 2.5, 6))
+    assert all(layer.pads_first == integer_zero_point for _, layer in quantized_layers(q))
     set_quantization(q, False)
     out_fp, out_q = fp(x), q(x)
     assert torch.allclose(out_fp, out_q, atol=1e-4), (out_fp - out_q).abs().max()
     border = (out_fp - out_q)[..., 0, :].abs().max()
     assert border < 1e-4
+
+
+def test_pad_first_offset_layer_computes_the_export_arithmetic_and_hooks_see_the_image():
+    """integer_zero_point with a shift offset: a border tap sees q(-o/a) + o/a (the integer graph pads before the
+    offset), not the 0 of the paper's form; interior pixels are the same in both forms; the regularizer's X' and
+    target keep the image's size (no border ring)."""
+    torch.manual_seed(0)
+    layer = QuantConv2d(4, 5, 3, 1, 1, w_bit=4, a_bit=2, offsets=True)
+    layer.act_quantizer.set_range(-1.0, 2.0)  # 2-bit grid -1, 0, 1, 2: -o/a = -0.4 rounds to 0, not -0.4
+    layer.offset.enable('shift', shift=torch.full((4, ), 0.4))
+    x = torch.rand(2, 4, 6, 7) * 2
+    paper = layer(x)
+    set_integer_zero_point(layer, True)
+    layer.collect_input = layer.collect_target = True
+    padded_first = layer(x)
+    assert tuple(layer.quant_input.shape) == tuple(layer.quant_target.shape) == (2, 4, 6, 7)
+    assert torch.allclose(layer.quant_input, x - 0.4)
+    diff = (padded_first - paper).detach()
+    # interior: the same but for the rounding of b + W_q·(o/a) onto the int32 grid, one constant per channel
+    rounding = diff[0, :, 2, 3]
+    interior = diff[..., 1:-1, 1:-1]
+    assert torch.allclose(interior, rounding.view(1, -1, 1, 1).expand_as(interior), atol=1e-5)
+    grid = 1.0 * layer.weight_quantizer.integer_scale(layer.weight_quantizer.last_upper)  # s_x·s_w, s_x = 1
+    assert float(rounding.abs().max()) <= float(grid) / 2 + 1e-6
+    w_q = layer.weight_quantizer(layer.weight).detach()
+    # top-left corner: the 5 padded taps see q(-0.4) + 0.4 = 0.4 each, in every input channel, instead of 0
+    corner = w_q[:, :, 0, :].sum(dim=(1, 2)) + w_q[:, :, 1:, 0].sum(dim=(1, 2))
+    assert float(corner.abs().min()) > 0.05
+    assert torch.allclose(diff[0, :, 0, 0] - rounding, 0.4 * corner, atol=1e-5)
 
 
 def test_offset_selection_and_init_from_calibration():

@@ -32,7 +32,8 @@ per-channel Sub / Div in front of the Clip. o / a is added back per channel afte
 padding, as in ``QuantConv2d.forward``. The per-channel constant c = l + o/a folds into the bias only for interior
 pixels: ``int_bias`` = b + sum W_q·c, so y = s·conv_valid(i, W_q) + int_bias wherever the kernel does not touch the
 padding. At the border the padded zeros are the code -c/s, which is not an integer; this is why the ONNX graph keeps
-the float Adds before the Conv.
+the float Adds before the Conv. A layer built with integer_zero_point instead pads first, as it was trained
+(``QuantConv2d.pads_first``): Pad -> Sub / Div -> QDQ -> unpadded Conv, the bias b + W_q·(o/a) on its int32 grid.
 """
 import copy
 import io
@@ -44,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .convert import _set_submodule, activation_points, quantized_layers
-from .layers import QuantConv2d, QuantLinear, QuantOperand
+from .layers import QuantConv2d, QuantLinear, QuantOperand, offset_bias
 from .quantizer import WeightQuantizer
 
 PACKED_FORMAT = 'odm-packed-v1'
@@ -251,14 +252,28 @@ class ExportQuantLayer(nn.Module):
         requantizer = getattr(layer, 'output_quantizer', None)
         self.requantize = requantizer is not None and requantizer.is_active
         self.bias_after = self.conv_args is None and self.requantize  # linear: requantize, then add the bias
-        if requantizer is not None and self.conv_args is not None and self.bias is not None:
-            with torch.no_grad():
-                self.bias = layer.integer_bias(fold['weight_upper']).detach().clone()
+        # integer_zero_point with an offset: pad first, the offset's W_q·(o/a) in the int32-grid bias, as trained
+        self.pad_first = self.conv_args is not None and layer.pads_first
+        if self.pad_first:
+            self.padding = layer.padding
+            self.conv_args = (layer.stride, 0, layer.dilation, layer.groups)
+        if requantizer is not None and self.conv_args is not None:
+            folded = None
+            if self.pad_first and self.post_add is not None:
+                weight = grid_weight(fold['weight_k'], fold['weight_upper'], fold['w_bits'], fold['w_levels'])
+                folded = offset_bias(weight, fold['post_add'], layer.groups)
+                self.post_add = None
+            if self.bias is not None or folded is not None:
+                with torch.no_grad():
+                    self.bias = layer.integer_bias(fold['weight_upper'], folded).detach().clone()
         if self.requantize:
             self.register_buffer('out_scale', requantizer.scale.detach().clone())
             self.out_zero_point = int(requantizer.zero_point)
 
     def forward(self, x):
+        if self.pad_first:
+            ph, pw = self.padding
+            x = F.pad(x, (pw, pw, ph, ph))
         if self.in_shift is not None:
             x = x - self.in_shift
         if self.in_scale is not None:

@@ -49,9 +49,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .convert import _set_submodule, activation_points, quantized_layers
-from .export import (UINT8_MAX, ExportQuantOperand, _offset_pair, _QuantizeCodes, check_calibrated, describe_onnx,
-                     weight_grid)
-from .layers import QuantLinear, QuantOperand
+from .export import (UINT8_MAX, ExportQuantOperand, _QuantizeCodes, check_calibrated, describe_onnx, weight_grid)
+from .layers import QuantLinear, QuantOperand, offset_bias
 from .quantizer import integer_grid
 
 INT8_MAX = 127
@@ -165,10 +164,33 @@ def integer_bias_codes(bias, bias_scale, grid=1):
     return torch.round(bias.double() / (bias_scale.double() * grid)) * grid
 
 
-def integer_kernel_output(layer, x):
-    """The output of ``layer`` (a QuantConv2d without offsets or a QuantLinear, built with integer_zero_point and
-    calibrated) as onnxruntime's integer graph computes it, to the last bit:
+def offset_input(layer):
+    """(o, a): the offset the integer graph applies to a conv's input, X' = (X - o) / a, as (C_in,) float32 tensors,
+    each None where that kind is off (step 5); (None, None) without an offset."""
+    if getattr(layer, 'offset', None) is None or not layer.offset.active:  # (no buffer read: no device sync)
+        return None, None
+    pair = layer.offset.effective()
+    return (pair[0].detach().clone() if float(layer.offset.shift_on) else None,
+            pair[1].detach().clone() if float(layer.offset.scale_on) else None)
 
+
+def folded_bias(layer, weight, in_shift=None, in_scale=None, grid_shift=None):
+    """The float32 bias (C_out,) that the integer graph rounds onto int32: b, plus the conv of the offset's constant
+    o/a on interior pixels (step 5), plus the layer of the grid shift's constant δ (step 1). ``weight``: the graph's
+    weights (codes·scale), (C_out, C_in/groups, kh, kw) or (out, in)."""
+    bias = weight.new_zeros(weight.shape[0]) if layer.bias is None else layer.bias.detach().float().clone()
+    if in_shift is not None:
+        bias = bias + offset_bias(weight, in_shift / (in_scale if in_scale is not None else 1), layer.groups)
+    if grid_shift is not None:
+        bias = bias + grid_shift * weight.sum(dim=tuple(range(1, weight.dim())))
+    return bias
+
+
+def integer_kernel_output(layer, x):
+    """The output of ``layer`` (a QuantConv2d or a QuantLinear, built with integer_zero_point and calibrated) as
+    onnxruntime's integer graph computes it, to the last bit:
+
+        input   x = (pad0(x) - o) / a                                    with an offset (step 5): Pad, Sub, Div
         codes   c_x = clip(round(x / s_x) + zp_x, lo, hi)               QuantizeLinear (true division) [-> Clip]
         acc     = conv(c_x - zp_x, W codes) + bias codes                 exact integers
         output  c_y = clip(round(float32(acc) · M) + zp_y, lo_y, hi_y),  M = float32(float32(s_x·s_w) / s_y)
@@ -185,10 +207,21 @@ def integer_kernel_output(layer, x):
         x (Tensor): the layer's input, (N, C_in, H, W) or (..., in_features).
     """
     act, requantizer = layer.act_quantizer, layer.output_quantizer
+    in_shift, in_scale = (None, None) if isinstance(layer, QuantLinear) else offset_input(layer)
+    pads_first = in_shift is not None or in_scale is not None
+    padding = 0 if pads_first else getattr(layer, 'padding', None)
+    if pads_first:  # pad, then shift and scale, then an unpadded conv, as the graph does
+        ph, pw = layer.padding
+        x = F.pad(x, (pw, pw, ph, ph))
+        if in_shift is not None:
+            x = x - in_shift.to(x.device).view(1, -1, 1, 1)
+        if in_scale is not None:
+            x = x / in_scale.to(x.device).view(1, -1, 1, 1)
     grid = uint8_grid(*act.valid_range(), act.bits)
     scale_x, zero_x = grid['scale'].to(x.device), grid['zero_point']
     x_int = torch.clamp(torch.round(x / scale_x) + zero_x, grid['code_lo'], grid['code_hi']) - zero_x
-    w_q = layer.weight_quantizer(layer.weight)
+    weight = layer.effective_weight(layer.offset.effective()) if pads_first else layer.weight  # W·a
+    w_q = layer.weight_quantizer(weight)
     w_scale, spread = weight_code_scale(layer.weight_quantizer, layer.weight_quantizer.last_upper)
     channels = w_q.shape[0]
     w_scale = w_scale.reshape(-1).expand(channels) if w_scale.dim() == 0 else w_scale.reshape(-1)
@@ -196,8 +229,9 @@ def integer_kernel_output(layer, x):
     w_int = torch.round(w_q / w_scale.view(shape))
     scale_xw = (scale_x * w_scale).float()  # the bias scale, and ORT's s_x·s_w, in float32
     bias = None
-    if not isinstance(layer, QuantLinear) and layer.bias is not None:
-        bias = integer_bias_codes(layer.bias.detach(), scale_xw, spread)
+    if not isinstance(layer, QuantLinear):  # the graph's bias: codes from the float bias it folds (step 3)
+        weight = (w_int * w_scale.view(shape)).float()
+        bias = integer_bias_codes(folded_bias(layer, weight, in_shift, in_scale), scale_xw, spread)
     # every partial sum is an integer of at most |x|max·Σ|w| + |b|: float32 sums them exactly below 2^24 (on the CPU,
     # whose float32 convs are direct or GEMM; GPU kernels may use Winograd or TF32), else float64 does
     dtype = torch.float64
@@ -209,8 +243,8 @@ def integer_kernel_output(layer, x):
         acc = F.linear(x_int.to(dtype), w_int.to(dtype))
         channel_shape = (-1, )
     else:
-        acc = F.conv2d(x_int.to(dtype), w_int.to(dtype), None if bias is None else bias.to(dtype), layer.stride,
-                       layer.padding, layer.dilation, layer.groups)
+        acc = F.conv2d(x_int.to(dtype), w_int.to(dtype), bias.to(dtype), layer.stride, padding, layer.dilation,
+                       layer.groups)
         channel_shape = (1, -1, 1, 1)
     if requantizer.is_active:
         scale_y, zero_y, low, high = requantizer.scale.float(), float(requantizer.zero_point), 0, UINT8_MAX
@@ -266,18 +300,8 @@ class IntegerQuantLayer(nn.Module):
             scale = scale.reshape(-1) if scale.numel() > 1 else scale.reshape(())
             weight = codes.float() * (scale.view(-1, *([1] * (codes.dim() - 1))) if scale.dim() else scale)
             self.register_buffer('grid_shift', shift)
-            pair = _offset_pair(layer)
-            in_shift = in_scale = None
-            if pair is not None:
-                in_shift = pair[0].detach().clone() if float(layer.offset.shift_on) else None
-                in_scale = pair[1].detach().clone() if float(layer.offset.scale_on) else None
-            bias = torch.zeros(codes.shape[0]) if layer.bias is None else layer.bias.detach().float().clone()
-            sum_dims = tuple(range(1, weight.dim()))
-            if in_shift is not None:  # the conv of the constant o/a, on interior pixels (step 5)
-                post_add = in_shift / (in_scale if in_scale is not None else 1)
-                bias = bias + (weight * post_add.view(1, -1, 1, 1)).sum(dim=sum_dims)
-            if shift is not None:  # the layer of the constant δ (step 1)
-                bias = bias + shift * weight.sum(dim=sum_dims)
+            in_shift, in_scale = offset_input(layer)
+            bias = folded_bias(layer, weight, in_shift, in_scale, shift)
             self.exact_bias = bias  # what the int32 codes round (not exported; for measuring that rounding)
             if self.is_linear:
                 self.register_buffer('weight_codes', codes.t().contiguous())  # (in, out): MatMul's B

@@ -152,31 +152,44 @@ def _init_quant_state(layer, w_bit, a_bit, weight_clip, weight_granularity, offs
     layer.quant_target = None
 
 
-def _quantize_input(layer, x):
+def _quantize_input(layer, x, interior=None):
     """q(X') of a quantized layer's input X' (QuantConv2d, QuantLinear), with the hooks around it: the calibration
     observer sees X'; with ``collect_input`` the layer keeps X' for the regularizer, and with ``collect_target`` also
-    sg(q(X')), the mismatch regularizer's target as computed here (no second quantize pass)."""
+    sg(q(X')), the mismatch regularizer's target as computed here (no second quantize pass). ``interior``: an index
+    of ``x`` that the hooks see instead of all of it (a padded input: the image without its border ring)."""
+    seen = x if interior is None else x[interior]
     if layer.observer is not None:
-        layer.observer(x)
+        layer.observer(seen)
     if layer.collect_input:
-        layer.quant_input = x
+        layer.quant_input = seen
     x_q = layer.act_quantizer(x)
     if layer.collect_target:
-        layer.quant_target = x_q.detach() if layer.act_quantizer.enabled else None
+        target = x_q if interior is None else x_q[interior]
+        layer.quant_target = target.detach() if layer.act_quantizer.enabled else None
     return x_q
+
+
+def offset_bias(weight, post_add, groups=1):
+    """sum W·(o/a) per output channel: what the per-channel constant ``post_add`` (o/a, (C_in,)) added to a conv's
+    input adds to its output wherever the kernel does not touch the padding. ``weight`` (C_out, C_in/groups, kh,
+    kw). Returns (C_out,)."""
+    if groups == 1:
+        return (weight * post_add.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    c_out, c_in_group = weight.shape[:2]
+    grouped = weight.reshape(groups, c_out // groups, c_in_group, *weight.shape[2:])
+    return (grouped * post_add.view(groups, 1, c_in_group, 1, 1)).sum(dim=(2, 3, 4)).reshape(c_out)
 
 
 def _runs_integer_kernel(layer):
     """True when ``layer`` (built with integer_zero_point) computes its eval output as the integer ONNX graph's kernel
     does: eval mode without autograd, every quantizer on, integer-kernel eval not turned off
-    (``set_integer_kernel_eval``), no offset, no calibration observer or regularizer hook, and its output on a known
-    grid (an active requantizer or a recorded consumer)."""
+    (``set_integer_kernel_eval``), no calibration observer or regularizer hook, and its output on a known grid (an
+    active requantizer or a recorded consumer)."""
     requantizer = layer.output_quantizer
     return (requantizer is not None and not layer.training and not torch.is_grad_enabled()
             and requantizer.enabled and requantizer.integer_kernel_eval and requantizer.has_target()
             and layer.act_quantizer.enabled and layer.act_quantizer.is_calibrated
-            and layer.weight_quantizer.enabled and layer.observer is None and not layer.collect_input
-            and (layer.offset is None or not layer.offset.active))
+            and layer.weight_quantizer.enabled and layer.observer is None and not layer.collect_input)
 
 
 class QuantConv2d(nn.Conv2d):
@@ -190,6 +203,11 @@ class QuantConv2d(nn.Conv2d):
     At initialisation (o = 0, a = 1, or quantizers off) this equals conv(X, W) + b exactly, image border
     included: adding o / a back before the zero padding is the same as a bias W * o plus padding with -o in the
     shifted domain. At inference the shift folds into the bias and the scale into the weights.
+
+    Built with integer_zero_point (an ``output_quantizer``), a layer with an offset computes what the integer ONNX
+    graph computes, which pads X before the offset (docs/EXPORT.md, step 5): X' = (pad0(X) - o) / a, and
+    y = conv_valid(q_a(X'), q_w(W * a)) + b + W_q·(o / a), the bias on the int32 grid. A border tap then sees
+    q_a(-o / a) + o / a instead of 0. The regularizers and calibration see X' without its border ring.
 
     Args:
         w_bit, a_bit (int): bit-widths, 2-8.
@@ -228,10 +246,17 @@ class QuantConv2d(nn.Conv2d):
             return self.weight
         return self.weight * offset_pair[1].view(1, -1, 1, 1)
 
+    @property
+    def pads_first(self):
+        """True when the layer zero-pads its input before the offset (integer_zero_point with an active offset)."""
+        return self.output_quantizer is not None and self.offset is not None and self.offset.active
+
     def forward(self, x):
         if _runs_integer_kernel(self):
             from .export_integer import integer_kernel_output
             return integer_kernel_output(self, x)
+        if self.pads_first:
+            return self._pad_first_forward(x)
         x_in, offset_pair = self.quantizer_input(x)
         x_q = _quantize_input(self, x_in)
         if offset_pair is not None:
@@ -243,18 +268,34 @@ class QuantConv2d(nn.Conv2d):
         y = F.conv2d(x_q, w_q, self.integer_bias(), self.stride, self.padding, self.dilation, self.groups)
         return self.output_quantizer(y)
 
-    def integer_bias(self, weight_upper=None):
+    def _pad_first_forward(self, x):
+        """The forward of a layer that ``pads_first`` (class docstring)."""
+        ph, pw = self.padding
+        height, width = x.shape[-2:]
+        shift, scale = self.offset.effective()
+        x_in = (F.pad(x, (pw, pw, ph, ph)) - shift.view(1, -1, 1, 1)) / scale.view(1, -1, 1, 1)
+        x_q = _quantize_input(self, x_in, (Ellipsis, slice(ph, ph + height), slice(pw, pw + width)))
+        w_q = self.weight_quantizer(self.effective_weight((shift, scale)))
+        bias = self.integer_bias(folded=offset_bias(w_q, shift / scale, self.groups))
+        y = F.conv2d(x_q, w_q, bias, self.stride, 0, self.dilation, self.groups)
+        return self.output_quantizer(y)
+
+    def integer_bias(self, weight_upper=None, folded=None):
         """The bias on the integer ONNX export's int32 grid, step s_x·s_w (input step x weight code scale), with a
         straight-through gradient; the plain bias while the quantizers are off. Used with an output requantizer.
-        ``weight_upper``: the weight clip value u_w (default: the one of the last forward)."""
-        if self.bias is None or not (self.act_quantizer.enabled and self.weight_quantizer.enabled):
-            return self.bias
+        ``weight_upper``: the weight clip value u_w (default: the one of the last forward). ``folded`` (C_out,): a
+        term that the export adds to the bias before rounding it (an offset's W_q·(o/a), ``offset_bias``)."""
+        bias = self.bias
+        if folded is not None:
+            bias = folded if bias is None else bias + folded
+        if bias is None or not (self.act_quantizer.enabled and self.weight_quantizer.enabled):
+            return bias
         if weight_upper is None:
             weight_upper = self.weight_quantizer.last_upper
         lower, upper = self.act_quantizer.valid_range()
         act_step = ((upper - lower) / (2**self.act_quantizer.bits - 1)).detach()
         scale = self.weight_quantizer.integer_scale(weight_upper).reshape(-1) * act_step
-        return self.bias + (torch.round(self.bias / scale) * scale - self.bias).detach()
+        return bias + (torch.round(bias / scale) * scale - bias).detach()
 
 
 class QuantLinear(nn.Linear):
