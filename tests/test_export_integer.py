@@ -390,22 +390,32 @@ def test_requantization_grid_covers_the_observed_range():
 
 
 @pytest.mark.slow
-def test_trained_with_integer_zero_points_through_basicsr_exports_exactly(tiny_data, tmp_path):
-    """basicsr train (ODM v2 at w4a4 with integer_zero_point: true, BasicSR's train_pipeline, 4 iterations from a
-    calibrated start), then basicsr export --format onnx: onnxruntime's integer graph computes what was trained."""
+@pytest.mark.parametrize('method', ['v2', 'v1'])
+def test_trained_with_integer_zero_points_through_basicsr_exports_exactly(tiny_data, tmp_path, method):
+    """basicsr train (integer_zero_point: true, BasicSR's train_pipeline, 4 iterations from a calibrated start): ODM
+    v2 at w4a4, or ODM v1 at w2a2 with shift offsets (whose layers pad before the offset); then basicsr export
+    --format onnx: onnxruntime's integer graph computes what was trained."""
     from conftest import base_options, make_test_options, read_log
     network = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=16, num_block=2, upscale=2, w_bit=4, a_bit=4,
                    weight_clip='wcc', integer_zero_point=True)
-    opt = base_options(tiny_data, 'izp', network, odm_opt={'type': 'ODMLoss', 'regularizer': 'mismatch',
-                                                            'loss_weight': 1e-5 / 255})
-    opt['train']['calibration'] = {'num_batches': 2}
+    odm_opt = {'type': 'ODMLoss', 'regularizer': 'mismatch', 'loss_weight': 1e-5 / 255}
+    calibration = {'num_batches': 2}
+    if method == 'v1':
+        network.update(w_bit=2, a_bit=2, weight_clip='percentile', offsets='shift')
+        odm_opt = {'type': 'ODMLoss', 'regularizer': 'variance', 'stat': 'var', 'loss_weight': 1e-6}
+        calibration['offset_top_k'] = 0.5
+    opt = base_options(tiny_data, 'izp', network, odm_opt=odm_opt)
+    opt['train']['calibration'] = calibration
     run_cli(['train', '-opt', write_options(tmp_path / 'train.yml', opt)], tmp_path)
     exp = tmp_path / 'experiments' / 'izp'
     assert 'Calibrating' in read_log(exp)
     ckpt = exp / 'models' / 'net_g_latest.pth'
     state = torch.load(ckpt, weights_only=True)['params']
     assert float(state['body.0.conv2.output_quantizer.active']) == 1.0
-    assert float(state['body.0.conv1.output_quantizer.active']) == 0.0
+    if method == 'v1':
+        assert sum(float(v) for k, v in state.items() if k.endswith('offset.shift_on')) == 2
+    else:
+        assert float(state['body.0.conv1.output_quantizer.active']) == 0.0
     test_file = write_options(tmp_path / 'test.yml', make_test_options(opt, 'izp_test', ckpt))
     proc = run_cli(['export', '-opt', test_file, '--out', 'net.onnx', '--input-size', '24x24'], tmp_path)
     assert 'all activation grids have integer zero points' in proc.stdout and '0 quantized layers left in float' in proc.stdout, proc.stdout
@@ -415,6 +425,7 @@ def test_trained_with_integer_zero_points_through_basicsr_exports_exactly(tiny_d
     lr = torch.from_numpy(cv2.imread(str(next((tiny_data / 'val' / 'LR').glob('*.png'))))[:, :, ::-1].copy())
     lr = lr.permute(2, 0, 1).float().div(255)[None]
     session = ort.InferenceSession(str(tmp_path / 'net.onnx'), providers=['CPUExecutionProvider'])
-    assert net.body[0].conv1.output_quantizer.consumer is net.body[0].conv2  # the chain, from the checkpoint
+    if method == 'v2':
+        assert net.body[0].conv1.output_quantizer.consumer is net.body[0].conv2  # the chain, from the checkpoint
     with torch.no_grad():
         assert psnr(session.run(None, {'lr': lr.numpy()})[0], net(lr).numpy()) >= 90
