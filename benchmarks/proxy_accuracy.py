@@ -98,6 +98,11 @@ VARIANTS = {
     # issue 17: activation grids kept on integer zero points (network_g.integer_zero_point), as integer ONNX runs them
     'ODM v2 (integer zero point)': ({'weight_clip': 'wcc', 'offsets': 'none', 'integer_zero_point': True},
                                     {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
+    # issue 17: ODM v1 (the 2-bit files' P99 weight clips) with integer zero points: its offset layers pad first
+    'ODM v1 (P99 weights, integer zero point)': ({'weight_clip': 'percentile', 'offsets': 'auto',
+                                                  'integer_zero_point': True},
+                                                 {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT},
+                                                 'sign'),
     # issue 16: the weight clip statistic (P99 |W|) recomputed every 16 iterations instead of every one
     'ODM v2 (weight clip every 16)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                       {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
@@ -117,7 +122,8 @@ ABLATION_ONLY = ('ODM v2 (cosine per tensor)', 'ODM v2 (sequential calibration)'
                  'WCC only (relative range lr)', 'ODM v2 (integer zero point)',
                  'ODM v2 (no cooperation)', 'cooperative variance', 'ODM v1 (zero-preserving offsets)',
                  'plain QAT (P99 weights)', 'ODM v1 (P99 weights)', 'ODM v2 (weight clip every 16)',
-                 'ODM v2 (mismatch x10)', 'ODM v2 (mismatch x30)')  # when named
+                 'ODM v2 (mismatch x10)', 'ODM v2 (mismatch x30)',
+                 'ODM v1 (P99 weights, integer zero point)')  # when named
 SWEEP = {  # regularizer-weight sweep at w2a2: (base variant, cooperation when on, x1 weight)
     'v1 variance': ('ODM v1', 'sign', V1_SWEEP_BASE),
     'v2 mismatch': ('ODM v2', 'cosine', V2_WEIGHT),

@@ -46,6 +46,8 @@ PAIRS = [  # (variant, baseline, what the difference measures)
     ('WCC only (relative range lr)', 'WCC only', 'range learning in units of the range'),
     ('ODM v2 (relative range lr)', 'ODM v2', 'range learning in units of the range'),
     ('ODM v2 (weight clip every 16)', 'ODM v2', 'the weight clip statistic recomputed every 16 iterations'),
+    ('ODM v1 (P99 weights, integer zero point)', 'ODM v1 (P99 weights)', 'integer zero points, ODM v1 (offset layers '
+     'pad first)'),
     ('ODM v2 (mismatch x10)', 'WCC only', 'the mismatch regularizer at 10x the paper\'s weight, over WCC only'),
     ('ODM v2 (mismatch x30)', 'WCC only', 'the mismatch regularizer at 30x the paper\'s weight, over WCC only'),
 ]
