@@ -362,6 +362,7 @@ def test_cli_modes_and_calibration_folder(photos, tmp_path):
     proc = run_cli(['export', '-opt', opt_path, '--format', 'onnx', '--input-size', '24x32'], cwd=tmp_path)
     assert 'onnx model (integer)' in proc.stdout and 'integer kernels' in proc.stdout, proc.stdout
     assert '4 integer kernels' in proc.stdout and '0 quantized layers left in float' in proc.stdout, proc.stdout
+    assert 'onnxruntime vs PyTorch on the 8 calibration images: PSNR mean' in proc.stdout, proc.stdout
     session = ort.InferenceSession(str(tmp_path / 'integer_test.onnx'), providers=['CPUExecutionProvider'])
     with torch.no_grad():
         assert psnr(session.run(None, {'lr': test.numpy()})[0], net(test).numpy()) >= 40
@@ -378,6 +379,13 @@ def test_cli_modes_and_calibration_folder(photos, tmp_path):
                    cwd=tmp_path, check=False)
     assert proc.returncode != 0 and 'no such folder' in proc.stderr, proc.stderr
     assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_export_explains_a_fidelity_under_40_db():
+    from odm_basicsr.tools.export_cli import fidelity_note
+    assert fidelity_note(40.0, True) is None and fidelity_note(150.0, False) is None
+    assert 'integer_zero_point: true' in fidelity_note(31.5, True)
+    assert 'float tie' in fidelity_note(39.0, False)
 
 
 def test_requantization_grid_covers_the_observed_range():
