@@ -118,7 +118,7 @@ def _exact_border_accumulate(layer, x):
     shift = 0 if layer.grid_shift is None else layer.grid_shift
     x_q = _QuantizeCodes.apply(x - shift, layer.act_scale, layer.zero_point, layer.code_lo, layer.code_hi) + shift
     weight = qint._DequantizeInitializer.apply(layer.weight_codes, layer.weight_scale, layer.weight_axis,
-                                          layer.weight_scale_count, False)
+                                               layer.weight_scale_count, False)
     bias = layer.exact_bias - (0 if layer.grid_shift is None else layer.grid_shift * weight.sum(dim=(1, 2, 3)))
     return F.conv2d(x_q, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
@@ -274,7 +274,8 @@ def main():
         results.append(dict(bits=f'w{bits}a{bits}', variant='onnxruntime', psnr_db=per_photo,
                             photos=[name for name, _ in photos]))
         rows.append([f'w{bits}a{bits}', 'as exported, in onnxruntime',
-                     f'{statistics.mean(per_photo):.1f} / {min(per_photo):.1f}', ' / '.join(f'{v:.1f}' for v in per_photo)])
+                     f'{statistics.mean(per_photo):.1f} / {min(per_photo):.1f}',
+                     ' / '.join(f'{v:.1f}' for v in per_photo)])
         print(rows[-1], flush=True)
         for variant in VARIANTS:
             per_photo = [round(run_variant(net, batches, lq, variant, chained), 1) for _, lq in photos]
