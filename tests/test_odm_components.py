@@ -158,6 +158,18 @@ def test_offsets_leave_fp_function_unchanged_including_border(kind, integer_zero
     assert border < 1e-4
 
 
+@pytest.mark.parametrize('groups', [1, 2])
+def test_offset_bias_is_the_conv_of_the_constant(groups):
+    """offset_bias(W, c) = what conv_valid(c broadcast over the kernel window, W) gives: sum of W·c per output
+    channel (grouped convs: each group sees its own input channels)."""
+    from odm_basicsr.quant.layers import offset_bias
+    torch.manual_seed(0)
+    weight = torch.randn(6, 4 // groups, 3, 3)
+    constant = torch.randn(4)
+    want = torch.nn.functional.conv2d(constant.view(1, 4, 1, 1).expand(1, 4, 3, 3), weight, groups=groups).view(6)
+    assert torch.allclose(offset_bias(weight, constant, groups), want, atol=1e-5)
+
+
 def test_pad_first_offset_layer_computes_the_export_arithmetic_and_hooks_see_the_image():
     """integer_zero_point with a shift offset: a border tap sees q(-o/a) + o/a (the integer graph pads before the
     offset), not the 0 of the paper's form; interior pixels are the same in both forms; the regularizer's X' and
