@@ -158,16 +158,20 @@ def test_offsets_leave_fp_function_unchanged_including_border(kind, integer_zero
     assert border < 1e-4
 
 
-@pytest.mark.parametrize('groups', [1, 2])
-def test_offset_bias_is_the_conv_of_the_constant(groups):
+def test_offset_bias_is_the_conv_of_the_constant_and_grouped_convs_get_no_offsets():
     """offset_bias(W, c) = what conv_valid(c broadcast over the kernel window, W) gives: sum of W·c per output
-    channel (grouped convs: each group sees its own input channels)."""
+    channel. Offsets are per input channel of an ungrouped conv: a grouped conv is refused one, and conversion
+    gives it none."""
     from odm_basicsr.quant.layers import offset_bias
     torch.manual_seed(0)
-    weight = torch.randn(6, 4 // groups, 3, 3)
-    constant = torch.randn(4)
-    want = torch.nn.functional.conv2d(constant.view(1, 4, 1, 1).expand(1, 4, 3, 3), weight, groups=groups).view(6)
-    assert torch.allclose(offset_bias(weight, constant, groups), want, atol=1e-5)
+    weight, constant = torch.randn(6, 4, 3, 3), torch.randn(4)
+    want = torch.nn.functional.conv2d(constant.view(1, 4, 1, 1).expand(1, 4, 3, 3), weight).view(6)
+    assert torch.allclose(offset_bias(weight, constant), want, atol=1e-5)
+    with pytest.raises(ValueError, match='ungrouped'):
+        QuantConv2d(4, 6, 3, 1, 1, groups=2, offsets=True)
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1, groups=4), nn.Conv2d(4, 4, 3, 1, 1))
+    quantize_modules(net, ['*'], 4, 4, offsets='auto')
+    assert net[0].offset is None and net[1].offset is not None
 
 
 def test_pad_first_offset_layer_computes_the_export_arithmetic_and_hooks_see_the_image():
@@ -197,6 +201,10 @@ def test_pad_first_offset_layer_computes_the_export_arithmetic_and_hooks_see_the
     corner = w_q[:, :, 0, :].sum(dim=(1, 2)) + w_q[:, :, 1:, 0].sum(dim=(1, 2))
     assert float(corner.abs().min()) > 0.05
     assert torch.allclose(diff[0, :, 0, 0] - rounding, 0.4 * corner, atol=1e-5)
+    same = QuantConv2d(4, 5, 3, 1, 'same', w_bit=4, a_bit=2, offsets=True)  # a string padding works the same way
+    set_integer_zero_point(same, True)
+    same.load_state_dict(layer.state_dict())
+    assert torch.equal(same(x), padded_first)
 
 
 def test_offset_selection_and_init_from_calibration():

@@ -40,8 +40,9 @@ def quantize_modules(net, patterns, w_bit, a_bit, weight_clip='max', offsets='no
         if not hits or any(fnmatchcase(name, p) for p in exclude):
             continue
         matched_patterns.update(hits)
-        if isinstance(module, nn.Conv2d):
-            new = QuantConv2d.from_float(module, **quant_kwargs)
+        if isinstance(module, nn.Conv2d):  # offsets are per input channel of an ungrouped conv
+            new = QuantConv2d.from_float(module, **dict(quant_kwargs, offsets=quant_kwargs['offsets']
+                                                        and module.groups == 1))
         else:
             quant_kwargs_linear = dict(quant_kwargs, offsets=False)
             new = QuantLinear.from_float(module, **quant_kwargs_linear)

@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .convert import _set_submodule, activation_points, quantized_layers
-from .layers import QuantConv2d, QuantLinear, QuantOperand, offset_bias
+from .layers import QuantConv2d, QuantLinear, QuantOperand, explicit_padding, offset_bias
 from .quantizer import WeightQuantizer
 
 PACKED_FORMAT = 'odm-packed-v1'
@@ -255,13 +255,13 @@ class ExportQuantLayer(nn.Module):
         # integer_zero_point with an offset: pad first, the offset's W_q·(o/a) in the int32-grid bias, as trained
         self.pad_first = self.conv_args is not None and layer.pads_first
         if self.pad_first:
-            self.padding = layer.padding
+            self.padding = explicit_padding(layer)
             self.conv_args = (layer.stride, 0, layer.dilation, layer.groups)
         if requantizer is not None and self.conv_args is not None:
             folded = None
             if self.pad_first and self.post_add is not None:
                 weight = grid_weight(fold['weight_k'], fold['weight_upper'], fold['w_bits'], fold['w_levels'])
-                folded = offset_bias(weight, fold['post_add'], layer.groups)
+                folded = offset_bias(weight, fold['post_add'])
                 self.post_add = None
             if self.bias is not None or folded is not None:
                 with torch.no_grad():

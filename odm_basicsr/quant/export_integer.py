@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from .convert import _set_submodule, activation_points, quantized_layers
 from .export import (UINT8_MAX, ExportQuantOperand, _QuantizeCodes, check_calibrated, describe_onnx, weight_grid)
-from .layers import QuantLinear, QuantOperand, offset_bias
+from .layers import QuantLinear, QuantOperand, explicit_padding, offset_bias
 from .quantizer import integer_grid
 
 INT8_MAX = 127
@@ -167,7 +167,7 @@ def integer_bias_codes(bias, bias_scale, grid=1):
 def offset_input(layer):
     """(o, a): the offset the integer graph applies to a conv's input, X' = (X - o) / a, as (C_in,) float32 tensors,
     each None where that kind is off (step 5); (None, None) without an offset."""
-    if getattr(layer, 'offset', None) is None or not layer.offset.active:  # (no buffer read: no device sync)
+    if getattr(layer, 'offset', None) is None or not layer.offset.active:  # no buffer read (device sync) here
         return None, None
     pair = layer.offset.effective()
     return (pair[0].detach().clone() if float(layer.offset.shift_on) else None,
@@ -180,7 +180,7 @@ def folded_bias(layer, weight, in_shift=None, in_scale=None, grid_shift=None):
     weights (codes·scale), (C_out, C_in/groups, kh, kw) or (out, in)."""
     bias = weight.new_zeros(weight.shape[0]) if layer.bias is None else layer.bias.detach().float().clone()
     if in_shift is not None:
-        bias = bias + offset_bias(weight, in_shift / (in_scale if in_scale is not None else 1), layer.groups)
+        bias = bias + offset_bias(weight, in_shift / (in_scale if in_scale is not None else 1))
     if grid_shift is not None:
         bias = bias + grid_shift * weight.sum(dim=tuple(range(1, weight.dim())))
     return bias
@@ -211,7 +211,7 @@ def integer_kernel_output(layer, x):
     pads_first = in_shift is not None or in_scale is not None
     padding = 0 if pads_first else getattr(layer, 'padding', None)
     if pads_first:  # pad, then shift and scale, then an unpadded conv, as the graph does
-        ph, pw = layer.padding
+        ph, pw = explicit_padding(layer)
         x = F.pad(x, (pw, pw, ph, ph))
         if in_shift is not None:
             x = x - in_shift.to(x.device).view(1, -1, 1, 1)
@@ -335,12 +335,13 @@ class IntegerQuantLayer(nn.Module):
             self.stride, self.dilation, self.groups = layer.stride, layer.dilation, layer.groups
             self.padding = layer.padding
             self.pad_first = in_shift is not None or in_scale is not None
+            self.pad_first_padding = explicit_padding(layer) if self.pad_first else None
 
     def accumulate(self, x):
         """The integer kernel's result before its 8-bit output requantization: the conv with its int32 bias, or the
         linear layer's product (its bias is added after the requantization)."""
         if not self.is_linear and self.pad_first:
-            ph, pw = self.padding
+            ph, pw = self.pad_first_padding
             x = F.pad(x, (pw, pw, ph, ph))
         if self.in_shift is not None:
             x = x - self.in_shift

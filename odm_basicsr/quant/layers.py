@@ -169,15 +169,24 @@ def _quantize_input(layer, x, interior=None):
     return x_q
 
 
-def offset_bias(weight, post_add, groups=1):
+def offset_bias(weight, post_add):
     """sum W·(o/a) per output channel: what the per-channel constant ``post_add`` (o/a, (C_in,)) added to a conv's
-    input adds to its output wherever the kernel does not touch the padding. ``weight`` (C_out, C_in/groups, kh,
-    kw). Returns (C_out,)."""
-    if groups == 1:
-        return (weight * post_add.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-    c_out, c_in_group = weight.shape[:2]
-    grouped = weight.reshape(groups, c_out // groups, c_in_group, *weight.shape[2:])
-    return (grouped * post_add.view(groups, 1, c_in_group, 1, 1)).sum(dim=(2, 3, 4)).reshape(c_out)
+    input adds to its output wherever the kernel does not touch the padding. ``weight`` (C_out, C_in, kh, kw) of an
+    ungrouped conv (offsets exist on those only). Returns (C_out,)."""
+    return (weight * post_add.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+
+
+def explicit_padding(conv):
+    """(ph, pw) of a conv's zero padding, for a string padding too ('valid', or 'same' where it is symmetric)."""
+    if not isinstance(conv.padding, str):
+        return tuple(conv.padding)
+    if conv.padding == 'valid':
+        return 0, 0
+    total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+    if any(t % 2 for t in total):
+        raise ValueError(f"padding='same' with kernel {conv.kernel_size} and dilation {conv.dilation} pads "
+                         'asymmetrically: an offset layer with integer_zero_point needs a symmetric padding')
+    return total[0] // 2, total[1] // 2
 
 
 def _runs_integer_kernel(layer):
@@ -221,6 +230,8 @@ class QuantConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
         if padding_mode != 'zeros':
             raise ValueError('QuantConv2d supports zero padding only')
+        if offsets and groups != 1:
+            raise ValueError('distribution offsets are implemented for ungrouped convs only (groups=1)')
         _init_quant_state(self, w_bit, a_bit, weight_clip, weight_granularity,
                           ChannelOffset(in_channels) if offsets else None)
 
@@ -270,14 +281,14 @@ class QuantConv2d(nn.Conv2d):
 
     def _pad_first_forward(self, x):
         """The forward of a layer that ``pads_first`` (class docstring)."""
-        ph, pw = self.padding
+        ph, pw = explicit_padding(self)
         height, width = x.shape[-2:]
         shift, scale = self.offset.effective()
         x_in = (F.pad(x, (pw, pw, ph, ph)) - shift.view(1, -1, 1, 1)) / scale.view(1, -1, 1, 1)
         x_q = _quantize_input(self, x_in, (Ellipsis, slice(ph, ph + height), slice(pw, pw + width)))
         w_q = self.weight_quantizer(self.effective_weight((shift, scale)))
-        bias = self.integer_bias(folded=offset_bias(w_q, shift / scale, self.groups))
-        y = F.conv2d(x_q, w_q, bias, self.stride, 0, self.dilation, self.groups)
+        bias = self.integer_bias(folded=offset_bias(w_q, shift / scale))
+        y = F.conv2d(x_q, w_q, bias, self.stride, 0, self.dilation)
         return self.output_quantizer(y)
 
     def integer_bias(self, weight_upper=None, folded=None):

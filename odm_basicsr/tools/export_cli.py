@@ -53,7 +53,7 @@ def calibration_batches(folder, channels, scale, size=64, count=CALIBRATION_COUN
 
 def fidelity_note(lowest_db, free_grids):
     """The line ``basicsr export`` adds when the integer graph is under 40 dB from PyTorch on a real image (None
-    otherwise): why, and what to do."""
+    otherwise): why, and what to do. ``free_grids``: the network was not built with integer_zero_point."""
     if lowest_db >= 40:
         return None
     if free_grids:
@@ -214,6 +214,6 @@ def main(argv):
             values.append(10 * np.log10(1.0 / mse) if mse > 0 else float('inf'))
         print(f'onnxruntime vs PyTorch on the {len(values)} calibration images: PSNR mean {np.mean(values):.1f} dB, '
               f'min {min(values):.1f} dB')
-        note = fidelity_note(min(values), bool(info['grids_shifted']))
+        note = fidelity_note(min(values), not all(layer.act_quantizer.integer_zero_point for _, layer in layers))
         if note:
             print(note)
