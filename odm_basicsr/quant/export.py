@@ -73,6 +73,21 @@ def _offset_pair(layer):
     return layer.offset.effective()
 
 
+def offset_input(layer):
+    """(o, a): the offset an exported graph applies to a conv's input, X' = (X - o) / a, as (C_in,) float32 tensors,
+    each None where that kind is off; (None, None) without an offset."""
+    if getattr(layer, 'offset', None) is None or not layer.offset.active:  # no buffer read (device sync) here
+        return None, None
+    pair = layer.offset.effective()
+    return (pair[0].detach().clone() if float(layer.offset.shift_on) else None,
+            pair[1].detach().clone() if float(layer.offset.scale_on) else None)
+
+
+def offset_constant(in_shift, in_scale):
+    """o/a, the per-channel constant added back after the input quantizer (None without a shift)."""
+    return None if in_shift is None else in_shift / (in_scale if in_scale is not None else 1)
+
+
 def grid_weight(codes, upper, bits, levels=None):
     """k·step - u (float32, codes' shape) with the operations of ``fake_quantize``: bit-identical to q_w. ``levels``:
     the grid's steps, 2^bits - 1 unless given (254 on the int8 grid)."""
@@ -130,13 +145,8 @@ def fold_layer(layer):
     with torch.no_grad():
         lower, a_upper = (t.detach().clone() for t in layer.act_quantizer.valid_range())
         a_scale = (a_upper - lower) / _levels(a_bits)
-        pair = _offset_pair(layer)
-        shift, in_scale = (None, None) if pair is None else (pair[0].detach().clone(), pair[1].detach().clone())
-        post_add = None if shift is None else shift / in_scale
-        if shift is not None and float(layer.offset.shift_on) == 0:
-            shift = post_add = None
-        if in_scale is not None and float(layer.offset.scale_on) == 0:
-            in_scale = None
+        shift, in_scale = offset_input(layer)
+        post_add = offset_constant(shift, in_scale)
         w_q = codes.float() * scale + offset
         if isinstance(layer, QuantLinear):
             int_bias = F.linear(lower.expand(1, layer.in_features), w_q, layer.bias)

@@ -49,7 +49,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .convert import _set_submodule, activation_points, quantized_layers
-from .export import (UINT8_MAX, ExportQuantOperand, _QuantizeCodes, check_calibrated, describe_onnx, weight_grid)
+from .export import (UINT8_MAX, ExportQuantOperand, _QuantizeCodes, check_calibrated, describe_onnx, offset_constant,
+                     offset_input, weight_grid)
 from .layers import QuantLinear, QuantOperand, explicit_padding, offset_bias
 from .quantizer import integer_grid
 
@@ -164,23 +165,13 @@ def integer_bias_codes(bias, bias_scale, grid=1):
     return torch.round(bias.double() / (bias_scale.double() * grid)) * grid
 
 
-def offset_input(layer):
-    """(o, a): the offset the integer graph applies to a conv's input, X' = (X - o) / a, as (C_in,) float32 tensors,
-    each None where that kind is off (step 5); (None, None) without an offset."""
-    if getattr(layer, 'offset', None) is None or not layer.offset.active:  # no buffer read (device sync) here
-        return None, None
-    pair = layer.offset.effective()
-    return (pair[0].detach().clone() if float(layer.offset.shift_on) else None,
-            pair[1].detach().clone() if float(layer.offset.scale_on) else None)
-
-
 def folded_bias(layer, weight, in_shift=None, in_scale=None, grid_shift=None):
     """The float32 bias (C_out,) that the integer graph rounds onto int32: b, plus the conv of the offset's constant
     o/a on interior pixels (step 5), plus the layer of the grid shift's constant δ (step 1). ``weight``: the graph's
     weights (codes·scale), (C_out, C_in/groups, kh, kw) or (out, in)."""
     bias = weight.new_zeros(weight.shape[0]) if layer.bias is None else layer.bias.detach().float().clone()
     if in_shift is not None:
-        bias = bias + offset_bias(weight, in_shift / (in_scale if in_scale is not None else 1))
+        bias = bias + offset_bias(weight, offset_constant(in_shift, in_scale))
     if grid_shift is not None:
         bias = bias + grid_shift * weight.sum(dim=tuple(range(1, weight.dim())))
     return bias

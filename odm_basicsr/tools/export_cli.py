@@ -66,6 +66,13 @@ def fidelity_note(lowest_db, free_grids):
             'float tie in an FP layer carries through a low-bit body (docs/EXPORT.md).')
 
 
+def _psnr(got, want):
+    """PSNR (dB) of ``got`` against ``want`` (numpy arrays on 0-1, unclipped)."""
+    import numpy as np
+    mse = float(np.mean((got - want)**2))
+    return 10 * np.log10(1.0 / mse) if mse > 0 else float('inf')
+
+
 def _mib(n):
     return f'{n} bytes ({n / 2**20:.2f} MiB)'
 
@@ -201,17 +208,13 @@ def main(argv):
     got = session.run(None, {'lr': example.numpy()})[0]
     with torch.no_grad():
         want = net(example).numpy()
-    mse = float(np.mean((got - want)**2))
-    psnr = 10 * np.log10(1.0 / mse) if mse > 0 else float('inf')
     print(f'onnxruntime vs PyTorch on a random {args.input_size[0]}x{args.input_size[1]} input: '
-          f'max |diff| {np.abs(got - want).max():.3g}, PSNR {psnr:.1f} dB')
+          f'max |diff| {np.abs(got - want).max():.3g}, PSNR {_psnr(got, want):.1f} dB')
     if args.mode == 'integer' and getattr(net, 'onnx_dynamic_size', True):  # real images: where the roundings show
         values = []
         for lr in batches:
             with torch.no_grad():
-                want = net(lr).numpy()
-            mse = float(np.mean((session.run(None, {'lr': lr.numpy()})[0] - want)**2))
-            values.append(10 * np.log10(1.0 / mse) if mse > 0 else float('inf'))
+                values.append(_psnr(session.run(None, {'lr': lr.numpy()})[0], net(lr).numpy()))
         print(f'onnxruntime vs PyTorch on the {len(values)} calibration images: PSNR mean {np.mean(values):.1f} dB, '
               f'min {min(values):.1f} dB')
         note = fidelity_note(min(values), not all(layer.act_quantizer.integer_zero_point for _, layer in layers))
