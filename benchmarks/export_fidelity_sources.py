@@ -12,6 +12,8 @@ network's on the 3 held-out demo photos (PSNR, RGB 0-1), with one rounding of th
     no requant, float bias  ... and the int32 bias replaced by the float bias it rounds
     ..., exact border    ... and the free grid kept in float, so that a padded zero is 0 and not -δ (what is left:
                          float ties)
+    float bias, exact border  the float bias and the exact border with the 8-bit requantization kept: what that
+                         requantization alone costs
     per-channel requant  8-bit output grids per channel sharing one zero point, as a per-channel weight scale and a
                          per-channel DequantizeLinear after the kernel could give (not exported; measured to decide)
     mse requant ranges   requantization ranges that minimise the 8-bit squared error on the calibration batches
@@ -55,8 +57,8 @@ from odm_basicsr.quant.export import UINT8_MAX, _QuantizeCodes  # noqa: E402
 from odm_basicsr.utils.safe_load import load_network_state  # noqa: E402
 
 VARIANTS = ('as exported', 'grids moved', 'no requantization', 'no requant, float bias',
-            'no requant, float bias, exact border', 'per-channel requant', 'mse requant ranges', 'own-photo ranges',
-            'codes to ±127')
+            'no requant, float bias, exact border', 'float bias, exact border', 'per-channel requant',
+            'mse requant ranges', 'own-photo ranges', 'codes to ±127')
 
 
 def mse_output_ranges(net, batches):
@@ -141,7 +143,7 @@ def run_variant(net, batches, lq, variant, chained):
             ranges = qint.observe_output_ranges(net, [lq])
         grids = channel_output_grids(net, batches) if variant == 'per-channel requant' else {}
         model, _ = qint.to_integer_module(net, batches, output_ranges=ranges)
-        float_bias = variant.startswith('no requant, float bias')
+        float_bias = 'float bias' in variant
         for name, layer in model.named_modules():
             if isinstance(layer, qint.IntegerQuantLayer):
                 layer.requantize = name not in chained and not variant.startswith('no requant')

@@ -207,6 +207,17 @@ def test_pad_first_offset_layer_computes_the_export_arithmetic_and_hooks_see_the
     assert torch.equal(same(x), padded_first)
 
 
+def test_asymmetric_same_padding_refused_when_built():
+    """An offset layer with integer_zero_point pads first, which needs a symmetric padding: an even kernel with
+    padding='same' is refused when the network is built (the option check builds it), not at its first forward."""
+    layer = QuantConv2d(4, 5, 2, 1, 'same', w_bit=4, a_bit=4, offsets=True)
+    with pytest.raises(ValueError, match='asymmetrically'):
+        set_integer_zero_point(layer, True)
+    plain = QuantConv2d(4, 5, 2, 1, 'same', w_bit=4, a_bit=4)  # no offset: never pads first, so it is accepted
+    set_integer_zero_point(plain, True)
+    assert plain.output_quantizer is not None
+
+
 def test_offset_selection_and_init_from_calibration():
     fp, q = _offset_net('auto')
     batches = [torch.rand(2, 3, 8, 8) for _ in range(2)]

@@ -3,7 +3,8 @@ from fnmatch import fnmatchcase
 
 import torch.nn as nn
 
-from .layers import OFFSET_MODES, QUANT_LAYER_TYPES, OutputRequantizer, QuantConv2d, QuantLinear, QuantOperand
+from .layers import (OFFSET_MODES, QUANT_LAYER_TYPES, OutputRequantizer, QuantConv2d, QuantLinear, QuantOperand,
+                     explicit_padding)
 from .quantizer import check_bits
 
 SCOPES = ('body', 'all')
@@ -142,6 +143,8 @@ def set_integer_zero_point(net, enabled):
         point.act_quantizer.integer_zero_point = bool(enabled)
         if isinstance(point, QUANT_LAYER_TYPES):
             point.weight_quantizer.int8_grid = bool(enabled) and point.weight_quantizer.bits == 8
+            if enabled and getattr(point, 'offset', None) is not None:
+                explicit_padding(point)  # an offset layer pads first: refuse an asymmetric 'same' when built
             if enabled and point.output_quantizer is None:
                 point.output_quantizer = OutputRequantizer().to(point.weight.device)
             elif not enabled:
