@@ -136,7 +136,7 @@ def _check_inner_arch(inner, errors):
 
 def build_shapes_only(net_opt):
     """network_g built for its keys and shapes: on the meta device (no memory, no initialisation), or on the CPU for
-    an arch whose constructor reads tensor values (SwinIR's stochastic-depth schedule)."""
+    an arch whose constructor cannot run there (it reads or assigns tensor values)."""
     import torch
     from basicsr.utils.registry import ARCH_REGISTRY
     net_opt = dict(net_opt)
@@ -144,9 +144,8 @@ def build_shapes_only(net_opt):
     try:
         with torch.device('meta'):
             return cls(**net_opt)
-    except (RuntimeError, NotImplementedError) as err:
-        if 'meta' not in str(err):
-            raise
+    except Exception:  # noqa: BLE001  (a real error raises again on the CPU)
+        pass  # SwinIR's schedule reads values, RIDNet's MeanShift sets .data, ECBSR's masks mix devices
     return cls(**net_opt)
 
 
@@ -155,13 +154,35 @@ def _check_builds(net, errors):
     their key."""
     from .quant import ScopeError
     try:
-        build_shapes_only(net)
+        built = build_shapes_only(net)
     except ScopeError as err:
         shown = ', '.join(err.names[:40]) + (f' ... ({len(err.names)} in all)' if len(err.names) > 40 else '')
         errors.append(f'network_g.scope: pattern(s) {err.patterns} match no conv/linear layer of {err.arch}. Its '
                       f'layers are: {shown}.')
     except (TypeError, ValueError, AssertionError, KeyError) as err:
         errors.append(f'network_g: the network cannot be built from these options: {err}')
+    else:
+        _check_layers_run(built, net, errors)
+
+
+def _check_layers_run(built, net, errors):
+    """Quantized layers that the arch's eval forward never runs (one forward of a 32x32 input, on the meta device
+    where the network was built there): an option error, before anything is written. An arch that this forward
+    cannot run (a video arch's 5-D input, a value read on the meta device) is left to calibration, which raises the
+    same error."""
+    import torch
+    from .quant import UnusedQuantizedLayerError, unused_in_eval
+    first = next((m for m in built.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))), None)
+    if not isinstance(first, torch.nn.Conv2d):
+        return
+    device = first.weight.device
+    try:
+        unused = unused_in_eval(built, torch.zeros(1, first.in_channels, 32, 32, device=device))
+    except Exception:  # noqa: BLE001  (any arch: a forward that cannot run here is not an option error)
+        return
+    if unused:
+        arch = (net.get('arch') or {}).get('type') if net.get('type') == 'ODMQuant' else net.get('type')
+        errors.append(f'network_g: {UnusedQuantizedLayerError(unused, arch)}')
 
 
 def _data_parallel_gpus(opt):

@@ -264,6 +264,53 @@ def test_option_checks_for_odmquant_name_the_key():
                    'model_type': 'SRModel'}, is_train=False)
 
 
+class _EvalBypass(nn.Module):
+    """A toy arch whose eval forward computes ``second`` from its weight with F.conv2d, as ECBSR's re-parameterized
+    eval forward does: the module itself runs in training only."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.first(x))
+        if self.training:
+            return self.second(x)
+        return nn.functional.conv2d(x, self.second.weight, self.second.bias, padding=1)
+
+
+def test_quantized_layers_that_the_eval_forward_never_runs_are_an_error():
+    from odm_basicsr.quant import UnusedQuantizedLayerError, set_quantization, unused_in_eval
+    net = _EvalBypass()
+    quantize_modules(net, ['first', 'second'], 4, 4)
+    net.train()
+    assert unused_in_eval(net, torch.rand(1, 3, 8, 8)) == ['second']
+    # mode and quantizer switches are restored
+    assert net.training and all(layer.act_quantizer.enabled for _, layer in quantized_layers(net))
+    set_quantization(net, False)
+    assert unused_in_eval(net, torch.rand(1, 3, 8, 8, device='meta')) == ['second']
+    assert not any(layer.act_quantizer.enabled for _, layer in quantized_layers(net))
+    with pytest.raises(UnusedQuantizedLayerError, match="never runs the quantized layer.s. second: ") as info:
+        calibrate(net, [torch.rand(2, 3, 8, 8)], progress=False)
+    assert info.value.names == ['second']
+    net = _EvalBypass()  # quantizing only the layers that it runs is fine
+    quantize_modules(net, ['first'], 4, 4)
+    calibrate(net, [torch.rand(2, 3, 8, 8)], progress=False)
+
+
+def test_option_check_refuses_an_arch_that_bypasses_its_quantized_layers_in_eval():
+    """BasicSR's ECBSR convolves with re-parameterized weights in eval mode, so ODMQuant's quantized conv3x3 never
+    run in validation, test or export: an option error before anything is written, not FP numbers labelled as
+    quantized. RIDNet (whose constructor cannot run on the meta device) builds and passes."""
+    ecbsr = dict(type='ECBSR', num_in_ch=3, num_out_ch=3, num_block=2, num_channel=8, with_idt=False,
+                 act_type='prelu', scale=2)
+    with pytest.raises(OptionError, match=r'the eval forward of ECBSR never runs the quantized layer\(s\) '
+                                          r'backbone.0.conv3x3, .*re-parameterized'):
+        check_options({'network_g': {'type': 'ODMQuant', 'arch': ecbsr}, 'model_type': 'SRModel'}, is_train=False)
+    ridnet = dict(type='RIDNet', in_channels=3, mid_channels=8, out_channels=3)
+    check_options({'network_g': {'type': 'ODMQuant', 'arch': ridnet}, 'model_type': 'SRModel'}, is_train=False)
+
+
 # -- through the command line --------------------------------------------------------------------------------------
 def quant_options(tiny_data, name, arch_opt, **train_extra):
     network = {'type': 'ODMQuant', 'arch': dict(arch_opt), 'w_bit': 8, 'a_bit': 8, 'weight_granularity': 'channel'}

@@ -5,7 +5,7 @@ from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMi
                          convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn)
 from .convert import (SCOPES, ScopeError, activation_points, is_quantizer_param, layer_names, quantize_modules,
                       quantize_network, quantized_layers, refresh_quantizer_state, set_integer_kernel_eval,
-                      set_integer_zero_point, set_quantization)
+                      set_integer_zero_point, set_quantization, unused_in_eval, UnusedQuantizedLayerError)
 from .cooperation import COOPERATION_MODES, combine_flat, combine_gradients, cosine_similarity
 from .cost import cost_report, format_cost_report
 from .layers import OFFSET_MODES, ChannelOffset, MatMul, QuantConv2d, QuantLinear, QuantOperand
@@ -19,7 +19,7 @@ __all__ = [
     'fake_quantize', 'skip_range_gradients', 'round_ste', 'activation_points', 'integer_grid',
     'percentile', 'check_bits', 'quantize_modules', 'quantize_network', 'quantized_layers', 'set_quantization',
     'refresh_quantizer_state', 'set_integer_zero_point', 'set_integer_kernel_eval', 'ScopeError', 'layer_names',
-    'UncalibratedQuantizerError', 'channel_percentile',
+    'UncalibratedQuantizerError', 'channel_percentile', 'unused_in_eval', 'UnusedQuantizedLayerError',
     'WEIGHT_GRANULARITIES', 'RANGE_METHODS', 'DEFAULT_RANGE_METHOD',
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
     'variance_loss', 'mismatch_loss', 'combine_gradients', 'combine_flat', 'cosine_similarity', 'check_state_dict',

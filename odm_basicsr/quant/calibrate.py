@@ -32,7 +32,7 @@ its exact zeros off the grid, channel by channel. Such a layer can still get a s
 import torch
 from tqdm import tqdm
 
-from .convert import activation_points, set_quantization
+from .convert import UnusedQuantizedLayerError, activation_points, set_quantization
 from .quantizer import percentile
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
@@ -207,9 +207,19 @@ class _ChannelObserver(_RangeObserver):
 
 
 def _run(net, batches, observers, desc, progress):
+    """One eval pass over ``batches`` feeding each layer's input to ``observers[name]``. A layer that the pass
+    never runs (its arch computes the eval output without it) is an ``UnusedQuantizedLayerError``."""
     layers = dict(activation_points(net))
+    seen = set()
+
+    def observe(name, observer):
+        def feed(x):
+            seen.add(name)
+            observer(x)
+        return feed
+
     for name, obs in observers.items():
-        layers[name].observer = obs
+        layers[name].observer = observe(name, obs)
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
@@ -217,6 +227,9 @@ def _run(net, batches, observers, desc, progress):
     finally:
         for layer in layers.values():
             layer.observer = None
+    unused = [name for name in observers if name not in seen]
+    if unused:
+        raise UnusedQuantizedLayerError(unused, type(getattr(net, 'module', net)).__name__)
 
 
 def offset_scores(stats, keep_zero=False):

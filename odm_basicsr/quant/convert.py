@@ -1,6 +1,7 @@
 """One conversion routine that quantizes the selected conv / linear layers of any network in place."""
 from fnmatch import fnmatchcase
 
+import torch
 import torch.nn as nn
 
 from .layers import (OFFSET_MODES, QUANT_LAYER_TYPES, OutputRequantizer, QuantConv2d, QuantLinear, QuantOperand,
@@ -110,6 +111,48 @@ def activation_points(net):
     quantized layers and the quantized matmul operands (attention), in network order."""
     net = getattr(net, 'module', net)
     return [(n, m) for n, m in net.named_modules() if isinstance(m, QUANT_LAYER_TYPES + (QuantOperand, ))]
+
+
+class UnusedQuantizedLayerError(ValueError):
+    """Quantized layers that the network's eval forward never runs (``names``)."""
+
+    def __init__(self, names, arch=None):
+        self.names = list(names)
+        shown = ', '.join(self.names[:8]) + (f' ... ({len(self.names)} in all)' if len(self.names) > 8 else '')
+        super().__init__(
+            f"the eval forward of {arch or 'the network'} never runs the quantized layer(s) {shown}: it computes "
+            'its output without them (BasicSR\'s ECBSR, for example, convolves with re-parameterized weights in '
+            'eval mode), so their quantizers would never act and validation, test and export would see those layers '
+            'in floating point. Leave them out of network_g.scope, or quantize an arch whose eval forward runs them.')
+
+
+def unused_in_eval(net, example):
+    """[names] of the activation points (quantized layers, quantized matmul operands) that one eval forward of
+    ``net`` on ``example`` (N, C, H, W) does not run, with the quantizers off and without autograd. ``example`` may
+    be on the meta device where the arch allows it. ``net``'s mode and quantizer switches are restored."""
+    points = activation_points(net)
+    called, hooks = set(), []
+    for name, point in points:
+        hooks.append(point.register_forward_pre_hook(lambda module, args, n=name: called.add(n)))
+    enabled = [(point.act_quantizer.enabled, getattr(getattr(point, 'weight_quantizer', None), 'enabled', None),
+                getattr(getattr(point, 'output_quantizer', None), 'enabled', None)) for _, point in points]
+    was_training = net.training
+    set_quantization(net, False)
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        net.train(was_training)
+        for (_, point), (act, weight, output) in zip(points, enabled):
+            point.act_quantizer.enabled = act
+            if weight is not None:
+                point.weight_quantizer.enabled = weight
+            if output is not None:
+                point.output_quantizer.enabled = output
+    return [name for name, _ in points if name not in called]
 
 
 def set_quantization(net, enabled):
