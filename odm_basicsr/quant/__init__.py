@@ -3,9 +3,9 @@ cooperation, cost accounting and checked checkpoint loading. Imports nothing fro
 from .calibrate import DEFAULT_RANGE_METHOD, RANGE_METHODS, calibrate, offset_scores, select_offsets
 from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMismatchError, check_state_dict,
                          convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn)
-from .convert import (SCOPES, ScopeError, activation_points, is_quantizer_param, layer_names, quantize_modules,
-                      quantize_network, quantized_layers, refresh_quantizer_state, set_integer_kernel_eval,
-                      set_integer_zero_point, set_quantization, unused_in_eval, UnusedQuantizedLayerError)
+from .convert import (SCOPES, ScopeError, UnusedQuantizedLayerError, activation_points, is_quantizer_param,
+                      layer_names, quantize_modules, quantize_network, quantized_layers, refresh_quantizer_state,
+                      set_integer_kernel_eval, set_integer_zero_point, set_quantization, unused_in_eval)
 from .cooperation import COOPERATION_MODES, combine_flat, combine_gradients, cosine_similarity
 from .cost import cost_report, format_cost_report
 from .layers import OFFSET_MODES, ChannelOffset, MatMul, QuantConv2d, QuantLinear, QuantOperand
