@@ -166,12 +166,16 @@ def _check_builds(net, errors):
 
 
 def _check_layers_run(built, net, errors):
-    """Quantized layers that the arch's eval forward never runs (one forward of a 32x32 input, on the meta device
-    where the network was built there): an option error, before anything is written. An arch that this forward
-    cannot run (a video arch's 5-D input, a value read on the meta device) is left to calibration, which raises the
-    same error."""
+    """A network without quantized layers, and quantized layers that the arch's eval forward never runs (one forward
+    of a 32x32 input, on the meta device where the network was built there): option errors, before anything is
+    written. An arch that this forward cannot run (a video arch's 5-D input, a value read on the meta device) is
+    left to calibration, which raises the same error."""
     import torch
-    from .quant import UnusedQuantizedLayerError, unused_in_eval
+    from .quant import UnusedQuantizedLayerError, activation_points, unused_in_eval
+    if not activation_points(built):
+        errors.append(f'network_g: quantizes no layer (scope {net.get("scope", _default_scope(net))!r} matches no '
+                      'conv/linear layer of this configuration): there is nothing to calibrate, train or export.')
+        return
     first = next((m for m in built.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))), None)
     if not isinstance(first, torch.nn.Conv2d):
         return
@@ -464,20 +468,34 @@ def _check_top_level(opt, errors):
             errors.append(f'{key}: unknown top-level key{_did_you_mean(str(key), BASICSR_TOP_KEYS)}.')
 
 
+def _default_scope(net):
+    """The scope of a network_g block without one: ODMQuant's is 'all' for an arch without a default body scope."""
+    if net.get('type') != 'ODMQuant':
+        return 'body'
+    from .archs.quant_util import BODY_SCOPES
+    from basicsr.utils.registry import ARCH_REGISTRY
+    arch = (net.get('arch') or {}).get('type')
+    try:
+        name = ARCH_REGISTRY.get(arch).__name__
+    except KeyError:
+        return 'body'
+    return 'body' if name in BODY_SCOPES else 'all'
+
+
 def _check_consistency(opt, errors):
     """Settings that are valid alone but contradict each other: scale vs the network's upscale, outer_bit with the
     body scope. Checked after the paths, so that a checkpoint of another scale is reported as such too."""
     net = opt.get('network_g')
-    if not isinstance(net, dict) or 'scale' not in opt:
+    if not isinstance(net, dict):
         return
     inner = net.get('arch') if isinstance(net.get('arch'), dict) else net
     upscale = inner.get('upscale', inner.get('scale'))
-    if isinstance(upscale, int) and upscale != opt['scale']:
+    if 'scale' in opt and isinstance(upscale, int) and upscale != opt['scale']:
         key = 'network_g.arch' if inner is not net else 'network_g'
         name = 'upscale' if 'upscale' in inner else 'scale'
         errors.append(f'scale: {opt["scale"]} but {key}.{name} is {upscale}: the data would be prepared for x'
                       f'{opt["scale"]} and the network upsamples x{upscale}.')
-    if net.get('outer_bit') is not None and net.get('scope', 'body') == 'body':
+    if net.get('outer_bit') is not None and net.get('scope', _default_scope(net)) == 'body':
         errors.append('network_g.outer_bit: has no effect with scope body (only the body is quantized); use scope: all '
                       'or layer-name patterns, or drop outer_bit.')
 

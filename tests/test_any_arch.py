@@ -307,8 +307,38 @@ def test_option_check_refuses_an_arch_that_bypasses_its_quantized_layers_in_eval
     with pytest.raises(OptionError, match=r'the eval forward of ECBSR never runs the quantized layer\(s\) '
                                           r'backbone.0.conv3x3, .*re-parameterized'):
         check_options({'network_g': {'type': 'ODMQuant', 'arch': ecbsr}, 'model_type': 'SRModel'}, is_train=False)
-    ridnet = dict(type='RIDNet', in_channels=3, mid_channels=8, out_channels=3)
+    ridnet = dict(type='RIDNet', in_channels=3, mid_channels=16, out_channels=3)
     check_options({'network_g': {'type': 'ODMQuant', 'arch': ridnet}, 'model_type': 'SRModel'}, is_train=False)
+
+
+def test_option_check_refuses_a_network_that_quantizes_nothing_and_checks_outer_bit_without_scale():
+    def errors(network):
+        with pytest.raises(OptionError) as info:
+            check_options({'network_g': network, 'model_type': 'SRModel'}, is_train=False)  # no top-level scale
+        return str(info.value)
+
+    edsr = ARCHS['EDSR'][0]
+    assert 'network_g: quantizes no layer (scope [] matches' in errors({'type': 'ODMQuant', 'arch': edsr, 'scope': []})
+    srvgg = dict(ARCHS['SRVGGNetCompact'][0], num_conv=0)  # no middle conv: its body scope is empty
+    assert "quantizes no layer (scope 'body'" in errors({'type': 'ODMQuant', 'arch': srvgg})
+    assert 'network_g.outer_bit: has no effect with scope body' in errors(
+        {'type': 'ODMQuant', 'arch': edsr, 'outer_bit': 8})
+
+
+def test_odmquant_swinir_exports_a_fixed_size_graph(tmp_path):
+    """BasicSR's SwinIR computes its shifted-window masks for img_size, and a graph traced at that size only runs
+    there (other sizes failed in onnxruntime's Reshape, or ran with the wrong mask): ODMQuant(SwinIR) keeps the
+    traced size, as ODMSwinIR does, so that basicsr export says so and basicsr infer --onnx tiles to it."""
+    onnx = pytest.importorskip('onnx')
+    from odm_basicsr.quant import export as qexport
+    swinir = dict(type='SwinIR', upscale=2, in_chans=3, img_size=16, window_size=4, embed_dim=12, depths=[2],
+                  num_heads=[2], mlp_ratio=2, upsampler='pixelshuffledirect')
+    net = odm_quant(swinir, w_bit=8, a_bit=8).eval()
+    assert net.onnx_dynamic_size is False and odm_quant(ARCHS['EDSR'][0]).onnx_dynamic_size is True
+    calibrate(net, [torch.rand(2, 3, 16, 16)], progress=False)
+    qexport.export_onnx(net, torch.rand(1, 3, 16, 16), str(tmp_path / 'net.onnx'))
+    dims = onnx.load(str(tmp_path / 'net.onnx')).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[2:]] == [16, 16]
 
 
 # -- through the command line --------------------------------------------------------------------------------------

@@ -80,6 +80,29 @@ def test_integer_grid_fits_uint8_and_moves_by_at_most_half_a_step(bits):
         assert bool((n <= 0).all())
 
 
+@pytest.mark.parametrize('bits, lower, upper, want', [
+    (8, 0.4, 0.9, (0.0, 0.9)),  # 8 bits: the range must contain 0, so it grows to it (the clamp moved it to [0, 0.5])
+    (8, -0.9, -0.4, (-0.9, 0.0)),
+    (7, 0.6, 1.0, (0.502, 1.0)),  # 7 bits: n = l / s <= 128 needs l <= 128 / 255 * u
+    (6, 2.0, 2.5, (1.882, 2.5)),
+    (4, -0.37, 1.0, (-0.37, 1.0)),  # fits uint8: the width is kept (the grid moves by under half a step)
+])
+def test_integer_zero_point_grid_keeps_the_calibrated_range(bits, lower, upper, want):
+    """An integer-zero-point grid whose codes would not fit uint8 is widened towards 0 to cover the whole calibrated
+    range, not moved off it by the clamp of n (which clipped inputs silently at 7-8 bits)."""
+    quantizer = ActQuantizer(bits, integer_zero_point=True)
+    quantizer.set_range(lower, upper)
+    low, high = (float(v) for v in quantizer.valid_range())
+    levels = 2**bits - 1
+    step = (high - low) / levels
+    assert low <= lower + step / 2 and high >= upper - step / 2  # the calibrated range is on the grid
+    assert low == pytest.approx(want[0], abs=step / 2 + 1e-3) and high == pytest.approx(want[1], abs=step / 2 + 1e-3)
+    n = round(low / step)
+    assert abs(low / step - n) < 1e-3 and -255 <= n <= 255 - levels
+    x = torch.linspace(lower, upper, 101)
+    assert float((quantizer(x) - x).abs().max()) <= step / 2 + 1e-5  # no input of the range is clipped
+
+
 def test_integer_zero_point_quantizer_levels_and_gradients():
     quantizer = ActQuantizer(4, integer_zero_point=True)
     quantizer.set_range(-0.37, 1.0)

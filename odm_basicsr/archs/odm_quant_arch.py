@@ -3,6 +3,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from .quant_util import BODY_SCOPES, QuantizedArchMixin
 
 _QUANTIZED_CLASSES = {}
+# FP archs whose forward depends on buffers made for one input size (SwinIR's shifted-window masks, computed for
+# img_size): their ONNX graph is traced at one size, and basicsr infer --onnx tiles images to it
+FIXED_SIZE_ARCHS = ('SwinIR', )
 
 
 def quantized_arch_class(arch_cls):
@@ -10,6 +13,7 @@ def quantized_arch_class(arch_cls):
     if arch_cls not in _QUANTIZED_CLASSES:
         _QUANTIZED_CLASSES[arch_cls] = type(f'ODMQuant_{arch_cls.__name__}', (QuantizedArchMixin, arch_cls), {
             'fp_arch': arch_cls.__name__,  # BODY_SCOPES key (SRVGGNetCompact_basicsr's class is SRVGGNetCompact)
+            'onnx_dynamic_size': arch_cls.__name__ not in FIXED_SIZE_ARCHS,
             '__doc__': f'{arch_cls.__name__} quantized in place by ODMQuant; keys as {arch_cls.__name__}.'
         })
     return _QUANTIZED_CLASSES[arch_cls]

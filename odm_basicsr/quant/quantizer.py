@@ -122,7 +122,8 @@ def integer_grid(lower, upper, bits):
 
     With s = (upper - lower) / L and n = round(lower / s) (straight-through), the grid n·s + i·s (i = 0..L) has an
     integer zero point: a uint8 code c = n + i + max(-n, 0) dequantizes exactly as (c - zp)·s. n is clamped to
-    [-255, 255 - L] so that the codes fit uint8 (at 8 bits the range then always contains 0).
+    [-255, 255 - L] so that the codes fit uint8 (at 8 bits the range then always contains 0). A quantizer built with
+    integer_zero_point widens its range first (``uint8_range``), so that the clamp never moves it off its data.
 
     Returns:
         (n, s): Tensors shaped like ``lower``; n holds integral values, differentiable straight-through.
@@ -130,6 +131,15 @@ def integer_grid(lower, upper, bits):
     levels = 2**bits - 1
     step = (upper - lower) / levels
     return torch.clamp(round_ste(lower / step), -255, 255 - levels), step
+
+
+def uint8_range(lower, upper, bits):
+    """[lower, upper] widened towards 0 just enough that its integer grid (``integer_grid``) fits uint8 codes,
+    instead of being moved by the clamp of n: at 8 bits a range must contain 0, at b bits its far end may be at most
+    255 / (255 - L) times its width from 0 (L = 2^b - 1). A range that fits is returned unchanged."""
+    room = 255 - (2**bits - 1)
+    lower = torch.minimum(lower, upper * room / 255)  # an all-positive range: n = lower / s <= room
+    return lower, torch.maximum(upper, lower * room / 255)  # an all-negative range: n >= -255
 
 
 def percentile(x, q):
@@ -188,7 +198,8 @@ class ActQuantizer(nn.Module):
         upper = torch.maximum(self.upper, self.lower + MIN_RANGE_WIDTH)
         if not self.integer_zero_point:
             return self.lower, upper
-        n, step = integer_grid(self.lower, upper, self.bits)
+        lower, upper = uint8_range(self.lower, upper, self.bits)
+        n, step = integer_grid(lower, upper, self.bits)
         lower = n * step
         return lower, lower + step * (2**self.bits - 1)
 
