@@ -110,6 +110,33 @@ def _load_network(self, net, load_path, strict=True, param_key='params'):
 _ORIGINAL_LOAD_NETWORK = None
 
 
+def force_yml_value(text):
+    """Replacement for ``basicsr.utils.options._postprocess_yml_value`` (a ``--force_yml key=value`` value): the
+    original keeps ``1e-6``, ``-1`` and ``2e-4`` as strings (only digits with at most one dot are numbers), so a
+    loss weight or learning rate in exponent notation failed deep inside training. Same results for every value
+    it did read as a number, None, a bool, ``!!float x`` or a list; a number in any Python spelling is now a number.
+    The option check (``options_check.apply_force_yml``) reads values with this same function."""
+    import ast
+    import math
+    text = text.strip()
+    if text == '~' or text.lower() in ('none', 'null'):
+        return None
+    if text.lower() in ('true', 'false'):
+        return text.lower() == 'true'
+    if text.startswith('!!float'):
+        return float(text[len('!!float'):])
+    for cast in (int, float):
+        try:
+            number = cast(text)
+        except ValueError:
+            continue
+        if math.isfinite(number):  # 'inf' / 'nan' stay names
+            return number
+    if text.startswith('['):
+        return ast.literal_eval(text)
+    return text
+
+
 def apply_runtime_fixes():
     """Patch BasicSR functions that assume CUDA. Call after ``import basicsr``."""
     global _RUNTIME_FIXED, _ORIGINAL_LOAD_NETWORK
@@ -117,10 +144,12 @@ def apply_runtime_fixes():
         return
     import basicsr.train
     import basicsr.utils.dist_util
+    import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
 
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch
+    basicsr.utils.options._postprocess_yml_value = force_yml_value
     BaseModel.model_to_device = _model_to_device
     _ORIGINAL_LOAD_NETWORK = BaseModel.load_network
     BaseModel.load_network = _load_network

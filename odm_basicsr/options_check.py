@@ -11,12 +11,15 @@ import sys
 
 import yaml
 
+from ._compat import force_yml_value
+from .options_sections import check_sections
 from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS, SCOPES, VARIANCE_STATS,
                     WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, check_bits)
 
 ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMSwinIR', 'ODMQuant')
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
                   'guard_on_device', 'weight_clip_interval')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 RANGE_LR_MODES = ('absolute', 'relative')  # train.range_lr (ODMModel)
 DEVICE_GUARD_OPTIMIZERS = ('Adam', 'AdamW')  # their fused kernels skip a step on a device-side flag (found_inf)
 CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold',
@@ -159,7 +162,7 @@ def _check_builds(net, errors):
         shown = ', '.join(err.names[:40]) + (f' ... ({len(err.names)} in all)' if len(err.names) > 40 else '')
         errors.append(f'network_g.scope: pattern(s) {err.patterns} match no conv/linear layer of {err.arch}. Its '
                       f'layers are: {shown}.')
-    except (TypeError, ValueError, AssertionError, KeyError) as err:
+    except (TypeError, ValueError, AssertionError, KeyError, RuntimeError, IndexError) as err:
         errors.append(f'network_g: the network cannot be built from these options: {err}')
     else:
         _check_layers_run(built, net, errors)
@@ -372,40 +375,53 @@ def checkpoint_hint(path):
     return 'Download or convert it (basicsr convert-checkpoint), or correct the path.'
 
 
-def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False):
+def _check_quantization_record(record, net, path, errors, record_mismatches, key='path.pretrain_network_g'):
+    """A checkpoint written by ODM records each layer's bits, clip and granularity: it must match network_g (the
+    keys and shapes of w2a2 and w4a4, or of max and percentile clipping, are the same)."""
+    lines = record_mismatches(record, net)
+    if lines:
+        errors.append(f'{key}: {path!r} was trained or calibrated with another quantization than network_g:\n'
+                      + '\n'.join('    ' + line for line in lines[:6])
+                      + '\n    Set network_g (w_bit, a_bit, weight_clip, weight_granularity, scope, outer_bit, '
+                      'integer_zero_point) as in the checkpoint\'s training file, or give the matching checkpoint.')
+
+
+def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False, key='path.pretrain_network_g'):
     """Load ``path`` safely and compare it with network_g (keys and shapes), as BasicSR's load_network would pick
     it (param_key_g, falling back to 'params'; 'module.' stripped). strict_load_g false allows missing keys only (a
     warm start), as the ODM archs' checked loading does: unexpected keys and shape mismatches are refused now, before
     anything is written, rather than after BasicSR created the run's folders."""
 
-    from .quant.checkpoint import CheckpointMismatchError, check_state_dict
-    from .utils.safe_load import load_network_state
+    from .quant.checkpoint import QUANTIZATION_KEY, CheckpointMismatchError, check_state_dict, record_mismatches
+    from .utils.safe_load import load_network_state, safe_torch_load
     path_opt = opt.get('path') or {}
     if not isinstance(opt.get('network_g'), dict):
         return
     try:
         state = load_network_state(path, path_opt.get('param_key_g', 'params'))
     except ValueError as err:
-        errors.append(f'path.pretrain_network_g: {err}')
+        errors.append(f'{key}: {err}')
         return
     try:
         # not basicsr's build_network: it would initialise BasicSR's root logger before train_pipeline gives it
         # its log file. Shapes only (the meta device where the arch allows it).
         net = build_shapes_only(opt['network_g'])
+        _check_quantization_record(safe_torch_load(path).get(QUANTIZATION_KEY), net, path, errors, record_mismatches,
+                                   key)
         missing_quant = check_state_dict(net, state, allow_missing=not path_opt.get('strict_load_g', True))
         calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
         if not calibrating_model and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
-            errors.append(f'path.pretrain_network_g: {path!r} has no quantizer state (it is an FP checkpoint), so the '
+            errors.append(f'{key}: {path!r} has no quantizer state (it is an FP checkpoint), so the '
                           f'quantized network_g ({opt["network_g"].get("type")}) would run with uncalibrated [-1, 1] '
                           'activation ranges. Calibrate it first: "basicsr calibrate -opt <training option file>" '
                           'writes experiments/<name>/models/net_g_calibrated.pth; or test a trained net_g_*.pth.')
         elif not calibrating_model and any(k.endswith('act_quantizer.calibrated') and not bool(v)
                                   for k, v in state.items()):
-            errors.append(f'path.pretrain_network_g: {path!r} holds quantizer state that was never calibrated '
+            errors.append(f'{key}: {path!r} holds quantizer state that was never calibrated '
                           '([-1, 1] activation ranges). Calibrate first: "basicsr calibrate -opt <training option '
                           'file>".')
     except CheckpointMismatchError as err:
-        errors.append(f'path.pretrain_network_g: {path!r} does not fit network_g ({opt["network_g"].get("type")}).\n'
+        errors.append(f'{key}: {path!r} does not fit network_g ({opt["network_g"].get("type")}).\n'
                       + '\n'.join('    ' + line for line in str(err).splitlines()[1:]))
 
 
@@ -428,6 +444,9 @@ def _check_paths(opt, is_train, errors, calibrating=False):
                 _check_lmdb(f'{phase}.{key}', path, errors)
             elif not osp.isdir(path):
                 errors.append(f'{phase}.{key}: folder {path!r} does not exist. {dataset_hint(path)}')
+            elif backend == 'disk' and not any(f.lower().endswith(IMAGE_SUFFIXES) for _, _, files in os.walk(path)
+                                               for f in files):
+                errors.append(f'{phase}.{key}: folder {path!r} holds no image ({", ".join(IMAGE_SUFFIXES)}).')
     path_opt = opt.get('path') or {}
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
@@ -436,12 +455,40 @@ def _check_paths(opt, is_train, errors, calibrating=False):
                       'BasicSR archives (renames) when this run starts. Copy the checkpoint elsewhere (e.g. '
                       'experiments/pretrained_models/) or give the run another name.')
     elif pretrain and not resuming:
-        if not osp.isfile(osp.expanduser(str(pretrain))):
+        if osp.isdir(osp.expanduser(str(pretrain))):
+            errors.append(f'path.pretrain_network_g: {pretrain!r} is a folder; give the checkpoint file in it (e.g. '
+                          'models/net_g_latest.pth).')
+        elif not osp.isfile(osp.expanduser(str(pretrain))):
             errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. {checkpoint_hint(pretrain)}')
         elif not errors:
             _check_checkpoint_fits(opt, osp.expanduser(str(pretrain)), errors, is_train, calibrating)
     if path_opt.get('resume_state') and not osp.isfile(osp.expanduser(str(path_opt['resume_state']))):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} does not exist.')
+    elif path_opt.get('resume_state') and not str(path_opt['resume_state']).endswith('.state'):
+        errors.append(f'path.resume_state: {path_opt["resume_state"]!r} is not a training state: BasicSR resumes from '
+                      'experiments/<name>/training_states/<iter>.state (or use --auto_resume); a network checkpoint '
+                      'goes in path.pretrain_network_g.')
+    elif is_train and not errors:
+        resumed = _resumed_network_file(opt)
+        if resumed:  # the network a resumed run loads must still fit network_g (bits, clip, keys, shapes)
+            _check_checkpoint_fits(opt, resumed, errors, is_train, calibrating, key='resuming')
+
+
+def _resumed_network_file(opt):
+    """experiments/<name>/models/net_g_<iter>.pth that a resumed run loads (BasicSR's check_resume), for
+    path.resume_state or --auto_resume's latest state; None if not resuming or if it does not exist."""
+    state = (opt.get('path') or {}).get('resume_state')
+    states = osp.join('experiments', str(opt.get('name')), 'training_states')
+    if not state and opt.get('auto_resume') and osp.isdir(states):
+        found = [f for f in os.listdir(states) if f.endswith('.state') and f[:-len('.state')].isdigit()]
+        state = max(found, key=lambda f: int(f[:-len('.state')]), default=None)
+    if not state:
+        return None
+    name = osp.basename(str(state))
+    if not name.endswith('.state'):
+        return None
+    path = osp.join('experiments', str(opt.get('name')), 'models', f'net_g_{name[:-len(".state")]}.pth')
+    return path if osp.isfile(path) else None
 
 
 def _inside_experiment(opt, path):
@@ -507,6 +554,7 @@ def check_options(opt, is_train=True, warn=None, calibrating=False):
     warn_fn = warn or warnings_found.append
     errors = []
     _check_top_level(opt, errors)
+    check_sections(opt, is_train and not calibrating, errors)
     odm_arch = _check_network(opt, errors)
     if is_train:
         _check_train(opt, odm_arch, errors, warn_fn)
@@ -517,21 +565,8 @@ def check_options(opt, is_train=True, warn=None, calibrating=False):
     return warnings_found
 
 
-def _yml_value(text):
-    """A --force_yml value as BasicSR reads it: ~/none, true/false, numbers, [lists], else the string."""
-    text = text.strip()
-    if text.lower() in ('~', 'none', 'null'):
-        return None
-    if text.lower() in ('true', 'false'):
-        return text.lower() == 'true'
-    if text.startswith('['):
-        return yaml.safe_load(text)
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+class ForceYmlError(ValueError):
+    """A --force_yml entry BasicSR cannot apply."""
 
 
 def apply_force_yml(opt, argv):
@@ -547,9 +582,13 @@ def apply_force_yml(opt, argv):
         keys, value = entry.split('=', 1)
         node = opt
         keys = keys.strip().split(':')
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = _yml_value(value)
+        for depth, key in enumerate(keys[:-1]):
+            if not isinstance(node.get(key), dict):  # BasicSR sets a key of an existing mapping only
+                where = ':'.join(keys[:depth + 1])
+                raise ForceYmlError(f'--force_yml {entry}: the option file has no section {where} (--force_yml '
+                                    'sets a key inside an existing section; add the section to the file).')
+            node = node[key]
+        node[keys[-1]] = force_yml_value(value)
     return opt
 
 
@@ -578,11 +617,15 @@ def check_option_file(path, is_train=True, argv=(), sections=None, calibrating=F
         dict: the whole option dict.
     """
     opt = load_option_file(path)
-    apply_force_yml(opt, argv)
+    try:
+        apply_force_yml(opt, argv)
+    except ForceYmlError as err:
+        raise SystemExit(f'error: {err}')
     if '--launcher' in argv and argv.index('--launcher') + 1 < len(argv):
         opt['launcher'] = argv[argv.index('--launcher') + 1]
     if '--auto_resume' in argv:
         opt.setdefault('path', {})['resume_state'] = opt.get('path', {}).get('resume_state') or None
+        opt['auto_resume'] = True
     checked = opt if sections is None else {k: v for k, v in opt.items() if k in sections}
     try:
         found = check_options(checked, is_train=is_train, calibrating=calibrating)

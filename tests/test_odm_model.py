@@ -12,7 +12,7 @@ from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from conftest import base_options, save_basicsr_checkpoint
-from odm_basicsr.options_check import OptionError
+from odm_basicsr.options_check import OptionError, check_options
 from odm_basicsr.quant import calibrate, is_quantizer_param, quantized_layers
 
 NET = dict(type='ODMEDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2, w_bit=4, a_bit=4)
@@ -185,7 +185,10 @@ def test_network_checkpoint_write_is_atomic(tiny_data, tmp_path, monkeypatch):
     model = build_model(opt)
     model.save_network(model.net_g, 'net_g', 5)
     good = (tmp_path / 'net_g_5.pth').read_bytes()
-    assert set(torch.load(tmp_path / 'net_g_5.pth', weights_only=True)) == {'params'}
+    saved = torch.load(tmp_path / 'net_g_5.pth', weights_only=True)
+    assert set(saved) == {'params', 'quantization'}  # BasicSR reads 'params'; the record is beside it
+    assert saved['quantization'] == {'body.0.conv1': 'w4 a4 max layer', 'body.0.conv2': 'w4 a4 max layer',
+                                     'body.1.conv1': 'w4 a4 max layer', 'body.1.conv2': 'w4 a4 max layer'}
 
     def interrupted(obj, path):
         with open(path, 'wb') as f:
@@ -196,6 +199,52 @@ def test_network_checkpoint_write_is_atomic(tiny_data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         model.save_network(model.net_g, 'net_g', 5)
     assert (tmp_path / 'net_g_5.pth').read_bytes() == good
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(w_bit=2, a_bit=2), "4 layer\\(s\\) \\(e.g. body.0.conv1\\): checkpoint 'w4 a4 max layer', network_g 'w2 a2 max layer'"),
+    (dict(weight_clip='percentile'), "4 layer.*: checkpoint 'w4 a4 max layer', network_g 'w4 a4 percentile layer'"),
+])
+def test_a_checkpoint_of_another_quantization_is_refused_by_name(tiny_data, tmp_path, change, message):
+    """The keys and shapes of a w4a4 checkpoint fit a w2a2 (or percentile-clipped) network: the record that ODMModel
+    writes beside 'params' makes it an option error (test, training, export), not silently wrong PSNR."""
+    opt = model_options(tiny_data, NET, calibration=dict(num_batches=1))
+    opt['path']['models'] = str(tmp_path)
+    model = build_model(opt)
+    model.save_network(model.net_g, 'net_g', 5)
+    checkpoint = str(tmp_path / 'net_g_5.pth')
+    same = model_options(tiny_data, NET, checkpoint)
+    check_options(same, is_train=False)
+    other = model_options(tiny_data, dict(NET, **change), checkpoint)
+    with pytest.raises(OptionError, match=f"path.pretrain_network_g: .* was trained or calibrated with another "
+                                          f"quantization than network_g:\n    {message}"):
+        check_options(other, is_train=False)
+    # a checkpoint without a record (FP, or written before records) is compared by keys and shapes only
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({'params': state['params']}, tmp_path / 'old.pth')
+    check_options(model_options(tiny_data, dict(NET, **change), str(tmp_path / 'old.pth')), is_train=False)
+
+
+def test_resuming_with_another_quantization_is_refused_before_anything_is_written(tiny_data, tmp_path, monkeypatch):
+    """--auto_resume (or path.resume_state) loads experiments/<name>/models/net_g_<iter>.pth: a run resumed after
+    its network_g changed bits continued silently; now the option check compares the record."""
+    from conftest import write_options
+    from odm_basicsr.cli import main
+    monkeypatch.chdir(tmp_path)
+    opt = model_options(tiny_data, NET, calibration=dict(num_batches=1))
+    opt['path']['models'] = str(tmp_path / 'experiments' / 'inproc' / 'models')
+    os.makedirs(opt['path']['models'])
+    model = build_model(opt)
+    model.save_network(model.net_g, 'net_g', 4)
+    os.makedirs(tmp_path / 'experiments' / 'inproc' / 'training_states')
+    (tmp_path / 'experiments' / 'inproc' / 'training_states' / '4.state').write_bytes(b'')
+    changed = base_options(tiny_data, 'inproc', dict(NET, w_bit=2, a_bit=2))
+    path = write_options(tmp_path / 'opt.yml', changed)
+    before = sorted(str(p) for p in tmp_path.rglob('*'))
+    with pytest.raises(SystemExit, match=r"resuming: 'experiments/inproc/models/net_g_4.pth' was trained or "
+                                         r"calibrated with another quantization than network_g"):
+        main(['train', '-opt', path, '--auto_resume'])
+    assert sorted(str(p) for p in tmp_path.rglob('*')) == before
 
 
 def test_uncalibrated_quantizer_state_in_the_checkpoint_is_calibrated_by_odm_model(tiny_data, tmp_path):

@@ -16,8 +16,9 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from odm_basicsr.data.calibration import calibration_batches, calibration_settings
 from odm_basicsr.options_check import device_guard_supported
-from odm_basicsr.quant import (WeightQuantizer, activation_points, calibrate, combine_flat, combine_gradients,
-                               is_quantizer_param, quantized_layers, refresh_quantizer_state, skip_range_gradients)
+from odm_basicsr.quant import (QUANTIZATION_KEY, WeightQuantizer, activation_points, calibrate, combine_flat,
+                               combine_gradients, is_quantizer_param, quantization_record, quantized_layers,
+                               refresh_quantizer_state, skip_range_gradients)
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'cosine_tensor': 'grad_cos_tensor_mean',
                          'none': 'grad_cos'}
@@ -92,7 +93,9 @@ class ODMModel(SRModel):
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
         """BasicSR's save_network (same file name and content), written atomically: a temporary file, then a
-        rename, so an interrupted write never leaves a truncated models/net_g_<iter>.pth."""
+        rename, so an interrupted write never leaves a truncated models/net_g_<iter>.pth. Beside 'params' it stores
+        the network's ``quantization_record`` (bits, clip, granularity per layer), which the option check compares
+        with network_g."""
         label = 'latest' if current_iter == -1 else current_iter
         save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
         nets = net if isinstance(net, list) else [net]
@@ -101,6 +104,7 @@ class ODMModel(SRModel):
         for net_, key in zip(nets, keys):
             state = self.get_bare_model(net_).state_dict()
             save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+        save_dict[QUANTIZATION_KEY] = quantization_record(self.get_bare_model(nets[0]))  # BasicSR reads 'params'
         torch.save(save_dict, save_path + '.tmp')
         os.replace(save_path + '.tmp', save_path)
 

@@ -1,8 +1,9 @@
 """The quantization core: quantizers, quantized layers, conversion, calibration, regularizers, gradient
 cooperation, cost accounting and checked checkpoint loading. Imports nothing from BasicSR."""
 from .calibrate import DEFAULT_RANGE_METHOD, RANGE_METHODS, calibrate, offset_scores, select_offsets
-from .checkpoint import (EDSR_PYTORCH_CONVERTERS, CheckedLoadMixin, CheckpointMismatchError, check_state_dict,
-                         convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn)
+from .checkpoint import (EDSR_PYTORCH_CONVERTERS, QUANTIZATION_KEY, CheckedLoadMixin, CheckpointMismatchError,
+                         check_state_dict, convert_edsr_pytorch_edsr, convert_edsr_pytorch_rdn, quantization_record,
+                         record_mismatches)
 from .convert import (SCOPES, ScopeError, UnusedQuantizedLayerError, activation_points, is_quantizer_param,
                       layer_names, quantize_modules, quantize_network, quantized_layers, refresh_quantizer_state,
                       set_integer_kernel_eval, set_integer_zero_point, set_quantization, unused_in_eval)
@@ -24,6 +25,6 @@ __all__ = [
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
     'variance_loss', 'mismatch_loss', 'combine_gradients', 'combine_flat', 'cosine_similarity', 'check_state_dict',
     'CheckedLoadMixin', 'CheckpointMismatchError', 'convert_edsr_pytorch_edsr', 'convert_edsr_pytorch_rdn',
-    'EDSR_PYTORCH_CONVERTERS', 'SCOPES', 'OFFSET_MODES', 'WEIGHT_CLIP_MODES', 'COOPERATION_MODES', 'REGULARIZERS',
+    'EDSR_PYTORCH_CONVERTERS', 'QUANTIZATION_KEY', 'quantization_record', 'record_mismatches', 'SCOPES', 'OFFSET_MODES', 'WEIGHT_CLIP_MODES', 'COOPERATION_MODES', 'REGULARIZERS',
     'VARIANCE_STATS', 'MIN_BITS', 'MAX_BITS'
 ]

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from .convert import is_quantizer_param
+from .convert import activation_points, is_quantizer_param
 
 logger = logging.getLogger('basicsr')  # BasicSR's root logger name; plain logging, no BasicSR import
 
@@ -22,6 +22,14 @@ class CheckpointMismatchError(ValueError):
 
 def _likely_cause(missing, unexpected, mismatched):
     hints = []
+    keys = list(missing) + list(unexpected)
+    if keys and not mismatched and all(is_quantizer_param(k) for k in keys):
+        gamma = any(k.endswith('weight_quantizer.gamma') for k in keys)
+        offsets = any('.offset.' in k for k in keys)
+        what = ' and '.join(w for w, found in (('weight_clip (wcc has a weight_quantizer.gamma)', gamma),
+                                                 ('offsets (ODM v1 has offset.*)', offsets)) if found)
+        return (f'only quantizer keys differ: the checkpoint was trained with another {what or "quantizer setting"}'
+                ' than network_g')
     block_ids = lambda keys: {int(m.group(1)) for k in keys for m in [re.search(r'\.(\d+)\.', k)] if m}  # noqa: E731
     if any(k.startswith(('head.', 'tail.', 'RDBs.', 'SFENet')) for k in unexpected):
         hints.append('this looks like an EDSR-PyTorch checkpoint: convert it first with '
@@ -43,6 +51,45 @@ def _likely_cause(missing, unexpected, mismatched):
     if not hints:
         hints.append('the checkpoint belongs to another architecture')
     return '; '.join(hints)
+
+
+QUANTIZATION_KEY = 'quantization'  # beside BasicSR's 'params' in the checkpoints ODM writes
+
+
+def quantization_record(net):
+    """{point name: 'w4 a4 max layer'}: how each quantized layer (and quantized matmul operand) of ``net``
+    quantizes: weight and activation bits, weight clip, weight granularity, integer zero point. ODMModel and
+    ``basicsr calibrate`` store it beside 'params', so that a checkpoint is never run at another configuration
+    (its keys and shapes alone do not tell w2a2 from w4a4, or max from percentile clipping)."""
+    record = {}
+    for name, point in activation_points(net):
+        parts = []
+        weight = getattr(point, 'weight_quantizer', None)
+        if weight is not None:
+            parts.append(f'w{weight.bits}')
+        parts.append(f'a{point.act_quantizer.bits}')
+        if weight is not None:
+            parts += [weight.weight_clip, weight.granularity]
+        if point.act_quantizer.integer_zero_point:
+            parts.append('integer_zero_point')
+        record[name] = ' '.join(parts)
+    return record
+
+
+def record_mismatches(stored, net):
+    """How a checkpoint's ``quantization_record`` differs from ``net``'s: one line per distinct difference (with
+    its count of layers), [] when they agree. A checkpoint without a record (FP, or written before records) is
+    not compared."""
+    if not isinstance(stored, dict):
+        return []
+    own = quantization_record(net)
+    differences = {}
+    for name in sorted(set(stored) | set(own)):
+        got, want = stored.get(name, 'not quantized'), own.get(name, 'not quantized')
+        if got != want:
+            differences.setdefault((got, want), []).append(name)
+    return [f'{len(names)} layer(s) (e.g. {names[0]}): checkpoint {got!r}, network_g {want!r}'
+            for (got, want), names in differences.items()]
 
 
 def check_state_dict(net, state_dict, allow_missing=False):

@@ -89,7 +89,7 @@ def main(argv):
     import torch
 
     from odm_basicsr.data.calibration import calibration_batches, calibration_settings
-    from odm_basicsr.quant import calibrate, quantized_layers
+    from odm_basicsr.quant import QUANTIZATION_KEY, calibrate, quantization_record, quantized_layers
     from odm_basicsr.tools.export_cli import load_network
     net = load_network(opt, args.opt)
     if not quantized_layers(net):
@@ -117,7 +117,7 @@ def main(argv):
     out = args.out or osp.join('experiments', str(opt['name']), 'models', 'net_g_calibrated.pth')
     os.makedirs(osp.dirname(out) or '.', exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    torch.save({'params': state}, out + '.tmp')
+    torch.save({'params': state, QUANTIZATION_KEY: quantization_record(net)}, out + '.tmp')
     os.replace(out + '.tmp', out)
     print(f'wrote {out} (params: network weights and quantizer state)')
     summary = {'option_file': args.opt, 'checkpoint': out, 'method': method, 'chosen': report.get('chosen', method),

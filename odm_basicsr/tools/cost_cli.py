@@ -7,7 +7,10 @@ def parse_size(text):
     try:
         h, w = (int(v) for v in text.lower().split('x'))
     except ValueError:
-        raise argparse.ArgumentTypeError(f'size must look like 180x320 (H x W of the LR input), got {text!r}')
+        h = w = 0
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f'size must look like 180x320 (H x W of the LR input, both >= 1), got '
+                                         f'{text!r}')
     return h, w
 
 

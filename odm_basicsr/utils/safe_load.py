@@ -49,6 +49,10 @@ def load_network_state(path, param_key='params'):
     if isinstance(ckpt, dict) and param_key is not None:
         if param_key not in ckpt and 'params' in ckpt:
             param_key = 'params'
+        if param_key not in ckpt and {'iter', 'optimizers'} <= set(ckpt):
+            raise ValueError(f'{path!r} is a training state (.state: iteration, optimizers, schedulers), not a network '
+                             'checkpoint: resume with path.resume_state or --auto_resume, or load the network from '
+                             'experiments/<name>/models/net_g_<iter>.pth.')
         if param_key not in ckpt:
             raise ValueError(f'{path!r} has no {param_key!r} entry (it holds: {", ".join(map(str, list(ckpt)[:6]))}); '
                              'set path.param_key_g.')
