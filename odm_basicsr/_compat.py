@@ -117,7 +117,7 @@ def force_yml_value(text):
     it did read as a number, None, a bool, ``!!float x`` or a list; a number in any Python spelling is now a number.
     The option check (``options_check.apply_force_yml``) reads values with this same function."""
     import ast
-    import math
+    import re
     text = text.strip()
     if text == '~' or text.lower() in ('none', 'null'):
         return None
@@ -125,15 +125,16 @@ def force_yml_value(text):
         return text.lower() == 'true'
     if text.startswith('!!float'):
         return float(text[len('!!float'):])
-    for cast in (int, float):
-        try:
-            number = cast(text)
-        except ValueError:
-            continue
-        if math.isfinite(number):  # 'inf' / 'nan' stay names
-            return number
+    if re.fullmatch(r'[-+]?\d+', text):
+        return int(text)
+    if re.fullmatch(r'[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?', text):  # not '2024_05', 'inf' or 'nan': names
+        return float(text)
     if text.startswith('['):
-        return ast.literal_eval(text)
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):  # [a, b]: a list of names, as YAML reads it
+            import yaml
+            return yaml.safe_load(text)
     return text
 
 

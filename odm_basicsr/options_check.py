@@ -19,7 +19,6 @@ from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS
 ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMSwinIR', 'ODMQuant')
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
                   'guard_on_device', 'weight_clip_interval')
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 RANGE_LR_MODES = ('absolute', 'relative')  # train.range_lr (ODMModel)
 DEVICE_GUARD_OPTIMIZERS = ('Adam', 'AdamW')  # their fused kernels skip a step on a device-side flag (found_inf)
 CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold',
@@ -375,48 +374,60 @@ def checkpoint_hint(path):
     return 'Download or convert it (basicsr convert-checkpoint), or correct the path.'
 
 
-def _check_quantization_record(record, net, path, errors, record_mismatches, key='path.pretrain_network_g'):
-    """A checkpoint written by ODM records each layer's bits, clip and granularity: it must match network_g (the
-    keys and shapes of w2a2 and w4a4, or of max and percentile clipping, are the same)."""
+def _check_quantization_record(record, net, path, key, recalibrated, errors, warn):
+    """A checkpoint written by ODM records each layer's bits, clip and granularity (the keys and shapes of w2a2 and
+    w4a4, or of max and percentile clipping, are the same). Where its ranges would be used as they are (test,
+    export, SRModel, resuming) another record is an error; where they are replaced (``basicsr calibrate``, an
+    ODMModel fine-tune, which then recalibrates) a warning."""
+    from .quant.checkpoint import record_mismatches
     lines = record_mismatches(record, net)
-    if lines:
+    if not lines:
+        return
+    listed = '\n'.join('    ' + line for line in lines[:6])
+    if recalibrated:
+        warn(f'{key}: {path!r} was trained or calibrated with another quantization than network_g:\n{listed}\n    Its '
+             'weights are used and its quantizer ranges are calibrated again for network_g.')
+    else:
         errors.append(f'{key}: {path!r} was trained or calibrated with another quantization than network_g:\n'
-                      + '\n'.join('    ' + line for line in lines[:6])
-                      + '\n    Set network_g (w_bit, a_bit, weight_clip, weight_granularity, scope, outer_bit, '
+                      f'{listed}\n    Set network_g (w_bit, a_bit, weight_clip, weight_granularity, scope, outer_bit, '
                       'integer_zero_point) as in the checkpoint\'s training file, or give the matching checkpoint.')
 
 
-def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False, key='path.pretrain_network_g'):
+def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False, key='path.pretrain_network_g',
+                           warn=None):
     """Load ``path`` safely and compare it with network_g (keys and shapes), as BasicSR's load_network would pick
     it (param_key_g, falling back to 'params'; 'module.' stripped). strict_load_g false allows missing keys only (a
     warm start), as the ODM archs' checked loading does: unexpected keys and shape mismatches are refused now, before
-    anything is written, rather than after BasicSR created the run's folders."""
+    anything is written, rather than after BasicSR created the run's folders. Its quantization record is compared
+    too (``_check_quantization_record``; ``key`` 'resuming' for the network a resumed run loads)."""
 
-    from .quant.checkpoint import QUANTIZATION_KEY, CheckpointMismatchError, check_state_dict, record_mismatches
-    from .utils.safe_load import load_network_state, safe_torch_load
+    from .quant.checkpoint import QUANTIZATION_KEY, CheckpointMismatchError, check_state_dict
+    from .utils.safe_load import network_state_of, safe_torch_load
     path_opt = opt.get('path') or {}
     if not isinstance(opt.get('network_g'), dict):
         return
     try:
-        state = load_network_state(path, path_opt.get('param_key_g', 'params'))
+        ckpt = safe_torch_load(path)
+        state = network_state_of(ckpt, path, path_opt.get('param_key_g', 'params'))
     except ValueError as err:
         errors.append(f'{key}: {err}')
         return
+    calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
     try:
         # not basicsr's build_network: it would initialise BasicSR's root logger before train_pipeline gives it
         # its log file. Shapes only (the meta device where the arch allows it).
         net = build_shapes_only(opt['network_g'])
-        _check_quantization_record(safe_torch_load(path).get(QUANTIZATION_KEY), net, path, errors, record_mismatches,
-                                   key)
+        record = ckpt.get(QUANTIZATION_KEY) if isinstance(ckpt, dict) else None
+        _check_quantization_record(record, net, path, key, calibrating_model and key != 'resuming', errors,
+                                   warn or (lambda message: None))
         missing_quant = check_state_dict(net, state, allow_missing=not path_opt.get('strict_load_g', True))
-        calibrating_model = calibrating or (is_train and opt.get('model_type') == 'ODMModel')
         if not calibrating_model and any(k.endswith('act_quantizer.calibrated') for k in missing_quant):
             errors.append(f'{key}: {path!r} has no quantizer state (it is an FP checkpoint), so the '
                           f'quantized network_g ({opt["network_g"].get("type")}) would run with uncalibrated [-1, 1] '
                           'activation ranges. Calibrate it first: "basicsr calibrate -opt <training option file>" '
                           'writes experiments/<name>/models/net_g_calibrated.pth; or test a trained net_g_*.pth.')
         elif not calibrating_model and any(k.endswith('act_quantizer.calibrated') and not bool(v)
-                                  for k, v in state.items()):
+                                           for k, v in state.items()):
             errors.append(f'{key}: {path!r} holds quantizer state that was never calibrated '
                           '([-1, 1] activation ranges). Calibrate first: "basicsr calibrate -opt <training option '
                           'file>".')
@@ -425,7 +436,7 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False, 
                       + '\n'.join('    ' + line for line in str(err).splitlines()[1:]))
 
 
-def _check_paths(opt, is_train, errors, calibrating=False):
+def _check_paths(opt, is_train, errors, calibrating=False, warn=None):
     blocks = [(f'datasets.{phase}', ds) for phase, ds in (opt.get('datasets') or {}).items()]
     cal = (opt.get('train') or {}).get('calibration') if is_train else None
     if isinstance(cal, dict) and cal.get('dataset') is not None:
@@ -444,9 +455,9 @@ def _check_paths(opt, is_train, errors, calibrating=False):
                 _check_lmdb(f'{phase}.{key}', path, errors)
             elif not osp.isdir(path):
                 errors.append(f'{phase}.{key}: folder {path!r} does not exist. {dataset_hint(path)}')
-            elif backend == 'disk' and not any(f.lower().endswith(IMAGE_SUFFIXES) for _, _, files in os.walk(path)
-                                               for f in files):
-                errors.append(f'{phase}.{key}: folder {path!r} holds no image ({", ".join(IMAGE_SUFFIXES)}).')
+            elif backend == 'disk' and not any(files for _, _, files in os.walk(path)):
+                errors.append(f'{phase}.{key}: folder {path!r} is empty (BasicSR reads every file in it as an '
+                              'image).')
     path_opt = opt.get('path') or {}
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
@@ -461,33 +472,37 @@ def _check_paths(opt, is_train, errors, calibrating=False):
         elif not osp.isfile(osp.expanduser(str(pretrain))):
             errors.append(f'path.pretrain_network_g: checkpoint {pretrain!r} does not exist. {checkpoint_hint(pretrain)}')
         elif not errors:
-            _check_checkpoint_fits(opt, osp.expanduser(str(pretrain)), errors, is_train, calibrating)
+            _check_checkpoint_fits(opt, osp.expanduser(str(pretrain)), errors, is_train, calibrating, warn=warn)
     if path_opt.get('resume_state') and not osp.isfile(osp.expanduser(str(path_opt['resume_state']))):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} does not exist.')
     elif path_opt.get('resume_state') and not str(path_opt['resume_state']).endswith('.state'):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} is not a training state: BasicSR resumes from '
                       'experiments/<name>/training_states/<iter>.state (or use --auto_resume); a network checkpoint '
                       'goes in path.pretrain_network_g.')
-    elif is_train and not errors:
+    elif is_train and not calibrating and not errors:
         resumed = _resumed_network_file(opt)
         if resumed:  # the network a resumed run loads must still fit network_g (bits, clip, keys, shapes)
-            _check_checkpoint_fits(opt, resumed, errors, is_train, calibrating, key='resuming')
+            _check_checkpoint_fits(opt, resumed, errors, is_train, calibrating, key='resuming', warn=warn)
 
 
 def _resumed_network_file(opt):
-    """experiments/<name>/models/net_g_<iter>.pth that a resumed run loads (BasicSR's check_resume), for
-    path.resume_state or --auto_resume's latest state; None if not resuming or if it does not exist."""
-    state = (opt.get('path') or {}).get('resume_state')
-    states = osp.join('experiments', str(opt.get('name')), 'training_states')
-    if not state and opt.get('auto_resume') and osp.isdir(states):
+    """experiments/<name>/models/net_g_<iter>.pth that a resumed run loads, by BasicSR's rules (check_resume, and
+    this package's load_resume_state: --auto_resume takes the latest state of the run's folder, else
+    path.resume_state); None if not resuming, if path.ignore_resume_networks names network_g, or if the file is
+    not there."""
+    path_opt = opt.get('path') or {}
+    if 'network_g' in (path_opt.get('ignore_resume_networks') or ()):
+        return None
+    folder = osp.join('experiments', str(opt.get('name')))
+    states = osp.join(folder, 'training_states')
+    state = None
+    if opt.get('auto_resume') and osp.isdir(states):
         found = [f for f in os.listdir(states) if f.endswith('.state') and f[:-len('.state')].isdigit()]
         state = max(found, key=lambda f: int(f[:-len('.state')]), default=None)
-    if not state:
+    state = state or path_opt.get('resume_state')
+    if not state or not osp.basename(str(state)).endswith('.state'):
         return None
-    name = osp.basename(str(state))
-    if not name.endswith('.state'):
-        return None
-    path = osp.join('experiments', str(opt.get('name')), 'models', f'net_g_{name[:-len(".state")]}.pth')
+    path = osp.join(folder, 'models', f'net_g_{osp.basename(str(state))[:-len(".state")]}.pth')
     return path if osp.isfile(path) else None
 
 
@@ -516,16 +531,17 @@ def _check_top_level(opt, errors):
 
 
 def _default_scope(net):
-    """The scope of a network_g block without one: ODMQuant's is 'all' for an arch without a default body scope."""
+    """The scope of a network_g block without one: ODMQuant's is 'all' for an arch without a default body scope;
+    None where ODMQuant's arch is not a registered arch (reported by the network checks)."""
     if net.get('type') != 'ODMQuant':
         return 'body'
-    from .archs.quant_util import BODY_SCOPES
     from basicsr.utils.registry import ARCH_REGISTRY
-    arch = (net.get('arch') or {}).get('type')
-    try:
-        name = ARCH_REGISTRY.get(arch).__name__
-    except KeyError:
-        return 'body'
+
+    from .archs.quant_util import BODY_SCOPES
+    kind = net['arch'].get('type') if isinstance(net.get('arch'), dict) else None
+    if not isinstance(kind, str) or not (kind in ARCH_REGISTRY or f'{kind}_basicsr' in ARCH_REGISTRY):
+        return None
+    name = ARCH_REGISTRY.get(kind).__name__
     return 'body' if name in BODY_SCOPES else 'all'
 
 
@@ -558,7 +574,7 @@ def check_options(opt, is_train=True, warn=None, calibrating=False):
     odm_arch = _check_network(opt, errors)
     if is_train:
         _check_train(opt, odm_arch, errors, warn_fn)
-    _check_paths(opt, is_train, errors, calibrating)
+    _check_paths(opt, is_train, errors, calibrating, warn_fn)
     _check_consistency(opt, errors)
     if errors:
         raise OptionError('Invalid options:\n  - ' + '\n  - '.join(errors))
@@ -626,6 +642,8 @@ def check_option_file(path, is_train=True, argv=(), sections=None, calibrating=F
     if '--auto_resume' in argv:
         opt.setdefault('path', {})['resume_state'] = opt.get('path', {}).get('resume_state') or None
         opt['auto_resume'] = True
+    if '--debug' in argv and isinstance(opt.get('name'), str) and not opt['name'].startswith('debug'):
+        opt['name'] = 'debug_' + opt['name']  # as BasicSR's parse_options names a debug run
     checked = opt if sections is None else {k: v for k, v in opt.items() if k in sections}
     try:
         found = check_options(checked, is_train=is_train, calibrating=calibrating)

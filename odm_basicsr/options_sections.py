@@ -15,14 +15,14 @@ PATH_KEYS = ('pretrain_network_g', 'param_key_g', 'strict_load_g', 'pretrain_net
              'training_states', 'log', 'visualization', 'results_root')
 LOGGER_KEYS = ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb')
 VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'pbar', 'suffix', 'num_val_samples', 'flip_seq', 'center_frame_only')
-IO_BACKENDS = ('disk', 'lmdb', 'hdf5')
-OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')  # names for "did you mean"
+IO_BACKENDS = ('disk', 'lmdb', 'memcached')  # basicsr.utils.file_client.FileClient
+OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')  # candidates; those BasicSR builds count
 SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
               'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}
 # keys a training dataset block of PairedImageDataset must have (read with [] by the dataset and the dataloader)
 PAIRED_TRAIN_KEYS = ('dataroot_gt', 'dataroot_lq', 'io_backend', 'gt_size', 'use_hflip', 'use_rot',
                      'batch_size_per_gpu', 'num_worker_per_gpu')
-INTEGER_DATASET_KEYS = ('gt_size', 'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio')
+INTEGER_DATASET_KEYS = ('gt_size', 'batch_size_per_gpu', 'num_worker_per_gpu')
 
 
 def _near(key, choices):
@@ -88,7 +88,7 @@ def _keys_of(cls, skip=('self', 'optimizer', 'params')):
 def _registered(key, value, registry, errors):
     """True if ``value`` names a class of ``registry`` (BasicSR's); else an error with the nearest name."""
     names = list(registry._obj_map)
-    if value in names:
+    if value in names or f'{value}_basicsr' in names:  # Registry.get falls back to the '_basicsr' name
         return True
     errors.append(f'{key}: {value!r} is not registered in BasicSR\'s {registry._name} registry{_near(value, names)}.')
     return False
@@ -204,6 +204,8 @@ def check_datasets(opt, is_train, errors):
         for name in INTEGER_DATASET_KEYS:
             if name in block:
                 _need_int(f'{key}.{name}', block[name], errors, minimum=0 if name == 'num_worker_per_gpu' else 1)
+        if 'dataset_enlarge_ratio' in block:  # math.ceil'd by BasicSR: any number >= 1
+            _need_number(f'{key}.dataset_enlarge_ratio', block['dataset_enlarge_ratio'], errors, minimum=1)
         if is_train and phase.split('_')[0] == 'train' and block.get('type') == 'PairedImageDataset':
             for name in PAIRED_TRAIN_KEYS:
                 if name not in block:
@@ -231,8 +233,9 @@ def check_train_basics(opt, errors):
     if isinstance(optim, dict):
         kind = optim.get('type')
         if not _optimizer_builds(kind):
-            errors.append(f'train.optim_g.type: BasicSR builds no {kind!r} optimizer (its BaseModel.get_optimizer; '
-                          f'1.4.2 builds Adam only){_near(kind, OPTIMIZERS)}.')
+            built = [name for name in OPTIMIZERS if _optimizer_builds(name)]
+            errors.append(f'train.optim_g.type: BasicSR builds no {kind!r} optimizer (its BaseModel.get_optimizer '
+                          f'builds {", ".join(built)}){_near(kind, built)}.')
         elif isinstance(getattr(torch.optim, kind, None), type):
             _unknown('train.optim_g', optim, ['type', 'lr'] + _keys_of(getattr(torch.optim, kind)), errors)
         if 'lr' not in optim:
@@ -253,7 +256,8 @@ def check_train_basics(opt, errors):
                      errors)
             for name in ('milestones', 'periods'):
                 values = scheduler.get(name)
-                if values is not None and not (isinstance(values, list) and all(_is_int(v) for v in values)):
+                whole = lambda v: _is_int(v) or (isinstance(v, float) and v.is_integer())  # noqa: E731
+                if values is not None and not (isinstance(values, list) and all(whole(v) for v in values)):
                     errors.append(f'train.scheduler.{name}: must be a list of integers, got {values!r}.')
             if 'gamma' in scheduler:
                 _need_number('train.scheduler.gamma', scheduler['gamma'], errors, minimum=0)

@@ -205,7 +205,7 @@ def test_network_checkpoint_write_is_atomic(tiny_data, tmp_path, monkeypatch):
     (dict(w_bit=2, a_bit=2), "4 layer\\(s\\) \\(e.g. body.0.conv1\\): checkpoint 'w4 a4 max layer', network_g 'w2 a2 max layer'"),
     (dict(weight_clip='percentile'), "4 layer.*: checkpoint 'w4 a4 max layer', network_g 'w4 a4 percentile layer'"),
 ])
-def test_a_checkpoint_of_another_quantization_is_refused_by_name(tiny_data, tmp_path, change, message):
+def test_a_checkpoint_of_another_quantization_is_refused_by_name(tiny_data, tmp_path, change, message, monkeypatch):
     """The keys and shapes of a w4a4 checkpoint fit a w2a2 (or percentile-clipped) network: the record that ODMModel
     writes beside 'params' makes it an option error (test, training, export), not silently wrong PSNR."""
     opt = model_options(tiny_data, NET, calibration=dict(num_batches=1))
@@ -219,6 +219,18 @@ def test_a_checkpoint_of_another_quantization_is_refused_by_name(tiny_data, tmp_
     with pytest.raises(OptionError, match=f"path.pretrain_network_g: .* was trained or calibrated with another "
                                           f"quantization than network_g:\n    {message}"):
         check_options(other, is_train=False)
+    # fine-tuning from it (ODMModel) is allowed: a warning, and the ranges are calibrated again for network_g
+    warnings = check_options(other, is_train=True)
+    assert any('was trained or calibrated with another quantization' in w and 'calibrated again' in w
+               for w in warnings), warnings
+    from odm_basicsr.models.odm_model import ODMModel
+    calibrations = []
+    original = ODMModel.run_calibration
+    monkeypatch.setattr(ODMModel, 'run_calibration', lambda self: calibrations.append(1) or original(self))
+    build_model(model_options(tiny_data, NET, checkpoint))
+    assert calibrations == []  # the same record: the checkpoint's ranges are kept
+    fine_tune = build_model(model_options(tiny_data, dict(NET, **change), checkpoint, calibration=dict(num_batches=1)))
+    assert calibrations == [1] and fine_tune._other_record()
     # a checkpoint without a record (FP, or written before records) is compared by keys and shapes only
     state = torch.load(checkpoint, weights_only=True)
     torch.save({'params': state['params']}, tmp_path / 'old.pth')

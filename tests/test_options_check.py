@@ -67,7 +67,8 @@ CASES = [
     ('num_gpu', 'two', 'num_gpu: must be an integer >= 0 or auto'),
     ('scale', '2', 'scale: must be an integer >= 1'),
     ('train.optim_g.lr', '1e-4', r"train.optim_g.lr: must be a number >= 0, got '1e-4' \(YAML read '1e-4' as text"),
-    ('train.optim_g.type', 'AdamW', "train.optim_g.type: BasicSR builds no 'AdamW' optimizer"),
+    ('train.optim_g.type', 'AdamW', "train.optim_g.type: BasicSR builds no 'AdamW' optimizer .*builds Adam\\)"),
+    ('train.optim_g.type', 'adam', r"did you mean 'Adam'"),
     ('train.optim_g.weight_decy', 0, r"train.optim_g.weight_decy: unknown key \(did you mean 'weight_decay'"),
     ('train.scheduler.type', 'MultiStepLr', r"did you mean 'MultiStepLR'"),
     ('train.scheduler.milestone', [2], r"train.scheduler.milestone: unknown key \(did you mean 'milestones'"),
@@ -118,7 +119,8 @@ def test_files_of_the_wrong_kind_are_named_for_what_they_are(tiny_data, tmp_path
     assert 'path.resume_state: ' in message(edit(good(tiny_data), 'path.resume_state', str(network)))
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert 'holds no image' in message(edit(good(tiny_data), 'datasets.val.dataroot_gt', str(empty)))
+    assert 'is empty (BasicSR reads every file' in message(edit(good(tiny_data), 'datasets.val.dataroot_gt',
+                                                               str(empty)))
     assert 'network_g: the network cannot be built' in message(edit(good(tiny_data), 'network_g.rgb_mean', [0.4]))
 
 
@@ -153,7 +155,8 @@ def test_force_yml_values_are_read_as_basicsr_reads_them(tiny_data, tmp_path):
     assert basicsr.utils.options._postprocess_yml_value is force_yml_value
     for text, value in [('1e-6', 1e-6), ('-1', -1), ('2e-4', 2e-4), ('!!float 5e3', 5000.0), ('4', 4), ('1.5', 1.5),
                         ('~', None), ('none', None), ('true', True), ('False', False), ('[1, 2]', [1, 2]),
-                        ('body.*.conv1', 'body.*.conv1'), ('inf', 'inf')]:
+                        ('body.*.conv1', 'body.*.conv1'), ('inf', 'inf'), ('2024_05', '2024_05'), ('.5', 0.5),
+                        ('[a, b]', ['a', 'b']), ('+3', 3), ('1.', 1.0)]:
         got = force_yml_value(text)
         assert got == value and type(got) is type(value), (text, got)
     path = write_options(tmp_path / 'opt.yml', good(tiny_data))

@@ -18,7 +18,8 @@ from odm_basicsr.data.calibration import calibration_batches, calibration_settin
 from odm_basicsr.options_check import device_guard_supported
 from odm_basicsr.quant import (QUANTIZATION_KEY, WeightQuantizer, activation_points, calibrate, combine_flat,
                                combine_gradients, is_quantizer_param, quantization_record, quantized_layers,
-                               refresh_quantizer_state, skip_range_gradients)
+                               record_mismatches, refresh_quantizer_state, skip_range_gradients)
+from odm_basicsr.utils.safe_load import safe_torch_load
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'cosine_tensor': 'grad_cos_tensor_mean',
                          'none': 'grad_cos'}
@@ -142,12 +143,25 @@ class ODMModel(SRModel):
                     f'{self.weight_clip_interval} iteration(s).')
         if self.opt['path'].get('resume_state'):
             logger.info('Resuming: calibration is skipped; quantizer state comes from the checkpoint.')
-        elif getattr(self.get_bare_model(self.net_g), 'quantizer_state_loaded', False):
+        elif getattr(self.get_bare_model(self.net_g), 'quantizer_state_loaded', False) and not self._other_record():
             logger.info('The pretrained checkpoint carries quantizer state: calibration is skipped.')
             self.scale_range_learning_rates()
         else:
+            if self._other_record():
+                logger.warning('The pretrained checkpoint was trained at another quantization than network_g ('
+                               + '; '.join(self._other_record()[:3]) + '): its quantizer ranges are calibrated again.')
             self.run_calibration()
             self.scale_range_learning_rates()
+
+    def _other_record(self):
+        """How the quantization record of path.pretrain_network_g differs from net_g's ([] when it agrees or has
+        none): a w4a4 checkpoint fine-tuned at w2a2 has the right keys but ranges for another grid."""
+        if not hasattr(self, '_record_lines'):
+            path = self.opt['path'].get('pretrain_network_g')
+            ckpt = safe_torch_load(path) if path else None
+            record = ckpt.get(QUANTIZATION_KEY) if isinstance(ckpt, dict) else None
+            self._record_lines = record_mismatches(record, self.get_bare_model(self.net_g))
+        return self._record_lines
 
     # ------------------------------------------------------------------------------------------------------
     def variant_description(self):

@@ -45,7 +45,11 @@ def load_network_state(path, param_key='params'):
     """The network state dict in checkpoint ``path``, picked as BasicSR's ``load_network`` picks it: the entry
     ``param_key`` (falling back to 'params'; None takes the file as it is), with 'module.' prefixes stripped.
     Raises ValueError (naming the file) for unreadable files and missing entries."""
-    ckpt = safe_torch_load(path)
+    return network_state_of(safe_torch_load(path), path, param_key)
+
+
+def network_state_of(ckpt, path, param_key='params'):
+    """``load_network_state`` for a checkpoint already loaded from ``path`` (named in the errors)."""
     if isinstance(ckpt, dict) and param_key is not None:
         if param_key not in ckpt and 'params' in ckpt:
             param_key = 'params'
