@@ -86,6 +86,24 @@ def test_an_entry_that_does_not_fit_its_checkpoint_is_named_before_computing(tin
         load_entries(entries, REPO, torch.device('cpu'), 2)
 
 
+def test_an_entry_whose_checkpoint_records_other_bits_is_named_before_computing(tiny_data, checkpoints, tmp_path):
+    """A w4a4 checkpoint fits a w2a2 network_g by keys and shapes; its quantization record tells them apart, so its
+    row is not labelled (and costed) as w2a2."""
+    from odm_basicsr.quant import quantization_record
+    from basicsr.archs import build_network
+    state = torch.load(checkpoints[1], weights_only=True)
+    recorded = tmp_path / 'odm_recorded.pth'
+    torch.save(dict(state, quantization=quantization_record(build_network(dict(ODM_NET)))), recorded)
+    opt = compare_options(tiny_data, (checkpoints[0], str(recorded)))
+    entries, _ = check_compare(opt)
+    load_entries(entries, REPO, torch.device('cpu'), 2)  # the record agrees
+    opt['compare']['entries'][1]['network_g'].update(w_bit=2, a_bit=2)
+    entries, _ = check_compare(opt)
+    with pytest.raises(CompareError, match=r"entry 'ODM v2 w4a4' \(ODMEDSR\): .*another quantization than its "
+                                           r"network_g \(4 layer\(s\) .*checkpoint 'w4 a4 wcc layer', network_g 'w2 a2"):
+        load_entries(entries, REPO, torch.device('cpu'), 2)
+
+
 def test_missing_checkpoints_name_the_training_run_and_all_missing_is_an_error(tiny_data, checkpoints):
     opt = compare_options(tiny_data, checkpoints)
     entries, _ = check_compare(opt)

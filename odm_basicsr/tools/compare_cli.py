@@ -165,9 +165,9 @@ def load_entries(entries, repo, device, scale):
     computed. The checkpoint entry is ``param_key`` (default params, then params_ema if there is no params)."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from odm_basicsr.quant import CheckpointMismatchError, quantized_layers
+    from odm_basicsr.quant import QUANTIZATION_KEY, CheckpointMismatchError, quantized_layers, record_mismatches
     from odm_basicsr.quant.export import check_calibrated
-    from odm_basicsr.utils.safe_load import load_network_state
+    from odm_basicsr.utils.safe_load import load_network_state, safe_torch_load
     nets, missing, errors = {}, {}, []
     for entry in entries:
         label, path = entry['label'], entry['checkpoint']
@@ -195,6 +195,10 @@ def load_entries(entries, repo, device, scale):
             net.load_state_dict(state, strict=True)
             if quantized_layers(net):
                 check_calibrated(net)
+                other = record_mismatches(safe_torch_load(path).get(QUANTIZATION_KEY), net)
+                if other:
+                    raise ValueError(f'it was trained or calibrated with another quantization than its network_g '
+                                     f'({"; ".join(other[:3])}): its row would be labelled with the wrong bits.')
         except CheckpointMismatchError as err:
             errors.append(f'entry {label!r} ({arch}): {path} does not fit its network_g:\n    '
                           + '\n    '.join(str(err).splitlines()[1:]))
