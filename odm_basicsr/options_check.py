@@ -446,6 +446,10 @@ def _check_paths(opt, is_train, errors, calibrating=False, warn=None):
             errors.append(f'{phase}: must be a BasicSR dataset mapping.')
             continue
         backend = (ds.get('io_backend') or {}).get('type', 'disk')
+        found = len(errors)
+        if ds.get('dataroot_gt') is not None and ds.get('dataroot_gt') == ds.get('dataroot_lq'):
+            errors.append(f'{phase}.dataroot_lq: the same folder as dataroot_gt ({ds["dataroot_lq"]!r}); give the '
+                          'low-resolution images.')
         for key in ('dataroot_gt', 'dataroot_lq'):
             path = ds.get(key)
             if path is None:
@@ -458,6 +462,8 @@ def _check_paths(opt, is_train, errors, calibrating=False, warn=None):
             elif backend == 'disk' and not any(files for _, _, files in os.walk(path)):
                 errors.append(f'{phase}.{key}: folder {path!r} is empty (BasicSR reads every file in it as an '
                               'image).')
+        if len(errors) == found and isinstance(opt.get('scale'), int):
+            _check_data_scale(phase, ds, backend, opt['scale'], errors)
     path_opt = opt.get('path') or {}
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
@@ -481,15 +487,18 @@ def _check_paths(opt, is_train, errors, calibrating=False, warn=None):
                       'goes in path.pretrain_network_g.')
     elif is_train and not calibrating and not errors:
         resumed = _resumed_network_file(opt)
-        if resumed:  # the network a resumed run loads must still fit network_g (bits, clip, keys, shapes)
+        if resumed and not osp.isfile(resumed):
+            errors.append(f'path.resume_state: resuming loads the network from {resumed!r} (BasicSR: the models folder '
+                          f'of this run, name {opt.get("name")!r}), which does not exist. Is the state of another '
+                          'run? Resume with the option file (name) that wrote it.')
+        elif resumed:  # the network a resumed run loads must still fit network_g (bits, clip, keys, shapes)
             _check_checkpoint_fits(opt, resumed, errors, is_train, calibrating, key='resuming', warn=warn)
 
 
 def _resumed_network_file(opt):
     """experiments/<name>/models/net_g_<iter>.pth that a resumed run loads, by BasicSR's rules (check_resume, and
     this package's load_resume_state: --auto_resume takes the latest state of the run's folder, else
-    path.resume_state); None if not resuming, if path.ignore_resume_networks names network_g, or if the file is
-    not there."""
+    path.resume_state); None if not resuming or if path.ignore_resume_networks names network_g."""
     path_opt = opt.get('path') or {}
     if 'network_g' in (path_opt.get('ignore_resume_networks') or ()):
         return None
@@ -502,8 +511,43 @@ def _resumed_network_file(opt):
     state = state or path_opt.get('resume_state')
     if not state or not osp.basename(str(state)).endswith('.state'):
         return None
-    path = osp.join(folder, 'models', f'net_g_{osp.basename(str(state))[:-len(".state")]}.pth')
-    return path if osp.isfile(path) else None
+    return osp.join(folder, 'models', f'net_g_{osp.basename(str(state))[:-len(".state")]}.pth')
+
+
+def _first_image_size(path, backend):
+    """(height, width) of the first image of a dataset folder (from meta_info.txt for an LMDB), or None."""
+    if backend == 'lmdb':
+        with open(osp.join(path, 'meta_info.txt')) as f:
+            first = f.readline().split()
+        try:  # '<key> (h,w,c) <compression>'
+            return tuple(int(v) for v in first[1].strip('()').split(',')[:2])
+        except (IndexError, ValueError):
+            return None
+    if backend != 'disk':
+        return None
+    import cv2
+    for root, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            img = cv2.imread(osp.join(root, name), cv2.IMREAD_UNCHANGED)
+            if img is not None:
+                return img.shape[:2]
+    return None
+
+
+def _check_data_scale(phase, ds, backend, scale, errors):
+    """The first GT and LQ images of a paired block must differ in size by ``scale`` (BasicSR checks it per batch,
+    after the folders were made: 'Scale mismatches')."""
+    if ds.get('dataroot_gt') is None or ds.get('dataroot_lq') is None:
+        return
+    gt = _first_image_size(osp.expanduser(str(ds['dataroot_gt'])), backend)
+    lq = _first_image_size(osp.expanduser(str(ds['dataroot_lq'])), backend)
+    if gt is None or lq is None or not all(lq):
+        return
+    if not all(l * scale <= g < (l + 1) * scale for g, l in zip(gt, lq)):  # GT may exceed LQ x scale by a crop
+        ratio = gt[0] / lq[0]
+        errors.append(f'{phase}: its first GT image is {gt[0]}x{gt[1]} and its first LQ image {lq[0]}x{lq[1]} '
+                      f'(x{ratio:g}), but scale is {scale}: the LQ data is for another scale (or the folders are '
+                      'swapped).')
 
 
 def _inside_experiment(opt, path):

@@ -124,6 +124,29 @@ def test_files_of_the_wrong_kind_are_named_for_what_they_are(tiny_data, tmp_path
     assert 'network_g: the network cannot be built' in message(edit(good(tiny_data), 'network_g.rgb_mean', [0.4]))
 
 
+def test_data_of_another_scale_the_same_folder_twice_and_another_runs_state(tiny_data, tmp_path, monkeypatch):
+    """Each failed in BasicSR after the folders were made ('Scale mismatches', lmdb 'already open', a missing
+    models/net_g_<iter>.pth)."""
+    def message(opt):
+        with pytest.raises(OptionError) as info:
+            check_options(opt)
+        return str(info.value)
+
+    x4 = edit(edit(good(tiny_data), 'scale', 4), 'network_g.upscale', 4)  # the tiny data is x2
+    text = message(x4)
+    assert 'datasets.train: its first GT image is' in text and '(x2), but scale is 4' in text
+    assert 'datasets.val: its first GT image is' in text
+    same = edit(good(tiny_data), 'datasets.val.dataroot_lq', good(tiny_data)['datasets']['val']['dataroot_gt'])
+    assert 'datasets.val.dataroot_lq: the same folder as dataroot_gt' in message(same)
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / 'experiments' / 'other_run' / 'training_states' / '4.state'
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b'')
+    text = message(edit(good(tiny_data), 'path.resume_state', str(state)))
+    assert "resuming loads the network from 'experiments/check/models/net_g_4.pth'" in text
+    assert 'Is the state of another run?' in text
+
+
 def test_cost_size_must_be_positive():
     import argparse
     from odm_basicsr.tools.cost_cli import parse_size
