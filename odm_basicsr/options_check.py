@@ -447,7 +447,8 @@ def _check_paths(opt, is_train, errors, calibrating=False, warn=None):
             continue
         backend = (ds.get('io_backend') or {}).get('type', 'disk')
         found = len(errors)
-        if ds.get('dataroot_gt') is not None and ds.get('dataroot_gt') == ds.get('dataroot_lq'):
+        if (ds.get('type') == 'PairedImageDataset' and not ds.get('meta_info_file')
+                and ds.get('dataroot_gt') is not None and ds.get('dataroot_gt') == ds.get('dataroot_lq')):
             errors.append(f'{phase}.dataroot_lq: the same folder as dataroot_gt ({ds["dataroot_lq"]!r}); give the '
                           'low-resolution images.')
         for key in ('dataroot_gt', 'dataroot_lq'):
@@ -463,7 +464,7 @@ def _check_paths(opt, is_train, errors, calibrating=False, warn=None):
                 errors.append(f'{phase}.{key}: folder {path!r} is empty (BasicSR reads every file in it as an '
                               'image).')
         if len(errors) == found and isinstance(opt.get('scale'), int):
-            _check_data_scale(phase, ds, backend, opt['scale'], errors)
+            _check_data_scale(phase, ds, backend, opt['scale'], is_train, errors)
     path_opt = opt.get('path') or {}
     pretrain = path_opt.get('pretrain_network_g')
     resuming = bool(path_opt.get('resume_state'))
@@ -504,50 +505,78 @@ def _resumed_network_file(opt):
         return None
     folder = osp.join('experiments', str(opt.get('name')))
     states = osp.join(folder, 'training_states')
-    state = None
-    if opt.get('auto_resume') and osp.isdir(states):
-        found = [f for f in os.listdir(states) if f.endswith('.state') and f[:-len('.state')].isdigit()]
+    if opt.get('auto_resume'):  # path.resume_state is not read then; no state yet: a fresh start
+        found = [f for f in os.listdir(states) if f.endswith('.state') and f[:-len('.state')].isdigit()] \
+            if osp.isdir(states) else []
         state = max(found, key=lambda f: int(f[:-len('.state')]), default=None)
-    state = state or path_opt.get('resume_state')
-    if not state or not osp.basename(str(state)).endswith('.state'):
-        return None
-    return osp.join(folder, 'models', f'net_g_{osp.basename(str(state))[:-len(".state")]}.pth')
+    else:
+        state = path_opt.get('resume_state')
+    stem = osp.basename(str(state or ''))[:-len('.state')]
+    if not state or not str(state).endswith('.state') or not stem.isdigit():
+        return None  # a renamed state: its iteration is inside it, not in the name
+    return osp.join(folder, 'models', f'net_g_{stem}.pth')
 
 
-def _first_image_size(path, backend):
-    """(height, width) of the first image of a dataset folder (from meta_info.txt for an LMDB), or None."""
-    if backend == 'lmdb':
-        with open(osp.join(path, 'meta_info.txt')) as f:
-            first = f.readline().split()
-        try:  # '<key> (h,w,c) <compression>'
-            return tuple(int(v) for v in first[1].strip('()').split(',')[:2])
-        except (IndexError, ValueError):
-            return None
-    if backend != 'disk':
-        return None
+def _lmdb_sizes(path):
+    """{key: (height, width)} from a BasicSR LMDB's meta_info.txt ('<key> (h,w,c) <compression>' lines)."""
+    sizes = {}
+    with open(osp.join(path, 'meta_info.txt')) as f:
+        for line in f:
+            parts = line.split()
+            try:
+                dims = tuple(int(v) for v in parts[1].strip('()').split(','))
+            except (IndexError, ValueError):
+                continue
+            if len(dims) >= 2:
+                sizes[parts[0]] = dims[:2]
+    return sizes
+
+
+def _image_size(path):
     import cv2
-    for root, _, files in sorted(os.walk(path)):
-        for name in sorted(files):
-            img = cv2.imread(osp.join(root, name), cv2.IMREAD_UNCHANGED)
-            if img is not None:
-                return img.shape[:2]
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED) if osp.isfile(path) else None
+    return None if img is None else img.shape[:2]
+
+
+def _first_pair_sizes(ds, backend):
+    """((h, w) of GT, (h, w) of LQ) of one pair as BasicSR's PairedImageDataset pairs them (the same LMDB key; in a
+    folder, the GT file name through filename_tmpl), or None where no pair can be resolved here."""
+    gt_root, lq_root = (osp.expanduser(str(ds[key])) for key in ('dataroot_gt', 'dataroot_lq'))
+    if backend == 'lmdb':
+        gt, lq = _lmdb_sizes(gt_root), _lmdb_sizes(lq_root)
+        key = next((k for k in sorted(gt) if k in lq), None)
+        return None if key is None else (gt[key], lq[key])
+    if backend != 'disk' or ds.get('meta_info_file'):
+        return None
+    template = ds.get('filename_tmpl', '{}')
+    with os.scandir(gt_root) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            stem, ext = osp.splitext(entry.name)
+            if not entry.is_file():
+                continue
+            gt = _image_size(entry.path)
+            if gt is not None:
+                lq = _image_size(osp.join(lq_root, f'{template.format(stem)}{ext}'))
+                return None if lq is None else (gt, lq)
     return None
 
 
-def _check_data_scale(phase, ds, backend, scale, errors):
-    """The first GT and LQ images of a paired block must differ in size by ``scale`` (BasicSR checks it per batch,
-    after the folders were made: 'Scale mismatches')."""
-    if ds.get('dataroot_gt') is None or ds.get('dataroot_lq') is None:
+def _check_data_scale(phase, ds, backend, scale, is_train, errors):
+    """One GT / LQ pair of a PairedImageDataset block must differ in size by ``scale``: exactly when training
+    (BasicSR's paired_random_crop raised 'Scale mismatches' after the folders were made), GT at least LQ x scale
+    otherwise (validation crops GT to it)."""
+    if ds.get('type') != 'PairedImageDataset' or ds.get('dataroot_gt') is None or ds.get('dataroot_lq') is None:
         return
-    gt = _first_image_size(osp.expanduser(str(ds['dataroot_gt'])), backend)
-    lq = _first_image_size(osp.expanduser(str(ds['dataroot_lq'])), backend)
-    if gt is None or lq is None or not all(lq):
+    sizes = _first_pair_sizes(ds, backend)
+    if sizes is None or not all(sizes[1]):
         return
-    if not all(l * scale <= g < (l + 1) * scale for g, l in zip(gt, lq)):  # GT may exceed LQ x scale by a crop
-        ratio = gt[0] / lq[0]
-        errors.append(f'{phase}: its first GT image is {gt[0]}x{gt[1]} and its first LQ image {lq[0]}x{lq[1]} '
-                      f'(x{ratio:g}), but scale is {scale}: the LQ data is for another scale (or the folders are '
-                      'swapped).')
+    gt, lq = sizes
+    training = is_train and str(phase).split('.')[-1].startswith('train')
+    fits = all((g == l * scale) if training else (l * scale <= g) for g, l in zip(gt, lq))
+    if not fits:
+        errors.append(f'{phase}: a GT image is {gt[0]}x{gt[1]} and its LQ image {lq[0]}x{lq[1]} '
+                      f'(x{gt[0] / lq[0]:g}), but scale is {scale}: the LQ data is for another scale (or the folders '
+                      'are swapped).')
 
 
 def _inside_experiment(opt, path):

@@ -134,8 +134,12 @@ def test_data_of_another_scale_the_same_folder_twice_and_another_runs_state(tiny
 
     x4 = edit(edit(good(tiny_data), 'scale', 4), 'network_g.upscale', 4)  # the tiny data is x2
     text = message(x4)
-    assert 'datasets.train: its first GT image is' in text and '(x2), but scale is 4' in text
-    assert 'datasets.val: its first GT image is' in text
+    assert 'datasets.train: a GT image is' in text and '(x2), but scale is 4' in text
+    assert 'datasets.val: a GT image is' in text
+    # validation crops GT to LQ x scale, so a larger GT is fine there (x1 data read as x... is not: GT < LQ x 4)
+    x1 = edit(edit(good(tiny_data), 'scale', 1), 'network_g.upscale', 1)
+    text = message(x1)
+    assert 'datasets.train: a GT image is' in text and 'datasets.val' not in text
     same = edit(good(tiny_data), 'datasets.val.dataroot_lq', good(tiny_data)['datasets']['val']['dataroot_gt'])
     assert 'datasets.val.dataroot_lq: the same folder as dataroot_gt' in message(same)
     monkeypatch.chdir(tmp_path)
@@ -145,6 +149,11 @@ def test_data_of_another_scale_the_same_folder_twice_and_another_runs_state(tiny
     text = message(edit(good(tiny_data), 'path.resume_state', str(state)))
     assert "resuming loads the network from 'experiments/check/models/net_g_4.pth'" in text
     assert 'Is the state of another run?' in text
+    renamed = state.parent / 'best.state'  # BasicSR reads the iteration inside it: not checked by name
+    renamed.write_bytes(b'')
+    check_options(edit(good(tiny_data), 'path.resume_state', str(renamed)))
+    # --auto_resume reads no path.resume_state: without states of this run it starts fresh
+    check_options(dict(edit(good(tiny_data), 'path.resume_state', str(state)), auto_resume=True))
 
 
 def test_cost_size_must_be_positive():
