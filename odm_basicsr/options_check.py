@@ -73,6 +73,8 @@ def _check_network(opt, errors):
     net = opt.get('network_g') or {}
     arch = net.get('type')
     if arch not in ODM_ARCHS:
+        if isinstance(net, dict) and 'type' in net:  # an FP arch (train_FP_*, the zoo baselines): its keys
+            _check_inner_arch(net, errors, 'network_g')
         return False
     cls = ARCH_REGISTRY.get(arch)
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
@@ -112,26 +114,26 @@ def _check_network(opt, errors):
     return True
 
 
-def _check_inner_arch(inner, errors):
-    """ODMQuant's ``arch`` block: a registered FP arch and its constructor keys. True if it can be built."""
+def _check_inner_arch(inner, errors, key='network_g.arch'):
+    """ODMQuant's ``arch`` block (or an FP network_g, ``key``): a registered FP arch and its constructor keys. True
+    if it can be built."""
     from basicsr.utils.registry import ARCH_REGISTRY
     if not isinstance(inner, dict) or 'type' not in inner:
-        errors.append(f'network_g.arch: must be a mapping with the FP arch\'s type and arguments, got {inner!r}.')
+        errors.append(f'{key}: must be a mapping with the FP arch\'s type and arguments, got {inner!r}.')
         return False
-    try:
-        cls = ARCH_REGISTRY.get(inner['type'])
-    except KeyError:
+    kind = inner['type']
+    if not isinstance(kind, str) or not (kind in ARCH_REGISTRY or f'{kind}_basicsr' in ARCH_REGISTRY):
         names = list(ARCH_REGISTRY._obj_map)
-        errors.append(f'network_g.arch.type: {inner["type"]!r} is not a registered arch'
-                      f'{_did_you_mean(str(inner["type"]), names)}.')
+        errors.append(f'{key}.type: {kind!r} is not a registered arch{_did_you_mean(str(kind), names)}.')
         return False
-    if inner['type'] in ODM_ARCHS:
-        errors.append(f'network_g.arch.type: {inner["type"]} is already quantized; give its FP arch.')
+    cls = ARCH_REGISTRY.get(kind)
+    if kind in ODM_ARCHS:
+        errors.append(f'{key}.type: {kind} is already quantized; give its FP arch.')
         return False
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         before = len(errors)
-        _unknown_keys('network_g.arch', [k for k in inner if k != 'type'], [p for p in params if p != 'self'], errors)
+        _unknown_keys(key, [k for k in inner if k != 'type'], [p for p in params if p != 'self'], errors)
         return len(errors) == before
     return True
 
@@ -626,7 +628,7 @@ def _check_consistency(opt, errors):
         return
     inner = net.get('arch') if isinstance(net.get('arch'), dict) else net
     upscale = inner.get('upscale', inner.get('scale'))
-    if 'scale' in opt and isinstance(upscale, int) and upscale != opt['scale']:
+    if isinstance(opt.get('scale'), int) and isinstance(upscale, int) and upscale != opt['scale']:
         key = 'network_g.arch' if inner is not net else 'network_g'
         name = 'upscale' if 'upscale' in inner else 'scale'
         errors.append(f'scale: {opt["scale"]} but {key}.{name} is {upscale}: the data would be prepared for x'

@@ -48,7 +48,9 @@ def _type_hint(value):
             float(value)
         except ValueError:
             return ''
-        return f' (YAML read {value!r} as text: write it with a dot, e.g. 1.0e-4, or as !!float {value})'
+        if 'e' in value.lower() and '.' not in value:
+            return f' (YAML read {value!r} as text: write it with a dot, e.g. 1.0e-4, or as !!float {value})'
+        return f' (it is text: write {value} without quotes)'
     return ''
 
 

@@ -65,7 +65,7 @@ CASES = [
     ('path.pretrain_network', 'EDSR_Mx4.pth', r"path.pretrain_network: unknown key \(did you mean 'pretrain_network_g'"),
     ('model_type', 'ODMmodel', r"model_type: 'ODMmodel' is not registered .*did you mean 'ODMModel'"),
     ('num_gpu', 'two', 'num_gpu: must be an integer >= 0 or auto'),
-    ('scale', '2', 'scale: must be an integer >= 1'),
+    ('scale', '2', r"scale: must be an integer >= 1, got '2' \(it is text: write 2 without quotes\)\.$"),
     ('train.optim_g.lr', '1e-4', r"train.optim_g.lr: must be a number >= 0, got '1e-4' \(YAML read '1e-4' as text"),
     ('train.optim_g.type', 'AdamW', "train.optim_g.type: BasicSR builds no 'AdamW' optimizer .*builds Adam\\)"),
     ('train.optim_g.type', 'adam', r"did you mean 'Adam'"),
@@ -163,6 +163,20 @@ def test_cost_size_must_be_positive():
     for text in ('0x10', '10', 'axb', '-4x4'):
         with pytest.raises(argparse.ArgumentTypeError, match='size must look like 180x320'):
             parse_size(text)
+
+
+def test_an_fp_network_g_gets_its_keys_checked(tiny_data):
+    """train_FP_* files (and BasicSR's own) build a plain arch: a misspelled key was a TypeError traceback."""
+    opt = edit(good(tiny_data), 'model_type', 'SRModel')
+    opt['train'] = {k: v for k, v in opt['train'].items() if k not in ('odm_opt', 'cooperation', 'calibration')}
+    opt['network_g'] = dict(NET, type='EDSR')
+    check_options(copy.deepcopy(opt))
+    opt['network_g']['num_blocks'] = opt['network_g'].pop('num_block')
+    with pytest.raises(OptionError, match=r"network_g.num_blocks: unknown key \(did you mean 'num_block'\?\)"):
+        check_options(copy.deepcopy(opt))
+    opt['network_g']['type'] = 'EDSRR'
+    with pytest.raises(OptionError, match=r"network_g.type: 'EDSRR' is not a registered arch \(did you mean 'EDSR'"):
+        check_options(opt)
 
 
 def test_whole_float_counts_as_basicsr_writes_them_pass(tiny_data):
