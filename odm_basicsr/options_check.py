@@ -3,7 +3,6 @@
 Every problem found is reported at once, each naming its key, as an ``OptionError``; a warning is printed for
 settings that work but are probably not what was meant.
 """
-import difflib
 import inspect
 import os
 import os.path as osp
@@ -12,7 +11,7 @@ import sys
 import yaml
 
 from ._compat import force_yml_value
-from .options_sections import check_sections
+from .options_sections import check_sections, did_you_mean, unknown_keys
 from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS, SCOPES, VARIANCE_STATS,
                     WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, check_bits)
 
@@ -44,21 +43,9 @@ class OptionError(ValueError):
     """One or more invalid option values; the message lists each with its key."""
 
 
-def _did_you_mean(key, choices):
-    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean {close[0]!r}?)' if close else ''
-
-
-def _unknown_keys(section, given, allowed, errors):
-    for key in given:
-        if key not in allowed:
-            errors.append(f'{section}.{key}: unknown key{_did_you_mean(key, allowed)}. '
-                          f'Known keys: {", ".join(sorted(allowed))}.')
-
-
 def _choice(key, value, choices, errors):
     if value not in choices:
-        errors.append(f'{key}: {value!r} is not one of {", ".join(map(str, choices))}{_did_you_mean(str(value), choices)}.')
+        errors.append(f'{key}: {value!r} is not one of {", ".join(map(str, choices))}{did_you_mean(str(value), choices)}.')
 
 
 def _bits(key, value, errors):
@@ -78,7 +65,7 @@ def _check_network(opt, errors):
         return False
     cls = ARCH_REGISTRY.get(arch)
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
-    _unknown_keys('network_g', [k for k in net if k != 'type'], allowed, errors)
+    unknown_keys('network_g', [k for k in net if k != 'type'], allowed, errors)
     if arch == 'ODMQuant' and not _check_inner_arch(net.get('arch'), errors):
         return True
     for key in ('w_bit', 'a_bit'):
@@ -124,7 +111,7 @@ def _check_inner_arch(inner, errors, key='network_g.arch'):
     kind = inner['type']
     if not isinstance(kind, str) or not (kind in ARCH_REGISTRY or f'{kind}_basicsr' in ARCH_REGISTRY):
         names = list(ARCH_REGISTRY._obj_map)
-        errors.append(f'{key}.type: {kind!r} is not a registered arch{_did_you_mean(str(kind), names)}.')
+        errors.append(f'{key}.type: {kind!r} is not a registered arch{did_you_mean(str(kind), names)}.')
         return False
     cls = ARCH_REGISTRY.get(kind)
     if kind in ODM_ARCHS:
@@ -133,7 +120,7 @@ def _check_inner_arch(inner, errors, key='network_g.arch'):
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         before = len(errors)
-        _unknown_keys(key, [k for k in inner if k != 'type'], [p for p in params if p != 'self'], errors)
+        unknown_keys(key, [k for k in inner if k != 'type'], [p for p in params if p != 'self'], errors)
         return len(errors) == before
     return True
 
@@ -217,7 +204,7 @@ def _check_train(opt, odm_arch, errors, warn):
         if not odm_arch:
             errors.append(f'model_type ODMModel needs an ODM arch in network_g.type ({", ".join(ODM_ARCHS)}), got '
                           f'{(opt.get("network_g") or {}).get("type")!r}.')
-        _unknown_keys('train', train, SRMODEL_TRAIN_KEYS + ODM_TRAIN_KEYS, errors)
+        unknown_keys('train', train, SRMODEL_TRAIN_KEYS + ODM_TRAIN_KEYS, errors)
         if 'cooperation' in train:
             _choice('train.cooperation', train['cooperation'], COOPERATION_MODES, errors)
         if 'range_lr' in train:
@@ -238,7 +225,7 @@ def _check_train(opt, odm_arch, errors, warn):
         if not isinstance(cal, dict):
             errors.append('train.calibration: must be a mapping (num_batches, offset_top_k, offset_threshold).')
             cal = {}
-        _unknown_keys('train.calibration', cal, CALIBRATION_KEYS, errors)
+        unknown_keys('train.calibration', cal, CALIBRATION_KEYS, errors)
         if 'method' in cal:
             _choice('train.calibration.method', cal['method'], RANGE_METHODS, errors)
         for key in ('sequential', 'offset_keep_zero'):
@@ -276,7 +263,7 @@ def _check_train(opt, odm_arch, errors, warn):
         if not odm_arch:
             errors.append('train.odm_opt: the ODM loss needs an ODM quantized arch in network_g.type '
                           f'({", ".join(ODM_ARCHS)}); there are no quantized features to regularize.')
-        _unknown_keys('train.odm_opt', odm_opt, ODM_LOSS_KEYS, errors)
+        unknown_keys('train.odm_opt', odm_opt, ODM_LOSS_KEYS, errors)
         for key, hint in (('regularizer', 'variance (v1) or mismatch (v2)'),
                           ('loss_weight', 'the option grid\'s values: 1e-6 for v1, 3.92e-8 for v2 on EDSR')):
             if key not in odm_opt:
@@ -602,7 +589,7 @@ def _check_top_level(opt, errors):
             errors.append(f'{key}: not a key. --force_yml separates keys with ":" as BasicSR reads them '
                           f'(--force_yml {fixed}=...), not ".".')
         else:
-            errors.append(f'{key}: unknown top-level key{_did_you_mean(str(key), BASICSR_TOP_KEYS)}.')
+            errors.append(f'{key}: unknown top-level key{did_you_mean(str(key), BASICSR_TOP_KEYS)}.')
 
 
 def _default_scope(net):

@@ -25,12 +25,30 @@ PAIRED_TRAIN_KEYS = ('dataroot_gt', 'dataroot_lq', 'io_backend', 'gt_size', 'use
 INTEGER_DATASET_KEYS = ('gt_size', 'batch_size_per_gpu', 'num_worker_per_gpu')
 
 
-def _near(key, choices):
-    """' (did you mean 'x'?)' for the choice closest to ``key``, case ignored; '' if none is close."""
+def did_you_mean(key, choices):
+    """' (did you mean 'x'?)' for the choice closest to ``key``, case ignored; '' if none is close. Shared with
+    options_check."""
     import difflib
     lowered = {str(c).lower(): str(c) for c in choices}
     close = difflib.get_close_matches(str(key).lower(), list(lowered), n=1, cutoff=0.6)
-    return f" (did you mean '{lowered[close[0]]}'?)" if close else ''
+    return f' (did you mean {lowered[close[0]]!r}?)' if close else ''
+
+
+def unknown_keys(section, given, allowed, errors):
+    """An error for each key of ``given`` not in ``allowed``, with the nearest one and the known keys."""
+    for key in given:
+        if key not in allowed:
+            errors.append(f'{section}.{key}: unknown key{did_you_mean(key, allowed)}. '
+                          f'Known keys: {", ".join(sorted(map(str, allowed)))}.')
+
+
+def _mapping(key, value, contents, errors):
+    """``value`` if it is a mapping, None if it is absent; otherwise the error '<key>: must be a mapping
+    <contents>.' and None."""
+    if value is None or isinstance(value, dict):
+        return value
+    errors.append(f'{key}: must be a mapping {contents}.')
+    return None
 
 
 def _is_int(value):
@@ -92,14 +110,9 @@ def _registered(key, value, registry, errors):
     names = list(registry._obj_map)
     if value in names or f'{value}_basicsr' in names:  # Registry.get falls back to the '_basicsr' name
         return True
-    errors.append(f'{key}: {value!r} is not registered in BasicSR\'s {registry._name} registry{_near(value, names)}.')
+    errors.append(f'{key}: {value!r} is not registered in BasicSR\'s {registry._name} registry'
+                  f'{did_you_mean(value, names)}.')
     return False
-
-
-def _unknown(section, mapping, allowed, errors):
-    for key in mapping:
-        if key not in allowed:
-            errors.append(f'{section}.{key}: unknown key{_near(key, allowed)}.')
 
 
 def check_model_and_devices(opt, errors):
@@ -123,26 +136,20 @@ def check_model_and_devices(opt, errors):
 def check_path(opt, errors):
     """path: keys BasicSR knows. A misspelled pretrain_network_g trained from random weights, and BasicSR made a
     folder of every unknown key."""
-    path = opt.get('path')
-    if path is None:
-        return
-    if not isinstance(path, dict):
-        errors.append('path: must be a mapping (pretrain_network_g, strict_load_g, resume_state, ...).')
-        return
-    _unknown('path', path, PATH_KEYS, errors)
+    path = _mapping('path', opt.get('path'), '(pretrain_network_g, strict_load_g, resume_state, ...)', errors)
+    if path is not None:
+        unknown_keys('path', path, PATH_KEYS, errors)
 
 
 def check_logger(opt, is_train, errors):
-    logger = opt.get('logger')
+    if opt.get('logger') is None and is_train:
+        errors.append('logger: missing. A training file needs it (print_freq, save_checkpoint_freq, use_tb_logger), '
+                      'as in options/demo/train_ODM_EDSR_demo_x4_w4a4.yml; is this a test file?')
+    logger = _mapping('logger', opt.get('logger'), '(print_freq, save_checkpoint_freq, use_tb_logger, wandb)',
+                      errors)
     if logger is None:
-        if is_train:
-            errors.append('logger: missing. A training file needs it (print_freq, save_checkpoint_freq, '
-                          'use_tb_logger), as in options/demo/train_ODM_EDSR_demo_x4_w4a4.yml; is this a test file?')
         return
-    if not isinstance(logger, dict):
-        errors.append('logger: must be a mapping (print_freq, save_checkpoint_freq, use_tb_logger, wandb).')
-        return
-    _unknown('logger', logger, LOGGER_KEYS, errors)
+    unknown_keys('logger', logger, LOGGER_KEYS, errors)
     if is_train:
         for key in ('print_freq', 'save_checkpoint_freq'):
             if key not in logger:
@@ -155,40 +162,31 @@ def check_logger(opt, is_train, errors):
 
 def check_val(opt, is_train, errors):
     from basicsr.utils.registry import METRIC_REGISTRY
-    val = opt.get('val')
+    val = _mapping('val', opt.get('val'), '(val_freq, save_img, metrics)', errors)
     if val is None:
         return
-    if not isinstance(val, dict):
-        errors.append('val: must be a mapping (val_freq, save_img, metrics).')
-        return
-    _unknown('val', val, VAL_KEYS, errors)
+    unknown_keys('val', val, VAL_KEYS, errors)
     if is_train and 'val_freq' in val:
         _need_int('val.val_freq', val['val_freq'], errors, whole_float=True)
     if 'save_img' in val and not isinstance(val['save_img'], bool):
         errors.append(f'val.save_img: must be true or false, got {val["save_img"]!r}.')
-    metrics = val.get('metrics') or {}
-    if not isinstance(metrics, dict):
-        errors.append('val.metrics: must be a mapping of metric name -> {type: calculate_psnr, crop_border, ...}.')
-        return
+    metrics = _mapping('val.metrics', val.get('metrics') or None,
+                       'of metric name -> {type: calculate_psnr, crop_border, ...}', errors) or {}
     for name, metric in metrics.items():
         if not isinstance(metric, dict) or 'type' not in metric:
             errors.append(f'val.metrics.{name}: must be a mapping with a type (calculate_psnr, calculate_ssim).')
         elif _registered(f'val.metrics.{name}.type', metric['type'], METRIC_REGISTRY, errors):
             func = METRIC_REGISTRY.get(metric['type'])
             allowed = [p for p in inspect.signature(func).parameters if p not in ('img', 'img2')] + ['type', 'better']
-            _unknown(f'val.metrics.{name}', metric, allowed, errors)
+            unknown_keys(f'val.metrics.{name}', metric, allowed, errors)
 
 
 def check_datasets(opt, is_train, errors):
     """Each dataset block: a registered type, a known io_backend, integer sizes; a training PairedImageDataset has
     every key it reads."""
     from basicsr.utils.registry import DATASET_REGISTRY
-    datasets = opt.get('datasets')
-    if datasets is None:
-        return
-    if not isinstance(datasets, dict):
-        errors.append('datasets: must be a mapping of phase (train, val, test_1, ...) -> dataset block.')
-        return
+    datasets = _mapping('datasets', opt.get('datasets'), 'of phase (train, val, test_1, ...) -> dataset block',
+                        errors) or {}
     for phase, block in datasets.items():
         if not isinstance(block, dict):
             continue  # reported by the path checks
@@ -202,7 +200,7 @@ def check_datasets(opt, is_train, errors):
             if not isinstance(backend, dict) or backend.get('type') not in IO_BACKENDS:
                 given = backend.get('type') if isinstance(backend, dict) else backend
                 errors.append(f'{key}.io_backend.type: must be one of {IO_BACKENDS}, got {given!r}'
-                              f'{_near(given, IO_BACKENDS)}.')
+                              f'{did_you_mean(given, IO_BACKENDS)}.')
         for name in INTEGER_DATASET_KEYS:
             if name in block:
                 _need_int(f'{key}.{name}', block[name], errors, minimum=0 if name == 'num_worker_per_gpu' else 1)
@@ -231,31 +229,30 @@ def check_train_basics(opt, errors):
         _need_int('train.total_iter', train['total_iter'], errors, whole_float=True)
     if 'warmup_iter' in train:
         _need_int('train.warmup_iter', train['warmup_iter'], errors, minimum=-1, whole_float=True)
-    optim = train.get('optim_g')
-    if isinstance(optim, dict):
+    optim = _mapping('train.optim_g', train.get('optim_g'), '(type: Adam, lr, ...)', errors)
+    if optim is not None:
         kind = optim.get('type')
         if not _optimizer_builds(kind):
             built = [name for name in OPTIMIZERS if _optimizer_builds(name)]
             errors.append(f'train.optim_g.type: BasicSR builds no {kind!r} optimizer (its BaseModel.get_optimizer '
-                          f'builds {", ".join(built)}){_near(kind, built)}.')
+                          f'builds {", ".join(built)}){did_you_mean(kind, built)}.')
         elif isinstance(getattr(torch.optim, kind, None), type):
-            _unknown('train.optim_g', optim, ['type', 'lr'] + _keys_of(getattr(torch.optim, kind)), errors)
+            unknown_keys('train.optim_g', optim, ['type', 'lr'] + _keys_of(getattr(torch.optim, kind)), errors)
         if 'lr' not in optim:
             errors.append('train.optim_g.lr: missing.')
         else:
             _need_number('train.optim_g.lr', optim['lr'], errors, minimum=0)
-    elif optim is not None:
-        errors.append('train.optim_g: must be a mapping (type: Adam, lr, ...).')
-    scheduler = train.get('scheduler')
-    if isinstance(scheduler, dict):
+    scheduler = _mapping('train.scheduler', train.get('scheduler'), '(type: MultiStepLR, milestones, gamma)',
+                         errors)
+    if scheduler is not None:
         kind = scheduler.get('type')
         if kind not in SCHEDULERS:
             errors.append(f'train.scheduler.type: must be one of {tuple(SCHEDULERS)} (BasicSR 1.4.2), got {kind!r}'
-                          f'{_near(kind, SCHEDULERS)}.')
+                          f'{did_you_mean(kind, SCHEDULERS)}.')
         else:
             cls = getattr(lr_scheduler, SCHEDULERS[kind])
-            _unknown('train.scheduler', scheduler, ['type'] + _keys_of(cls, ('self', 'optimizer', 'last_epoch')),
-                     errors)
+            unknown_keys('train.scheduler', scheduler, ['type'] + _keys_of(cls, ('self', 'optimizer', 'last_epoch')),
+                         errors)
             for name in ('milestones', 'periods'):
                 values = scheduler.get(name)
                 whole = lambda v: _is_int(v) or (isinstance(v, float) and v.is_integer())  # noqa: E731
@@ -263,11 +260,9 @@ def check_train_basics(opt, errors):
                     errors.append(f'train.scheduler.{name}: must be a list of integers, got {values!r}.')
             if 'gamma' in scheduler:
                 _need_number('train.scheduler.gamma', scheduler['gamma'], errors, minimum=0)
-    elif scheduler is not None:
-        errors.append('train.scheduler: must be a mapping (type: MultiStepLR, milestones, gamma).')
     pixel = train.get('pixel_opt')
     if isinstance(pixel, dict) and _registered('train.pixel_opt.type', pixel.get('type'), LOSS_REGISTRY, errors):
-        _unknown('train.pixel_opt', pixel, ['type'] + _keys_of(LOSS_REGISTRY.get(pixel['type'])), errors)
+        unknown_keys('train.pixel_opt', pixel, ['type'] + _keys_of(LOSS_REGISTRY.get(pixel['type'])), errors)
         if 'loss_weight' in pixel:
             _need_number('train.pixel_opt.loss_weight', pixel['loss_weight'], errors, minimum=0)
 

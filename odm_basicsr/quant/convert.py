@@ -1,4 +1,5 @@
 """One conversion routine that quantizes the selected conv / linear layers of any network in place."""
+from contextlib import contextmanager
 from fnmatch import fnmatchcase
 
 import torch
@@ -126,32 +127,38 @@ class UnusedQuantizedLayerError(ValueError):
             'in floating point. Leave them out of network_g.scope, or quantize an arch whose eval forward runs them.')
 
 
+@contextmanager
+def quantizers_off(net):
+    """Inside the block every fake quantizer of ``net`` (activation, weight, output) is off and ``net`` is in eval
+    mode: the FP function, which needs no calibration. Both are restored afterwards."""
+    quantizers = [q for _, point in activation_points(net)
+                  for q in (point.act_quantizer, getattr(point, 'weight_quantizer', None),
+                            getattr(point, 'output_quantizer', None)) if q is not None]
+    enabled, was_training = [q.enabled for q in quantizers], net.training
+    for q in quantizers:
+        q.enabled = False
+    net.eval()
+    try:
+        yield net
+    finally:
+        for q, on in zip(quantizers, enabled):
+            q.enabled = on
+        net.train(was_training)
+
+
 def unused_in_eval(net, example):
     """[names] of the activation points (quantized layers, quantized matmul operands) that one eval forward of
     ``net`` on ``example`` (N, C, H, W) does not run, with the quantizers off and without autograd. ``example`` may
     be on the meta device where the arch allows it. ``net``'s mode and quantizer switches are restored."""
     points = activation_points(net)
-    called, hooks = set(), []
-    for name, point in points:
-        hooks.append(point.register_forward_pre_hook(lambda module, args, n=name: called.add(n)))
-    enabled = [(point.act_quantizer.enabled, getattr(getattr(point, 'weight_quantizer', None), 'enabled', None),
-                getattr(getattr(point, 'output_quantizer', None), 'enabled', None)) for _, point in points]
-    was_training = net.training
-    set_quantization(net, False)
-    net.eval()
+    called = set()
+    hooks = [point.register_forward_pre_hook(lambda module, args, n=name: called.add(n)) for name, point in points]
     try:
-        with torch.no_grad():
+        with quantizers_off(net), torch.no_grad():
             net(example)
     finally:
         for hook in hooks:
             hook.remove()
-        net.train(was_training)
-        for (_, point), (act, weight, output) in zip(points, enabled):
-            point.act_quantizer.enabled = act
-            if weight is not None:
-                point.weight_quantizer.enabled = weight
-            if output is not None:
-                point.output_quantizer.enabled = output
     return [name for name, _ in points if name not in called]
 
 

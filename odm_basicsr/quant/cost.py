@@ -14,6 +14,7 @@ MACs are counted for one input of the stated size (N = 1).
 import torch
 import torch.nn as nn
 
+from .convert import quantizers_off
 from .layers import QUANT_LAYER_TYPES, MatMul, QuantOperand
 
 FP_BITS = 32
@@ -86,24 +87,13 @@ def cost_report(net, input_shape):
         elif isinstance(module, MatMul):
             hooks.append(module.register_forward_hook(matmul_hook(name)))
     device = next(net.parameters()).device
-    was_training = net.training
     # the cost depends on shapes and bit-widths only: run the shape pass with quantizers off (no calibration needed)
-    quantizers = [q for m in net.modules() if isinstance(m, QUANT_LAYER_TYPES)
-                  for q in (m.act_quantizer, m.weight_quantizer)]
-    quantizers += [m.act_quantizer for m in net.modules() if isinstance(m, QuantOperand)]
-    enabled = [q.enabled for q in quantizers]
-    net.eval()
     try:
-        for q in quantizers:
-            q.enabled = False
-        with torch.no_grad():
+        with quantizers_off(net), torch.no_grad():
             net(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
-        for q, on in zip(quantizers, enabled):
-            q.enabled = on
-        net.train(was_training)
     # FP parameters outside conv/linear layers (none in EDSR/RDN/MSRResNet, but counted if present)
     quantizer_ids = {id(p) for m in net.modules() if isinstance(m, QUANT_LAYER_TYPES)
                      for p in list(m.act_quantizer.parameters()) + list(m.weight_quantizer.parameters()) +

@@ -167,7 +167,7 @@ def load_entries(entries, repo, device, scale):
 
     from odm_basicsr.quant import QUANTIZATION_KEY, CheckpointMismatchError, quantized_layers, record_mismatches
     from odm_basicsr.quant.export import check_calibrated
-    from odm_basicsr.utils.safe_load import load_network_state, safe_torch_load
+    from odm_basicsr.utils.safe_load import network_state_of, safe_torch_load
     nets, missing, errors = {}, {}, []
     for entry in entries:
         label, path = entry['label'], entry['checkpoint']
@@ -186,16 +186,17 @@ def load_entries(entries, repo, device, scale):
             errors.append(f'entry {label!r} ({arch}): network_g cannot be built: {err}')
             continue
         try:
+            ckpt = safe_torch_load(path)
             try:
-                state = load_network_state(path, entry.get('param_key', 'params'))
+                state = network_state_of(ckpt, path, entry.get('param_key', 'params'))
             except ValueError:
                 if 'param_key' in entry:
                     raise
-                state = load_network_state(path, 'params_ema')  # BasicSR's default key, then the EMA copy
+                state = network_state_of(ckpt, path, 'params_ema')  # BasicSR's default key, then the EMA copy
             net.load_state_dict(state, strict=True)
             if quantized_layers(net):
                 check_calibrated(net)
-                other = record_mismatches(safe_torch_load(path).get(QUANTIZATION_KEY), net)
+                other = record_mismatches(ckpt.get(QUANTIZATION_KEY) if isinstance(ckpt, dict) else None, net)
                 if other:
                     raise ValueError(f'it was trained or calibrated with another quantization than its network_g '
                                      f'({"; ".join(other[:3])}): its row would be labelled with the wrong bits.')
