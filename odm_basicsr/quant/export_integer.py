@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from .convert import _set_submodule, activation_points, quantized_layers
 from .export import (UINT8_MAX, ExportQuantOperand, _QuantizeCodes, check_calibrated, describe_onnx, offset_constant,
                      offset_input, weight_grid)
-from .layers import QuantLinear, QuantOperand, explicit_padding, offset_bias
+from .layers import QuantLinear, QuantOperand, explicit_padding, offset_bias, pad_then_offset
 from .quantizer import integer_grid
 
 INT8_MAX = 127
@@ -202,12 +202,7 @@ def integer_kernel_output(layer, x):
     pads_first = in_shift is not None or in_scale is not None
     padding = 0 if pads_first else getattr(layer, 'padding', None)
     if pads_first:  # pad, then shift and scale, then an unpadded conv, as the graph does
-        ph, pw = explicit_padding(layer)
-        x = F.pad(x, (pw, pw, ph, ph))
-        if in_shift is not None:
-            x = x - in_shift.to(x.device).view(1, -1, 1, 1)
-        if in_scale is not None:
-            x = x / in_scale.to(x.device).view(1, -1, 1, 1)
+        x = pad_then_offset(x, explicit_padding(layer), in_shift, in_scale)
     grid = uint8_grid(*act.valid_range(), act.bits)
     scale_x, zero_x = grid['scale'].to(x.device), grid['zero_point']
     x_int = torch.clamp(torch.round(x / scale_x) + zero_x, grid['code_lo'], grid['code_hi']) - zero_x

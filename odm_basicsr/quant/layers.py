@@ -176,6 +176,18 @@ def offset_bias(weight, post_add):
     return (weight * post_add.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
 
 
+def pad_then_offset(x, padding, shift=None, scale=None):
+    """(pad0(x) - o) / a: the input of a layer that pads before its offset (``QuantConv2d.pads_first``) and of the
+    integer graph's copy of it. ``padding`` (ph, pw); ``shift`` o and ``scale`` a (C_in,), each None where off."""
+    ph, pw = padding
+    x = F.pad(x, (pw, pw, ph, ph))
+    if shift is not None:
+        x = x - shift.to(x.device).view(1, -1, 1, 1)
+    if scale is not None:
+        x = x / scale.to(x.device).view(1, -1, 1, 1)
+    return x
+
+
 def explicit_padding(conv):
     """(ph, pw) of a conv's zero padding, for a string padding too ('valid', or 'same' where it is symmetric)."""
     if not isinstance(conv.padding, str):
@@ -284,7 +296,7 @@ class QuantConv2d(nn.Conv2d):
         ph, pw = explicit_padding(self)
         height, width = x.shape[-2:]
         shift, scale = self.offset.effective()
-        x_in = (F.pad(x, (pw, pw, ph, ph)) - shift.view(1, -1, 1, 1)) / scale.view(1, -1, 1, 1)
+        x_in = pad_then_offset(x, (ph, pw), shift, scale)
         x_q = _quantize_input(self, x_in, (Ellipsis, slice(ph, ph + height), slice(pw, pw + width)))
         w_q = self.weight_quantizer(self.effective_weight((shift, scale)))
         bias = self.integer_bias(folded=offset_bias(w_q, shift / scale))
