@@ -368,8 +368,12 @@ def test_calibrate_then_test_cost_and_export_through_the_cli(name, tiny_data, tm
     assert set(summary['per_layer'].values()) <= {'mse', 'percentile', 'minmax'}
     switched = sum(m != summary['chosen'] for m in summary['per_layer'].values())
     assert f'per-layer choice: {switched} of {len(summary["per_layer"])} layers' in out, out
-    state = torch.load(calibrated, weights_only=True)['params']
+    saved = torch.load(calibrated, weights_only=True)
+    state = saved['params']
     assert all(bool(v) for k, v in state.items() if k.endswith('act_quantizer.calibrated'))
+    # the quantization record beside params: w8a8, channel weights, on every quantized layer
+    assert set(saved['quantization']) == {n for n, _ in quantized_layers(odm_quant(arch_opt, scope=None))}
+    assert set(saved['quantization'].values()) == {'w8 a8 max channel'}
     # basicsr test accepts the calibrated checkpoint, and refuses the FP one before writing anything
     test_file = write_options(tmp_path / 'test.yml', make_test_options(opt, f'ptq_{name}_test', calibrated))
     run_cli(['test', '-opt', test_file], tmp_path)
