@@ -6,6 +6,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -459,3 +460,40 @@ def test_ptq_and_fp_recipe_files_pass_the_checks_and_load_their_checkpoint(path,
     net = build_fp(opt['network_g']) if opt['network_g']['type'] != 'ODMQuant' else ARCH_REGISTRY.get('ODMQuant')(
         **{k: v for k, v in opt['network_g'].items() if k != 'type'})
     net.load_state_dict(state, strict=True)
+
+
+@pytest.mark.slow
+def test_shipped_ptq_recipe_exports_an_integer_graph_that_computes_the_calibrated_network(demo_root, tmp_path):
+    """basicsr calibrate with the shipped EDSR PTQ file (2 calibration batches), then basicsr export: every quantized
+    layer is an integer kernel, every grid has an integer zero point, and, given the same FP head output, onnxruntime
+    computes PyTorch's network on every calibration image (>= 120 dB). Without the shared head a float tie in the head
+    conv can flip one code (docs/EXPORT.md); with the paper's free grids this file gave a min of 34.2 dB."""
+    import onnx
+    import onnxruntime as ort
+    from odm_basicsr.tools.export_cli import calibration_batches, load_network
+    recipe = osp.join(REPO, 'options', 'ptq', 'ptq_EDSR_demo_x4_w4a4.yml')
+    with open(recipe) as f:
+        opt = yaml.safe_load(f)
+    calibrated = tmp_path / 'net_g_calibrated.pth'
+    run_cli(['calibrate', '-opt', recipe, '--out', str(calibrated), '--force_yml',
+             'train:calibration:num_batches=2'], cwd=demo_root)
+    test_opt = make_test_options(opt, 'export_EDSR', calibrated)
+    test_file = write_options(tmp_path / 'test.yml', test_opt)
+    onnx_path = tmp_path / 'net.onnx'
+    out = run_cli(['export', '-opt', test_file, '--out', str(onnx_path)], cwd=demo_root).stdout
+    assert 'runs 16 integer kernels' in out and '0 quantized layers left in float' in out, out
+    assert 'all activation grids have integer zero points' in out, out
+    assert re.search(r'calibration images: PSNR mean [\d.]+ dB, min [\d.]+ dB', out), out
+
+    net = load_network(test_opt, test_file)
+    model = onnx.load(str(onnx_path))  # the FP head conv's output as a second graph output
+    head = next(node for node in model.graph.node if node.op_type == 'Conv').output[0]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(head, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
+    for lr in calibration_batches(None, 3, 4):
+        got, head_out = session.run(None, {'lr': lr.numpy()})
+        with torch.no_grad():
+            feat = torch.from_numpy(head_out)
+            want = net.conv_last(net.upsample(net.conv_after_body(net.body(feat)) + feat)) / net.img_range
+            want = (want + net.mean).numpy()  # ODMQuant keeps the EDSR's own modules
+        assert 10 * math.log10(1 / max(float(((got - want)**2).mean()), 1e-30)) >= 120

@@ -404,11 +404,11 @@ def test_cli_modes_and_calibration_folder(photos, tmp_path):
     assert not (tmp_path / 'x.onnx').exists()
 
 
-def test_export_explains_a_fidelity_under_40_db():
+def test_export_explains_a_fidelity_under_its_bar():
     from odm_basicsr.tools.export_cli import fidelity_note
-    assert fidelity_note(40.0, True) is None and fidelity_note(150.0, False) is None
-    assert 'integer_zero_point: true' in fidelity_note(31.5, True)
-    assert 'float tie' in fidelity_note(39.0, False)
+    assert fidelity_note(40.0, True) is None and fidelity_note(60.0, False) is None
+    assert 'integer_zero_point: true' in fidelity_note(39.9, True)
+    assert 'rounding tie' in fidelity_note(59.9, False) and 'rounding tie' in fidelity_note(30.0, False)
 
 
 def test_requantization_grid_covers_the_observed_range():

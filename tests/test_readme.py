@@ -135,6 +135,23 @@ def test_readme_ptq_table_matches_the_benchmark_json():
             assert cell == want, (arch, bits, cell, want)
 
 
+
+def test_export_ptq_files_table_matches_the_benchmark_json():
+    """Each row of EXPORT.md's shipped-PTQ-files table is benchmarks/ptq_files_export.py's JSON for that arch."""
+    import json
+    text = open(osp.join(REPO, 'docs', 'EXPORT.md'), encoding='utf-8').read()
+    section = text.split('| PTQ file, w4a4 |', 1)[1].split('\n\n', 1)[0]
+    rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:5]]
+            for line in section.splitlines()[2:]}
+    results = json.load(open(osp.join(REPO, 'benchmarks', 'results', 'ptq_files_export.json')))['results']
+    assert set(rows) == {'EDSR', 'RCAN', 'RRDBNet', 'SRVGGNetCompact'}, rows
+    for arch, cells in rows.items():
+        free, integer = (next(r for r in results if r['arch'] == arch and r['integer_zero_point'] == grid)
+                         for grid in (False, True))
+        want = [f'{free["psnr"]:.4f} / {integer["psnr"]:.4f}'] + [
+            f'{r["export_min_db"]:.1f} ({r["export_mean_db"]:.1f})' for r in (free, integer)]
+        assert cells == want, (arch, cells, want)
+
 def test_readme_proxy_table_matches_the_benchmark_json():
     """Each README proxy cell is the mean ± half-range over seeds of the 1000-iteration proxy JSONs, as
     benchmarks/proxy_table.py reads them (one run per variant, bit-width and seed)."""
