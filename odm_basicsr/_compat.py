@@ -10,6 +10,7 @@ import os.path as osp
 import sys
 
 _RUNTIME_FIXED = False
+_RESUMED = {}  # the resumed training state's epoch, iter and generators: load_resume_state -> the loaders
 
 
 def apply_import_fixes():
@@ -61,7 +62,24 @@ def load_resume_state(opt):
     from .utils.safe_load import safe_torch_load
     resume_state = safe_torch_load(resume_state_path, map_location=_device_for_resume(opt))
     check_resume(opt, resume_state['iter'])
+    _RESUMED['state'] = {k: resume_state[k] for k in ('epoch', 'iter', 'generators') if k in resume_state}
     return resume_state
+
+
+def create_train_val_dataloader(opt, logger):
+    """Replacement for ``basicsr.train.create_train_val_dataloader``: BasicSR's loaders, with the train loader of a
+    run resumed from a mid-epoch ODMModel state wrapped (``utils/resume.py``), so that the epoch goes on after the
+    batches the interrupted run had trained on. BasicSR replays them from the epoch's start."""
+    from odm_basicsr.utils.resume import ResumedEpochLoader, batches_to_skip
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = _ORIGINAL_CREATE_LOADERS(opt, logger)
+    state = _RESUMED.pop('state', None)  # what load_resume_state read, earlier in the same train_pipeline
+    skip = batches_to_skip(state, len(train_loader)) if state and train_loader is not None else 0
+    if skip:
+        def log(n):
+            logger.info(f'Resuming mid-epoch: skipping the {n} batch{"es" if n > 1 else ""} of epoch {state["epoch"]} '
+                        'that the interrupted run trained on; python / numpy generators restored after them.')
+        train_loader = ResumedEpochLoader(train_loader, skip, state['generators'], log)
+    return train_loader, train_sampler, val_loaders, total_epochs, total_iters
 
 
 def _init_dist_pytorch(backend, **kwargs):
@@ -108,6 +126,7 @@ def _load_network(self, net, load_path, strict=True, param_key='params'):
 
 
 _ORIGINAL_LOAD_NETWORK = None
+_ORIGINAL_CREATE_LOADERS = None
 
 
 def force_yml_value(text):
@@ -140,7 +159,7 @@ def force_yml_value(text):
 
 def apply_runtime_fixes():
     """Patch BasicSR functions that assume CUDA. Call after ``import basicsr``."""
-    global _RUNTIME_FIXED, _ORIGINAL_LOAD_NETWORK
+    global _RUNTIME_FIXED, _ORIGINAL_LOAD_NETWORK, _ORIGINAL_CREATE_LOADERS
     if _RUNTIME_FIXED:
         return
     import basicsr.train
@@ -149,6 +168,8 @@ def apply_runtime_fixes():
     from basicsr.models.base_model import BaseModel
 
     basicsr.train.load_resume_state = load_resume_state
+    _ORIGINAL_CREATE_LOADERS = basicsr.train.create_train_val_dataloader
+    basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch
     basicsr.utils.options._postprocess_yml_value = force_yml_value
     BaseModel.model_to_device = _model_to_device

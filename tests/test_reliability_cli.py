@@ -179,6 +179,36 @@ def test_torch_generator_state_after_resume_matches(kill_and_resume):
     full, resumed = kill_and_resume['full_state']['generators'], kill_and_resume['resumed_state']['generators']
     assert torch.equal(full['torch'], resumed['torch'])
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize('workers', [0, 2])
+def test_resume_from_a_mid_epoch_checkpoint_is_bit_identical(workers, tiny_data, fp_checkpoint, tmp_path):
+    """A checkpoint in the middle of an epoch (iteration 4 of 3-iteration epochs): the resumed run skips the
+    epoch's batches that were trained on, restores the generators after them, and ends where an uninterrupted run
+    ends. BasicSR alone replays the epoch from its start (other data, other weights). With data-loader workers too
+    (re-seeded at each epoch start by BasicSR)."""
+    opt = odm_v1_options(tiny_data, fp_checkpoint, 'odm_v1_mid_epoch', 8)
+    opt['logger']['save_checkpoint_freq'] = 4
+    opt['datasets']['train']['num_worker_per_gpu'] = workers
+    full_cwd, part_cwd = tmp_path / 'full', tmp_path / 'part'
+    full_cwd.mkdir()
+    part_cwd.mkdir()
+    run_cli(['train', '-opt', write_options(full_cwd / 'train.yml', opt)], full_cwd)
+    part_opt = write_options(part_cwd / 'train.yml', opt)
+    run_cli(['train', '-opt', part_opt, '--force_yml', 'train:total_iter=4'], part_cwd)
+    run_cli(['train', '-opt', part_opt, '--auto_resume'], part_cwd)
+    exp = part_cwd / 'experiments' / opt['name']
+    log = read_log(exp)
+    assert 'Resuming training from epoch: 1, iter: 4.' in log
+    assert 'skipping the 1 batch of epoch 1 that the interrupted run trained on' in log, log[-3000:]
+    load = lambda root: torch.load(root / 'experiments' / opt['name'] / 'models' / 'net_g_8.pth',  # noqa: E731
+                                   weights_only=True)['params']
+    at_4 = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)['params']
+    full, resumed = load(full_cwd), load(part_cwd)
+    assert any(not torch.equal(at_4[k], resumed[k]) for k in resumed)  # training went on
+    assert_tensors_equal(full, resumed, 'net_g_8')
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2, 3. Checkpoints that do not fit, corrupt checkpoints and truncated LMDBs, through the command
 # ---------------------------------------------------------------------------------------------------------------

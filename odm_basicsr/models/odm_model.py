@@ -1,10 +1,8 @@
 import math
 import os
-import random
 from collections import OrderedDict
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from basicsr.losses import build_loss
@@ -19,6 +17,7 @@ from odm_basicsr.options_check import device_guard_supported
 from odm_basicsr.quant import (QUANTIZATION_KEY, WeightQuantizer, activation_points, calibrate, combine_flat,
                                combine_gradients, is_quantizer_param, quantization_record, quantized_layers,
                                record_mismatches, refresh_quantizer_state, skip_range_gradients)
+from odm_basicsr.utils.resume import batches_to_skip, generator_states, restore_generator_states
 from odm_basicsr.utils.safe_load import safe_torch_load
 
 COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'cosine_tensor': 'grad_cos_tensor_mean',
@@ -294,29 +293,8 @@ class ODMModel(SRModel):
             self._epoch_length = max(num_samples // dataset_opt['batch_size_per_gpu'], 1)
         return self._epoch_length
 
-    @staticmethod
-    def generator_states():
-        py_state = random.getstate()
-        np_state = np.random.get_state()
-        states = {
-            'python': [py_state[0], list(py_state[1]), py_state[2]],
-            'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                      float(np_state[4])],
-            'torch': torch.get_rng_state(),
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            states['cuda'] = torch.cuda.get_rng_state_all()
-        return states
-
-    @staticmethod
-    def restore_generator_states(states):
-        random.setstate((states['python'][0], tuple(states['python'][1]), states['python'][2]))
-        name, keys, pos, has_gauss, cached = states['numpy']
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        if 'torch' in states:
-            torch.set_rng_state(states['torch'])
-        if 'cuda' in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states['cuda'])
+    generator_states = staticmethod(generator_states)
+    restore_generator_states = staticmethod(restore_generator_states)
 
     @master_only
     def save_training_state(self, epoch, current_iter):
@@ -345,8 +323,11 @@ class ODMModel(SRModel):
             states = dict(resume_state['generators'])
             # BasicSR builds the CPUPrefetcher after this call, and iter(loader) draws the DataLoader's base seed
             # from the torch generator once more than the uninterrupted run did. The torch state is therefore
-            # restored at the first feed_data, followed by the one draw the epoch start makes.
+            # restored at the first feed_data, followed by the one draw the epoch start makes where the state
+            # closes an epoch. A mid-epoch state continues the epoch (utils/resume.py skips its trained batches and
+            # restores python / numpy after them): no epoch start, no draw.
             self._pending_torch_rng_state = states.pop('torch')
+            self._pending_epoch_start = not batches_to_skip(resume_state, self._iters_per_epoch())
             self.restore_generator_states(states)
         self.skipped_steps = resume_state.get('skipped_steps', 0)
         for quantizer, statistic in zip(self.weight_quantizers, resume_state.get('weight_clip_statistics') or []):
@@ -359,7 +340,8 @@ class ODMModel(SRModel):
         pending = getattr(self, '_pending_torch_rng_state', None)
         if pending is not None:
             torch.set_rng_state(pending)
-            torch.empty((), dtype=torch.int64).random_()  # the base-seed draw of the epoch's iter(loader)
+            if self._pending_epoch_start:
+                torch.empty((), dtype=torch.int64).random_()  # the base-seed draw of the epoch's iter(loader)
             self._pending_torch_rng_state = None
         super().feed_data(data)
 
