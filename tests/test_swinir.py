@@ -79,6 +79,22 @@ def test_any_input_size_is_padded_to_the_window_and_cropped(fp_state):
         assert torch.equal(out, net(padded)[..., :26, :20])
 
 
+def test_without_upsampler_the_output_keeps_the_input_size():
+    """upsampler '' (BasicSR's denoising / JPEG SwinIR) keeps the input's size, whatever upscale says: the padded
+    input is cropped back to H x W, not to H*upscale x W*upscale (which left the padding in)."""
+    torch.manual_seed(0)
+    options = dict(SMALL, upsampler='')
+    net = ARCH_REGISTRY.get('ODMSwinIR')(**options, w_bit=4, a_bit=4).eval()
+    net.load_state_dict(SwinIR(**options).state_dict())
+    calibrate(net, [torch.rand(2, 3, 16, 16)], progress=False)
+    x = torch.rand(1, 3, 13, 10)
+    padded = torch.nn.functional.pad(x, (0, 2, 0, 3), 'reflect')
+    with torch.no_grad():
+        out = net(x)
+        assert out.shape == (1, 3, 13, 10)
+        assert torch.equal(out, net(padded)[..., :13, :10])
+
+
 def test_attention_quantization_is_calibrated_and_costed(fp_state):
     torch.manual_seed(0)
     batches = [torch.rand(2, 3, 16, 16)]

@@ -101,4 +101,5 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
             mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
             x = F.pad(x, (0, pad_w, 0, pad_h), mode)
         out = SwinIR.forward(self, x)
-        return out[..., :height * self.upscale, :width * self.upscale]
+        scale = self.upscale if self.upsampler else 1  # upsampler '' (denoising, JPEG): the input's size
+        return out[..., :height * scale, :width * scale]
