@@ -9,10 +9,10 @@ with the demo data prepared:
 
 and reads their printed lines: PSNR / SSIM vs HR of the calibrated network on the 3 held-out photos, its fidelity to
 the FP output, and the export's onnxruntime-vs-PyTorch PSNR (min and mean over the 8 images). For EDSR it also
-feeds PyTorch onnxruntime's FP head conv output, which takes the head conv's float rounding out of the comparison:
+gives that PSNR per image, and feeds PyTorch onnxruntime's FP head conv output, which takes the head conv's float rounding out of the comparison:
 what is left is the integer graph itself.
 
-    python benchmarks/ptq_files_export.py [--archs EDSR ...] [--num-batches N]   # about 10 min for all four
+    python benchmarks/ptq_files_export.py [--archs EDSR ...] [--num-batches N]   # about 13 min for all four
 JSON: benchmarks/results/ptq_files_export.json
 """
 import argparse
@@ -40,8 +40,9 @@ def run(args, cwd):
     return proc.stdout
 
 
-def head_fed_psnr(test_opt, test_file, onnx_path):
-    """PSNR (dB) of onnxruntime against the PyTorch EDSR fed onnxruntime's head conv output, per export image."""
+def per_image_psnr(test_opt, test_file, onnx_path):
+    """PSNR (dB) of onnxruntime against the PyTorch EDSR, per export image: as ``basicsr export`` compares them, and
+    with PyTorch fed onnxruntime's head conv output."""
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -52,15 +53,19 @@ def head_fed_psnr(test_opt, test_file, onnx_path):
     head = next(node for node in model.graph.node if node.op_type == 'Conv').output[0]
     model.graph.output.append(onnx.helper.make_tensor_value_info(head, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
-    values = []
+    def psnr(a, b):
+        mse = float(np.mean((a - b)**2))
+        return round(10 * math.log10(1 / mse), 1) if mse > 0 else float('inf')
+
+    direct, fed = [], []
     for lr in calibration_batches(None, 3, 4):
         got, head_out = session.run(None, {'lr': lr.numpy()})
         with torch.no_grad():
             feat = torch.from_numpy(head_out)
             want = net.conv_last(net.upsample(net.conv_after_body(net.body(feat)) + feat)) / net.img_range + net.mean
-        mse = float(np.mean((got - want.numpy())**2))
-        values.append(round(10 * math.log10(1 / mse), 1) if mse > 0 else float('inf'))
-    return values
+            direct.append(psnr(got, net(lr).numpy()))
+        fed.append(psnr(got, want.numpy()))
+    return direct, fed
 
 
 def main():
@@ -103,15 +108,17 @@ def main():
                           'export_mean_db': float(export.group(1)), 'export_min_db': float(export.group(2)),
                           'integer_kernels': f'{kernels.group(1)} / {kernels.group(2)}'}
                 if arch == 'EDSR':
-                    result['head_fed_db'] = head_fed_psnr(test_opt, test_file, onnx_path)
+                    result['export_db_per_image'], result['head_fed_db'] = per_image_psnr(test_opt, test_file,
+                                                                                          onnx_path)
                 results.append(result)
                 rows.append([arch, 'integer' if grid else 'free', f'{result["psnr"]:.4f}', f'{result["ssim"]:.4f}',
                              f'{result["export_min_db"]:.1f} ({result["export_mean_db"]:.1f})',
                              result['integer_kernels'],
+                             ' / '.join(map(str, result.get('export_db_per_image', []))) or '-',
                              ' / '.join(map(str, result.get('head_fed_db', []))) or '-'])
                 print(rows[-1], flush=True)
     table = markdown_table(['PTQ file (w4a4)', 'grid', 'PSNR vs HR', 'SSIM', 'export vs PyTorch, min (mean) dB',
-                            'integer kernels', 'EDSR, PyTorch fed the ONNX head output (dB per image)'], rows)
+                            'integer kernels', 'EDSR, dB per image', 'EDSR, PyTorch fed the ONNX head output'], rows)
     print(table)
     write_json(args.json, {'command': ' '.join(['python benchmarks/ptq_files_export.py'] + sys.argv[1:]),
                            'num_batches': args.num_batches, 'results': results, 'table': table})

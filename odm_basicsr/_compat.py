@@ -43,6 +43,7 @@ def load_resume_state(opt):
     from basicsr.utils import scandir
     from basicsr.utils.misc import check_resume
 
+    _RESUMED.clear()  # a state read by an earlier train_pipeline of this process is not this run's
     resume_state_path = None
     if opt['auto_resume']:
         state_path = osp.join('experiments', opt['name'], 'training_states')
@@ -62,7 +63,8 @@ def load_resume_state(opt):
     from .utils.safe_load import safe_torch_load
     resume_state = safe_torch_load(resume_state_path, map_location=_device_for_resume(opt))
     check_resume(opt, resume_state['iter'])
-    _RESUMED['state'] = {k: resume_state[k] for k in ('epoch', 'iter', 'generators') if k in resume_state}
+    _RESUMED['state'] = {k: resume_state[k] for k in ('epoch', 'iter', 'generators', 'epoch_length')
+                         if k in resume_state}
     return resume_state
 
 

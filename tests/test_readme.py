@@ -135,7 +135,6 @@ def test_readme_ptq_table_matches_the_benchmark_json():
             assert cell == want, (arch, bits, cell, want)
 
 
-
 def test_export_ptq_files_table_matches_the_benchmark_json():
     """Each row of EXPORT.md's shipped-PTQ-files table is benchmarks/ptq_files_export.py's JSON for that arch."""
     import json
@@ -151,6 +150,7 @@ def test_export_ptq_files_table_matches_the_benchmark_json():
         want = [f'{free["psnr"]:.4f} / {integer["psnr"]:.4f}'] + [
             f'{r["export_min_db"]:.1f} ({r["export_mean_db"]:.1f})' for r in (free, integer)]
         assert cells == want, (arch, cells, want)
+
 
 def test_readme_proxy_table_matches_the_benchmark_json():
     """Each README proxy cell is the mean ± half-range over seeds of the 1000-iteration proxy JSONs, as

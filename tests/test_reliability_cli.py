@@ -207,6 +207,12 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bit_identical(workers, tiny_data,
     full, resumed = load(full_cwd), load(part_cwd)
     assert any(not torch.equal(at_4[k], resumed[k]) for k in resumed)  # training went on
     assert_tensors_equal(full, resumed, 'net_g_8')
+    state = lambda root: torch.load(root / 'experiments' / opt['name'] / 'training_states' / '8.state',  # noqa: E731
+                                    weights_only=True)
+    full_state, resumed_state = state(full_cwd), state(part_cwd)
+    assert full_state['epoch_length'] == 3 and full_state['optimizers'][0]['state']
+    for key in ('epoch', 'iter', 'optimizers', 'schedulers', 'generators'):  # torch's generator too
+        assert_tensors_equal(full_state[key], resumed_state[key], f'8.state.{key}')
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ from odm_basicsr.utils.resume import ResumedEpochLoader, batches_to_skip, genera
 
 
 def test_batches_to_skip():
-    state = {'generators': {}, 'epoch': 2, 'iter': 7}
+    state = {'generators': {}, 'epoch': 2, 'iter': 7, 'epoch_length': 3}
     assert batches_to_skip(state, 3) == 1          # epoch 2 began after iteration 6
+    assert batches_to_skip(dict(state, iter=8), 3) == 2
     assert batches_to_skip(dict(state, iter=6), 3) == 0   # an epoch boundary: nothing trained in epoch 2
-    assert batches_to_skip(dict(state, iter=12), 3) == 0  # does not fit this loader (other batch size): no skip
-    assert batches_to_skip({'epoch': 2, 'iter': 7}, 3) == 0  # BasicSR's own state: its replay is kept
+    assert batches_to_skip(state, 2) == 0          # saved with 3-batch epochs, resumed with 2 (other batch size)
+    assert batches_to_skip({k: v for k, v in state.items() if k != 'epoch_length'}, 3) == 0  # an older state
+    assert batches_to_skip({'epoch': 2, 'iter': 7, 'epoch_length': 3}, 3) == 0  # no generators: BasicSR's replay
 
 
 class RandomBatches:
@@ -40,7 +42,7 @@ def test_resumed_epoch_loader_continues_the_epoch_with_the_checkpoint_generators
     logged = []
     resumed = ResumedEpochLoader(loader, 2, states, logged.append)
     assert len(resumed) == 4
-    iter(resumed)  # CPUPrefetcher makes an iterator in its constructor and drops it: nothing is skipped there
+    next(iter(resumed))  # the prefetcher's constructor iterator (CUDAPrefetcher draws one batch from it): no skip
     assert logged == []
     assert list(resumed) == want and logged == [2]
     assert [b[0] for b in resumed] == [0, 1, 2, 3] and logged == [2]  # the next epoch is whole

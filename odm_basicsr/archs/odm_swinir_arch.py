@@ -101,5 +101,6 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
             mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
             x = F.pad(x, (0, pad_w, 0, pad_h), mode)
         out = SwinIR.forward(self, x)
-        scale = self.upscale if self.upsampler else 1  # upsampler '' (denoising, JPEG): the input's size
+        # BasicSR's SwinIR upsamples only with these; any other upsampler ('': denoising, JPEG) keeps the size
+        scale = self.upscale if self.upsampler in ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv') else 1
         return out[..., :height * scale, :width * scale]

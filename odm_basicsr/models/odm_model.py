@@ -244,9 +244,9 @@ class ODMModel(SRModel):
         net = self.get_bare_model(self.net_g)
         offset_mode = getattr(net, 'quant_config', {}).get('offsets', 'none')
         num_batches, settings = calibration_settings(self.opt, offset_mode)
-        rng_states = self.generator_states()
+        rng_states = generator_states()
         batches = calibration_batches(self.opt, num_batches, self.device, self.opt['rank'])
-        self.restore_generator_states(rng_states)  # calibration must not change the training data stream
+        restore_generator_states(rng_states)  # calibration must not change the training data stream
         logger.info(f'Calibrating {len(self.quant_layers)} quantized layers on {len(batches)} training batches '
                     f'(method {settings["method"]}).')
         report = calibrate(net, batches, offset_mode, progress=self.opt['rank'] == 0,
@@ -293,9 +293,6 @@ class ODMModel(SRModel):
             self._epoch_length = max(num_samples // dataset_opt['batch_size_per_gpu'], 1)
         return self._epoch_length
 
-    generator_states = staticmethod(generator_states)
-    restore_generator_states = staticmethod(restore_generator_states)
-
     @master_only
     def save_training_state(self, epoch, current_iter):
         """BasicSR's training state plus the python / numpy / torch generator states. A checkpoint on the last
@@ -307,7 +304,8 @@ class ODMModel(SRModel):
         if current_iter % self._iters_per_epoch() == 0:
             epoch += 1
         state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers], 'generators': self.generator_states(),
+                 'schedulers': [s.state_dict() for s in self.schedulers], 'generators': generator_states(),
+                 'epoch_length': self._iters_per_epoch(),
                  'skipped_steps': self.skipped_steps}
         if self.weight_clip_interval > 1:  # the cached clip statistics the next iterations reuse
             state['weight_clip_statistics'] = [None if q.cached_clip_statistic is None else
@@ -328,7 +326,7 @@ class ODMModel(SRModel):
             # restores python / numpy after them): no epoch start, no draw.
             self._pending_torch_rng_state = states.pop('torch')
             self._pending_epoch_start = not batches_to_skip(resume_state, self._iters_per_epoch())
-            self.restore_generator_states(states)
+            restore_generator_states(states)
         self.skipped_steps = resume_state.get('skipped_steps', 0)
         for quantizer, statistic in zip(self.weight_quantizers, resume_state.get('weight_clip_statistics') or []):
             quantizer.cached_clip_statistic = None if statistic is None else statistic.to(self.device)
