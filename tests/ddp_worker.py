@@ -20,4 +20,5 @@ def save_and_dump(self, epoch, current_iter):
 
 
 SRModel.save = save_and_dump
-sys.exit(main(sys.argv[1:]))
+if __name__ == '__main__':  # BasicSR's init_dist makes data-loader workers spawn, and they import this file again
+    sys.exit(main(sys.argv[1:]))
