@@ -10,7 +10,7 @@ import os.path as osp
 import sys
 
 _RUNTIME_FIXED = False
-_RESUMED = {}  # the resumed training state's epoch, iter and generators: load_resume_state -> the loaders
+_RESUMED = {}  # id(opt) -> the resumed state's epoch, iter, epoch length, generators: load_resume_state -> loaders
 
 
 def apply_import_fixes():
@@ -63,7 +63,7 @@ def load_resume_state(opt):
     from .utils.safe_load import safe_torch_load
     resume_state = safe_torch_load(resume_state_path, map_location=_device_for_resume(opt))
     check_resume(opt, resume_state['iter'])
-    _RESUMED['state'] = {k: resume_state[k] for k in ('epoch', 'iter', 'generators', 'epoch_length')
+    _RESUMED[id(opt)] = {k: resume_state[k] for k in ('epoch', 'iter', 'generators', 'epoch_length')
                          if k in resume_state}
     return resume_state
 
@@ -74,7 +74,7 @@ def create_train_val_dataloader(opt, logger):
     batches the interrupted run had trained on. BasicSR replays them from the epoch's start."""
     from odm_basicsr.utils.resume import ResumedEpochLoader, batches_to_skip
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = _ORIGINAL_CREATE_LOADERS(opt, logger)
-    state = _RESUMED.pop('state', None)  # what load_resume_state read, earlier in the same train_pipeline
+    state = _RESUMED.pop(id(opt), None)  # what load_resume_state read for this opt, earlier in train_pipeline
     skip = batches_to_skip(state, len(train_loader)) if state and train_loader is not None else 0
     if skip:
         def log(n):
