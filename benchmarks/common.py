@@ -163,6 +163,23 @@ def machine_description(device):
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads (torch {torch.__version__})'
 
 
+def onnx_session_with_head_output(path):
+    """An onnxruntime CPU session of the ONNX model at ``path`` with its first Conv's output (the FP head conv) as a
+    second graph output, so that PyTorch can be fed what onnxruntime's head computed."""
+    import onnx
+    import onnxruntime as ort
+    model = onnx.load(path)
+    head = next(node for node in model.graph.node if node.op_type == 'Conv').output[0]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(head, onnx.TensorProto.FLOAT, None))
+    return ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
+
+
+def edsr_after_head(net, feat):
+    """An EDSR (ODMEDSR, or EDSR quantized by ODMQuant) from its head conv's output ``feat`` (N, C, H, W): body,
+    global residual, upsampler, tail, back to [0, 1] images (N, 3, sH, sW)."""
+    return net.conv_last(net.upsample(net.conv_after_body(net.body(feat)) + feat)) / net.img_range + net.mean
+
+
 def markdown_table(header, rows):
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]

@@ -44,7 +44,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from common import REPO, markdown_table, write_json
+from common import REPO, edsr_after_head, markdown_table, onnx_session_with_head_output, write_json
 
 import export_speed as speed  # noqa: E402  (after common)
 from basicsr.archs import build_network  # noqa: E402
@@ -212,8 +212,6 @@ def offsets_part(photos, batches, bits_list, tmp):
     """Rows (bits, offset layers, ORT vs PyTorch per photo, the same with PyTorch fed onnxruntime's head output) for
     ODM v1 built with integer_zero_point: the demo's ODM v1 option files (offsets on the top 25% of layers), FP demo
     weights, calibrated as those files say."""
-    import onnx
-    import onnxruntime as ort
     from common import load_yaml
     rows = []
     for bits in bits_list:
@@ -225,20 +223,13 @@ def offsets_part(photos, batches, bits_list, tmp):
                   method=cal['method'], progress=False)
         path = osp.join(tmp, f'v1_w{bits}.onnx')
         qint.export_onnx_integer(net, photos[0][1], path, batches)
-        model = onnx.load(path)  # the FP head conv's output as a second graph output
-        head = next(node for node in model.graph.node if node.op_type == 'Conv').output[0]
-        model.graph.output.append(onnx.helper.make_tensor_value_info(head, onnx.TensorProto.FLOAT, None))
-        onnx.save(model, path)
-        session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        session = onnx_session_with_head_output(path)
         direct, fed = [], []
         with torch.no_grad():
             for _, lq in photos:
                 got, head_out = session.run(None, {'lr': lq.numpy()})
                 direct.append(round(speed.psnr(got, net(lq).numpy()), 1))
-                feat = torch.from_numpy(head_out)
-                body = net.conv_after_body(net.body(feat)) + feat
-                fed.append(round(speed.psnr(got, (net.conv_last(net.upsample(body)) / net.img_range
-                                                  + net.mean).numpy()), 1))
+                fed.append(round(speed.psnr(got, edsr_after_head(net, torch.from_numpy(head_out)).numpy()), 1))
         active = sum(1 for _, layer in quantized_layers(net) if layer.offset is not None and layer.offset.active)
         rows.append([f'w{bits}a{bits}', f'{active} / {len(quantized_layers(net))}',
                      ' / '.join(f'{v:.1f}' for v in direct), ' / '.join(f'{v:.1f}' for v in fed)])

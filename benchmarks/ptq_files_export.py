@@ -16,7 +16,6 @@ what is left is the integer graph itself.
 JSON: benchmarks/results/ptq_files_export.json
 """
 import argparse
-import math
 import os
 import os.path as osp
 import re
@@ -24,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import REPO, markdown_table, write_json
+from common import REPO, edsr_after_head, markdown_table, onnx_session_with_head_output, write_json
 
 import yaml
 
@@ -43,28 +42,16 @@ def run(args, cwd):
 def per_image_psnr(test_opt, test_file, onnx_path):
     """PSNR (dB) of onnxruntime against the PyTorch EDSR, per export image: as ``basicsr export`` compares them, and
     with PyTorch fed onnxruntime's head conv output."""
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
     import torch
-    from odm_basicsr.tools.export_cli import calibration_batches, load_network
+    from odm_basicsr.tools.export_cli import _psnr, calibration_batches, load_network
     net = load_network(test_opt, test_file)
-    model = onnx.load(onnx_path)
-    head = next(node for node in model.graph.node if node.op_type == 'Conv').output[0]
-    model.graph.output.append(onnx.helper.make_tensor_value_info(head, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
-    def psnr(a, b):
-        mse = float(np.mean((a - b)**2))
-        return round(10 * math.log10(1 / mse), 1) if mse > 0 else float('inf')
-
+    session = onnx_session_with_head_output(onnx_path)
     direct, fed = [], []
     for lr in calibration_batches(None, 3, 4):
         got, head_out = session.run(None, {'lr': lr.numpy()})
         with torch.no_grad():
-            feat = torch.from_numpy(head_out)
-            want = net.conv_last(net.upsample(net.conv_after_body(net.body(feat)) + feat)) / net.img_range + net.mean
-            direct.append(psnr(got, net(lr).numpy()))
-        fed.append(psnr(got, want.numpy()))
+            direct.append(round(_psnr(got, net(lr).numpy()), 1))
+            fed.append(round(_psnr(got, edsr_after_head(net, torch.from_numpy(head_out)).numpy()), 1))
     return direct, fed
 
 

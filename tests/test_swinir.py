@@ -65,18 +65,24 @@ def test_params_ema_checkpoint_loads_through_basicsr(fp_state, tmp_path):
         assert torch.equal(net.state_dict()[key], value), key
 
 
-def test_any_input_size_is_padded_to_the_window_and_cropped(fp_state):
-    """As BasicSR's SwinIRModel tests: reflect-pad to a multiple of window_size, crop the output back."""
-    torch.manual_seed(0)
-    net = odm_swinir(w_bit=4, a_bit=4).eval()
-    net.load_state_dict(fp_state)
+def assert_padded_to_the_window_and_cropped(net, scale):
+    """``net`` (calibrated here) on a 13 x 10 input equals ``net`` on its reflect-padded 16 x 12 copy, cropped to
+    (13 scale) x (10 scale)."""
     calibrate(net, [torch.rand(2, 3, 16, 16)], progress=False)
     x = torch.rand(1, 3, 13, 10)
     padded = torch.nn.functional.pad(x, (0, 2, 0, 3), 'reflect')
     with torch.no_grad():
         out = net(x)
-        assert out.shape == (1, 3, 26, 20)
-        assert torch.equal(out, net(padded)[..., :26, :20])
+        assert out.shape == (1, 3, 13 * scale, 10 * scale)
+        assert torch.equal(out, net(padded)[..., :13 * scale, :10 * scale])
+
+
+def test_any_input_size_is_padded_to_the_window_and_cropped(fp_state):
+    """As BasicSR's SwinIRModel tests: reflect-pad to a multiple of window_size, crop the output back."""
+    torch.manual_seed(0)
+    net = odm_swinir(w_bit=4, a_bit=4).eval()
+    net.load_state_dict(fp_state)
+    assert_padded_to_the_window_and_cropped(net, scale=2)
 
 
 def test_without_upsampler_the_output_keeps_the_input_size():
@@ -86,13 +92,7 @@ def test_without_upsampler_the_output_keeps_the_input_size():
     options = dict(SMALL, upsampler='')
     net = ARCH_REGISTRY.get('ODMSwinIR')(**options, w_bit=4, a_bit=4).eval()
     net.load_state_dict(SwinIR(**options).state_dict())
-    calibrate(net, [torch.rand(2, 3, 16, 16)], progress=False)
-    x = torch.rand(1, 3, 13, 10)
-    padded = torch.nn.functional.pad(x, (0, 2, 0, 3), 'reflect')
-    with torch.no_grad():
-        out = net(x)
-        assert out.shape == (1, 3, 13, 10)
-        assert torch.equal(out, net(padded)[..., :13, :10])
+    assert_padded_to_the_window_and_cropped(net, scale=1)
 
 
 def test_attention_quantization_is_calibrated_and_costed(fp_state):
