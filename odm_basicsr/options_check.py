@@ -11,7 +11,7 @@ import sys
 import yaml
 
 from ._compat import force_yml_value
-from .options_sections import check_sections, did_you_mean, unknown_keys
+from .options_sections import check_sections, did_you_mean, registry_has, unknown_keys
 from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS, SCOPES, VARIANCE_STATS,
                     WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, check_bits)
 
@@ -109,7 +109,7 @@ def _check_inner_arch(inner, errors, key='network_g.arch'):
         errors.append(f'{key}: must be a mapping with the FP arch\'s type and arguments, got {inner!r}.')
         return False
     kind = inner['type']
-    if not isinstance(kind, str) or not (kind in ARCH_REGISTRY or f'{kind}_basicsr' in ARCH_REGISTRY):
+    if not registry_has(ARCH_REGISTRY, kind):
         names = list(ARCH_REGISTRY._obj_map)
         errors.append(f'{key}.type: {kind!r} is not a registered arch{did_you_mean(str(kind), names)}.')
         return False
@@ -601,7 +601,7 @@ def _default_scope(net):
 
     from .archs.quant_util import BODY_SCOPES
     kind = net['arch'].get('type') if isinstance(net.get('arch'), dict) else None
-    if not isinstance(kind, str) or not (kind in ARCH_REGISTRY or f'{kind}_basicsr' in ARCH_REGISTRY):
+    if not registry_has(ARCH_REGISTRY, kind):
         return None
     name = ARCH_REGISTRY.get(kind).__name__
     return 'body' if name in BODY_SCOPES else 'all'

@@ -105,13 +105,18 @@ def _keys_of(cls, skip=('self', 'optimizer', 'params')):
             if name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def registry_has(registry, name):
+    """True if BasicSR's ``registry.get(name)`` finds a class: ``name`` itself, or ``<name>_basicsr``, to which
+    Registry.get falls back."""
+    return isinstance(name, str) and (name in registry or f'{name}_basicsr' in registry)
+
+
 def _registered(key, value, registry, errors):
     """True if ``value`` names a class of ``registry`` (BasicSR's); else an error with the nearest name."""
-    names = list(registry._obj_map)
-    if value in names or f'{value}_basicsr' in names:  # Registry.get falls back to the '_basicsr' name
+    if registry_has(registry, value):
         return True
     errors.append(f'{key}: {value!r} is not registered in BasicSR\'s {registry._name} registry'
-                  f'{did_you_mean(value, names)}.')
+                  f'{did_you_mean(value, list(registry._obj_map))}.')
     return False
 
 

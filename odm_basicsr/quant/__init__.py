@@ -25,6 +25,7 @@ __all__ = [
     'is_quantizer_param', 'calibrate', 'offset_scores', 'select_offsets', 'cost_report', 'format_cost_report',
     'variance_loss', 'mismatch_loss', 'combine_gradients', 'combine_flat', 'cosine_similarity', 'check_state_dict',
     'CheckedLoadMixin', 'CheckpointMismatchError', 'convert_edsr_pytorch_edsr', 'convert_edsr_pytorch_rdn',
-    'EDSR_PYTORCH_CONVERTERS', 'QUANTIZATION_KEY', 'quantization_record', 'record_mismatches', 'SCOPES', 'OFFSET_MODES', 'WEIGHT_CLIP_MODES', 'COOPERATION_MODES', 'REGULARIZERS',
+    'EDSR_PYTORCH_CONVERTERS', 'QUANTIZATION_KEY', 'quantization_record', 'record_mismatches', 'SCOPES',
+    'OFFSET_MODES', 'WEIGHT_CLIP_MODES', 'COOPERATION_MODES', 'REGULARIZERS',
     'VARIANCE_STATS', 'MIN_BITS', 'MAX_BITS'
 ]
