@@ -52,8 +52,10 @@ from basicsr.data import build_dataset  # noqa: E402
 from odm_basicsr.data.calibration import calibration_batches  # noqa: E402
 from odm_basicsr.quant import calibrate, quantized_layers  # noqa: E402
 from odm_basicsr.quant import export_integer as qint  # noqa: E402
+from odm_basicsr.quant import integer_kernel  # noqa: E402
 from odm_basicsr.quant.calibrate import _SampleObserver  # noqa: E402
-from odm_basicsr.quant.export import UINT8_MAX, _QuantizeCodes  # noqa: E402
+from odm_basicsr.quant.export import _QuantizeCodes  # noqa: E402
+from odm_basicsr.quant.integer_kernel import UINT8_MAX  # noqa: E402
 from odm_basicsr.utils.safe_load import load_network_state  # noqa: E402
 
 VARIANTS = ('as exported', 'grids moved', 'no requantization', 'no requant, float bias',
@@ -130,13 +132,14 @@ def run_variant(net, batches, lq, variant, chained):
 
     As in onnxruntime's graph, a ``chained`` layer's output is not requantized to 8 bits (its consumer's input
     quantization is the rounding it gets); every other output is, unless the variant leaves it in float."""
-    saved_shift, saved_spread, saved_forward = qint.folded_grid_shift, qint.code_spread, qint.IntegerQuantLayer.forward
+    saved_shift, saved_spread = qint.folded_grid_shift, integer_kernel.code_spread
+    saved_forward = qint.IntegerQuantLayer.forward
     ranges = None
     try:
         if variant == 'grids moved':
             qint.folded_grid_shift = lambda quantizer: None
         if variant == 'codes to ±127':
-            qint.code_spread = lambda bits: max(1, 127 // (2**bits - 1))
+            integer_kernel.code_spread = lambda bits: max(1, 127 // (2**bits - 1))
         if variant == 'mse requant ranges':
             ranges = mse_output_ranges(net, batches)
         if variant == 'own-photo ranges':
@@ -165,7 +168,7 @@ def run_variant(net, batches, lq, variant, chained):
         with torch.no_grad():
             return speed.psnr(model(lq).numpy(), net(lq).numpy())
     finally:
-        qint.folded_grid_shift, qint.code_spread = saved_shift, saved_spread
+        qint.folded_grid_shift, integer_kernel.code_spread = saved_shift, saved_spread
         qint.IntegerQuantLayer.forward = saved_forward
 
 
@@ -177,7 +180,7 @@ def finetuned_part(photos, tmp):
     """Rows (experiment, shifted grids, PSNR per photo with the shift, with the grids moved) for the demo's
     fine-tuned networks, in onnxruntime."""
     from common import load_yaml
-    from odm_basicsr.tools.export_cli import calibration_batches as export_batches
+    from odm_basicsr.tools.cli_io import calibration_images as export_batches
     batches = export_batches(None, 3, 4)  # basicsr export's default calibration images
     rows = []
     for name, train_file in DEMO_RUNS:

@@ -33,7 +33,7 @@ from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 from odm_basicsr.data.calibration import calibration_batches  # noqa: E402
 from odm_basicsr.quant import (DEFAULT_RANGE_METHOD, RANGE_METHODS, WEIGHT_GRANULARITIES, calibrate,  # noqa: E402
                                quantized_layers, set_quantization)
-from odm_basicsr.tools.calibrate_cli import fidelity_psnr  # noqa: E402
+from odm_basicsr.tools.cli_io import fidelity_psnr  # noqa: E402
 from odm_basicsr.utils.safe_load import load_network_state  # noqa: E402
 
 PRETRAINED = osp.join(REPO, 'odm_basicsr', 'pretrained')

@@ -43,15 +43,15 @@ def per_image_psnr(test_opt, test_file, onnx_path):
     """PSNR (dB) of onnxruntime against the PyTorch EDSR, per export image: as ``basicsr export`` compares them, and
     with PyTorch fed onnxruntime's head conv output."""
     import torch
-    from odm_basicsr.tools.export_cli import _psnr, calibration_batches, load_network
+    from odm_basicsr.tools.cli_io import calibration_images, load_network, psnr
     net = load_network(test_opt, test_file)
     session = onnx_session_with_head_output(onnx_path)
     direct, fed = [], []
-    for lr in calibration_batches(None, 3, 4):
+    for lr in calibration_images(None, 3, 4):
         got, head_out = session.run(None, {'lr': lr.numpy()})
         with torch.no_grad():
-            direct.append(round(_psnr(got, net(lr).numpy()), 1))
-            fed.append(round(_psnr(got, edsr_after_head(net, torch.from_numpy(head_out)).numpy()), 1))
+            direct.append(round(psnr(got, net(lr).numpy()), 1))
+            fed.append(round(psnr(got, edsr_after_head(net, torch.from_numpy(head_out)).numpy()), 1))
     return direct, fed
 
 

@@ -12,10 +12,8 @@ import yaml
 
 from ._compat import force_yml_value
 from .options_sections import check_sections, did_you_mean, registry_has, unknown_keys
-from .quant import (COOPERATION_MODES, OFFSET_MODES, RANGE_METHODS, REGULARIZERS, SCOPES, VARIANCE_STATS,
-                    WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, check_bits)
+from .quant import COOPERATION_MODES, RANGE_METHODS, REGULARIZERS, VARIANCE_STATS, QuantConfig
 
-ODM_ARCHS = ('ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMSwinIR', 'ODMQuant')
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
                   'guard_on_device', 'weight_clip_interval')
 RANGE_LR_MODES = ('absolute', 'relative')  # train.range_lr (ODMModel)
@@ -48,18 +46,21 @@ def _choice(key, value, choices, errors):
         errors.append(f'{key}: {value!r} is not one of {", ".join(map(str, choices))}{did_you_mean(str(value), choices)}.')
 
 
-def _bits(key, value, errors):
-    try:
-        check_bits(key, value)
-    except ValueError as err:
-        errors.append(str(err))
+def odm_archs():
+    """The quantized archs in BasicSR's ARCH_REGISTRY (the plugin's and any other QuantizedArchMixin's), sorted."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from .archs.odm_quant_arch import ODMQuant
+    from .archs.quant_util import QuantizedArchMixin
+    return tuple(sorted(name for name, cls in ARCH_REGISTRY
+                        if isinstance(cls, type) and issubclass(cls, (QuantizedArchMixin, ODMQuant))))
 
 
 def _check_network(opt, errors):
     from basicsr.utils.registry import ARCH_REGISTRY
     net = opt.get('network_g') or {}
     arch = net.get('type')
-    if arch not in ODM_ARCHS:
+    if arch not in odm_archs():
         if isinstance(net, dict) and 'type' in net:  # an FP arch (train_FP_*, the zoo baselines): its keys
             _check_inner_arch(net, errors, 'network_g')
         return False
@@ -68,20 +69,9 @@ def _check_network(opt, errors):
     unknown_keys('network_g', [k for k in net if k != 'type'], allowed, errors)
     if arch == 'ODMQuant' and not _check_inner_arch(net.get('arch'), errors):
         return True
-    for key in ('w_bit', 'a_bit'):
-        if key in net:
-            _bits(f'network_g.{key}', net[key], errors)
-    if net.get('outer_bit') is not None:
-        _bits('network_g.outer_bit', net['outer_bit'], errors)
-    if 'weight_clip' in net:
-        _choice('network_g.weight_clip', net['weight_clip'], WEIGHT_CLIP_MODES, errors)
-    if 'offsets' in net:
-        _choice('network_g.offsets', net['offsets'], OFFSET_MODES, errors)
-    if 'weight_granularity' in net:
-        _choice('network_g.weight_granularity', net['weight_granularity'], WEIGHT_GRANULARITIES, errors)
-    for key in ('quantize_attention', 'integer_zero_point'):
-        if key in net and not isinstance(net[key], bool):
-            errors.append(f'network_g.{key}: must be true or false, got {net[key]!r}.')
+    errors.extend(QuantConfig.problems(net, 'network_g.'))
+    if 'quantize_attention' in net and not isinstance(net['quantize_attention'], bool):
+        errors.append(f'network_g.quantize_attention: must be true or false, got {net["quantize_attention"]!r}.')
     if net.get('integer_zero_point') is True:
         try:
             import onnx  # noqa: F401  (calibration traces the integer graph)
@@ -91,11 +81,6 @@ def _check_network(opt, errors):
     if arch == 'ODMSwinIR' and net.get('offsets', 'none') != 'none':
         errors.append('network_g.offsets: must be none for ODMSwinIR (distribution offsets are implemented for conv '
                       'layers; the quantized body of SwinIR is Linear).')
-    scope = net.get('scope', 'body')
-    if isinstance(scope, str):
-        _choice('network_g.scope', scope, SCOPES, errors)
-    elif not (isinstance(scope, list) and all(isinstance(p, str) for p in scope)):
-        errors.append(f'network_g.scope: must be body, all or a list of layer-name patterns, got {scope!r}.')
     if not errors:
         _check_builds(net, errors)
     return True
@@ -114,7 +99,7 @@ def _check_inner_arch(inner, errors, key='network_g.arch'):
         errors.append(f'{key}.type: {kind!r} is not a registered arch{did_you_mean(str(kind), names)}.')
         return False
     cls = ARCH_REGISTRY.get(kind)
-    if kind in ODM_ARCHS:
+    if kind in odm_archs():
         errors.append(f'{key}.type: {kind} is already quantized; give its FP arch.')
         return False
     params = inspect.signature(cls.__init__).parameters
@@ -202,7 +187,7 @@ def _check_train(opt, odm_arch, errors, warn):
                           'torchrun --nproc_per_node N -m odm_basicsr train -opt FILE --launcher pytorch; or set '
                           'num_gpu: 1.')
         if not odm_arch:
-            errors.append(f'model_type ODMModel needs an ODM arch in network_g.type ({", ".join(ODM_ARCHS)}), got '
+            errors.append(f'model_type ODMModel needs an ODM arch in network_g.type ({", ".join(odm_archs())}), got '
                           f'{(opt.get("network_g") or {}).get("type")!r}.')
         unknown_keys('train', train, SRMODEL_TRAIN_KEYS + ODM_TRAIN_KEYS, errors)
         if 'cooperation' in train:
@@ -262,7 +247,7 @@ def _check_train(opt, odm_arch, errors, warn):
             return
         if not odm_arch:
             errors.append('train.odm_opt: the ODM loss needs an ODM quantized arch in network_g.type '
-                          f'({", ".join(ODM_ARCHS)}); there are no quantized features to regularize.')
+                          f'({", ".join(odm_archs())}); there are no quantized features to regularize.')
         unknown_keys('train.odm_opt', odm_opt, ODM_LOSS_KEYS, errors)
         for key, hint in (('regularizer', 'variance (v1) or mismatch (v2)'),
                           ('loss_weight', 'the option grid\'s values: 1e-6 for v1, 3.92e-8 for v2 on EDSR')):

@@ -9,6 +9,8 @@ of another toolbox keeps its own keys.
 import inspect
 import math
 
+from .quant.config import did_you_mean
+
 # path keys BasicSR reads or sets (options.py, train.py, the models); any other key would become a folder
 PATH_KEYS = ('pretrain_network_g', 'param_key_g', 'strict_load_g', 'pretrain_network_d', 'param_key_d',
              'strict_load_d', 'resume_state', 'ignore_resume_networks', 'root', 'experiments_root', 'models',
@@ -23,15 +25,6 @@ SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiS
 PAIRED_TRAIN_KEYS = ('dataroot_gt', 'dataroot_lq', 'io_backend', 'gt_size', 'use_hflip', 'use_rot',
                      'batch_size_per_gpu', 'num_worker_per_gpu')
 INTEGER_DATASET_KEYS = ('gt_size', 'batch_size_per_gpu', 'num_worker_per_gpu')
-
-
-def did_you_mean(key, choices):
-    """' (did you mean 'x'?)' for the choice closest to ``key``, case ignored; '' if none is close. Shared with
-    options_check."""
-    import difflib
-    lowered = {str(c).lower(): str(c) for c in choices}
-    close = difflib.get_close_matches(str(key).lower(), list(lowered), n=1, cutoff=0.6)
-    return f' (did you mean {lowered[close[0]]!r}?)' if close else ''
 
 
 def unknown_keys(section, given, allowed, errors):

@@ -18,7 +18,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from conftest import (REPO, base_options, cost_and_export_in_process, make_test_options, read_log, run_cli,
                       save_basicsr_checkpoint, write_options)
 from odm_basicsr.options_check import OptionError, check_options
-from odm_basicsr.quant import (UncalibratedQuantizerError, WeightQuantizer, calibrate, cost_report, fake_quantize,
+from odm_basicsr.quant import (QuantConfig, UncalibratedQuantizerError, WeightQuantizer, calibrate, cost_report, fake_quantize,
                                is_quantizer_param, quantize_modules, quantized_layers, round_ste)
 from odm_basicsr.quant.calibrate import mse_range, quantization_error
 
@@ -141,7 +141,7 @@ def test_fake_quantize_range_gradients_sum_over_the_elements_each_bound_covers()
 
 def test_cost_report_counts_one_weight_clip_per_output_channel():
     net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1))
-    quantize_modules(net, ['0'], 4, 4, weight_granularity='channel')
+    quantize_modules(net, ['0'], QuantConfig(w_bit=4, a_bit=4, weight_granularity='channel'))
     row = cost_report(net, (3, 8, 8))['layers'][0]  # no calibration needed for the cost
     assert row['storage_bits'] == 6 * 3 * 9 * 4 + 6 * 32 + (2 + 6) * 32
 
@@ -283,7 +283,7 @@ class _EvalBypass(nn.Module):
 def test_quantized_layers_that_the_eval_forward_never_runs_are_an_error():
     from odm_basicsr.quant import UnusedQuantizedLayerError, set_quantization, unused_in_eval
     net = _EvalBypass()
-    quantize_modules(net, ['first', 'second'], 4, 4)
+    quantize_modules(net, ['first', 'second'], QuantConfig(w_bit=4, a_bit=4))
     net.train()
     assert unused_in_eval(net, torch.rand(1, 3, 8, 8)) == ['second']
     # mode and quantizer switches are restored
@@ -295,7 +295,7 @@ def test_quantized_layers_that_the_eval_forward_never_runs_are_an_error():
         calibrate(net, [torch.rand(2, 3, 8, 8)], progress=False)
     assert info.value.names == ['second']
     net = _EvalBypass()  # quantizing only the layers that it runs is fine
-    quantize_modules(net, ['first'], 4, 4)
+    quantize_modules(net, ['first'], QuantConfig(w_bit=4, a_bit=4))
     calibrate(net, [torch.rand(2, 3, 8, 8)], progress=False)
 
 
@@ -470,7 +470,7 @@ def test_shipped_ptq_recipe_exports_an_integer_graph_that_computes_the_calibrate
     conv can flip one code (docs/EXPORT.md); with the paper's free grids this file gave a min of 34.2 dB."""
     import onnx
     import onnxruntime as ort
-    from odm_basicsr.tools.export_cli import calibration_batches, load_network
+    from odm_basicsr.tools.cli_io import calibration_images, load_network
     recipe = osp.join(REPO, 'options', 'ptq', 'ptq_EDSR_demo_x4_w4a4.yml')
     with open(recipe) as f:
         opt = yaml.safe_load(f)
@@ -491,7 +491,7 @@ def test_shipped_ptq_recipe_exports_an_integer_graph_that_computes_the_calibrate
     head = next(node for node in model.graph.node if node.op_type == 'Conv').output[0]
     model.graph.output.append(onnx.helper.make_tensor_value_info(head, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
-    for lr in calibration_batches(None, 3, 4):
+    for lr in calibration_images(None, 3, 4):
         got, head_out = session.run(None, {'lr': lr.numpy()})
         with torch.no_grad():
             feat = torch.from_numpy(head_out)

@@ -11,8 +11,9 @@ import pytest
 import torch
 from basicsr.archs import build_network
 
-from odm_basicsr.quant import ActQuantizer, calibrate, integer_grid, quantized_layers
+from odm_basicsr.quant import ActQuantizer, QuantConfig, calibrate, integer_grid, quantized_layers
 from odm_basicsr.quant import export_integer as qint
+from odm_basicsr.quant import integer_kernel
 
 from conftest import run_cli, save_basicsr_checkpoint, write_options
 from test_export import CASES, make_net, photos, psnr  # noqa: F401  (photos is a fixture)
@@ -252,8 +253,8 @@ class _ShiftedGrids(torch.nn.Module):
         super().__init__()
         from odm_basicsr.quant import QuantConv2d
         torch.manual_seed(3)
-        self.conv1 = QuantConv2d.from_float(torch.nn.Conv2d(3, 8, 3), w_bit=4, a_bit=4)
-        self.conv2 = QuantConv2d.from_float(torch.nn.Conv2d(8, 3, 3), w_bit=4, a_bit=4)
+        self.conv1 = QuantConv2d.from_float(torch.nn.Conv2d(3, 8, 3), QuantConfig(w_bit=4, a_bit=4))
+        self.conv2 = QuantConv2d.from_float(torch.nn.Conv2d(8, 3, 3), QuantConfig(w_bit=4, a_bit=4))
         self.relu = torch.nn.ReLU()
 
     def forward(self, x):
@@ -315,10 +316,10 @@ def test_linear_layers_keep_their_free_grids(photos, tmp_path):
 def test_code_spread_keeps_weight_codes_within_seven_bits():
     """The largest spread m whose codes m·(2^b - 1) stay within ±63; none at 7 bits."""
     for bits in range(2, 7):
-        levels, spread = 2**bits - 1, qint.code_spread(bits)
+        levels, spread = 2**bits - 1, integer_kernel.code_spread(bits)
         assert spread * levels <= 63 < (spread + 1) * levels, bits
-    assert qint.code_spread(7) == 1
-    assert [qint.code_spread(b) for b in (2, 3, 4)] == [21, 9, 4]
+    assert integer_kernel.code_spread(7) == 1
+    assert [integer_kernel.code_spread(b) for b in (2, 3, 4)] == [21, 9, 4]
 
 
 def test_calibration_switches_on_the_requantizers_the_export_needs(photos):
@@ -368,7 +369,7 @@ def test_int8_weight_grid_at_8_bits(photos, tmp_path):
 def test_integer_zero_point_reaches_the_network_from_the_option():
     net = build_network(dict(CASES['edsr_w4a4_offsets'], integer_zero_point=True))
     assert all(m.act_quantizer.integer_zero_point for _, m in quantized_layers(net))
-    assert net.quant_config['integer_zero_point'] is True
+    assert net.quant_config.integer_zero_point is True
     swin = build_network(dict(MORE_CASES['swinir_w4a4'], quantize_attention=True, integer_zero_point=True))
     from odm_basicsr.quant import activation_points
     assert all(p.act_quantizer.integer_zero_point for _, p in activation_points(swin))
@@ -412,11 +413,11 @@ def test_export_explains_a_fidelity_under_its_bar():
 
 
 def test_requantization_grid_covers_the_observed_range():
-    scale, zero_point = qint.requantization_grid(-0.5, 2.0)
+    scale, zero_point = integer_kernel.requantization_grid(-0.5, 2.0)
     assert 0 <= zero_point <= 255
     assert (0 - zero_point) * float(scale) == pytest.approx(-0.5, abs=float(scale))
     assert (255 - zero_point) * float(scale) == pytest.approx(2.0, abs=float(scale))
-    scale, zero_point = qint.requantization_grid(0.2, 3.0)  # the grid always holds 0 (ReLU outputs)
+    scale, zero_point = integer_kernel.requantization_grid(0.2, 3.0)  # the grid always holds 0 (ReLU outputs)
     assert zero_point == 0 and math.isclose(float(scale), 3.0 / 255, rel_tol=1e-6)
 
 

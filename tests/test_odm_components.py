@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from odm_basicsr.losses.odm_loss import ODMLoss
-from odm_basicsr.quant import (QuantConv2d, calibrate, combine_gradients, is_quantizer_param, mismatch_loss,
+from odm_basicsr.quant import (QuantConfig, QuantConv2d, calibrate, combine_gradients, is_quantizer_param, mismatch_loss,
                                quantize_modules, quantized_layers, select_offsets, set_integer_zero_point,
                                set_quantization, variance_loss)
 from odm_basicsr.quant.calibrate import offset_init
@@ -135,7 +135,7 @@ def _offset_net(kind):
     fp = nn.Sequential(nn.Conv2d(3, 6, 3, 1, 1), nn.ReLU(), nn.Conv2d(6, 6, 3, 1, 1), nn.Conv2d(6, 3, 3, 1, 1))
     q = nn.Sequential(nn.Conv2d(3, 6, 3, 1, 1), nn.ReLU(), nn.Conv2d(6, 6, 3, 1, 1), nn.Conv2d(6, 3, 3, 1, 1))
     q.load_state_dict(fp.state_dict())
-    quantize_modules(q, ['2', '3'], 4, 4, offsets=kind)
+    quantize_modules(q, ['2', '3'], QuantConfig(w_bit=4, a_bit=4, offsets=kind))
     return fp, q
 
 
@@ -162,7 +162,7 @@ def test_offset_bias_is_the_conv_of_the_constant_and_grouped_convs_get_no_offset
     """offset_bias(W, c) = what conv_valid(c broadcast over the kernel window, W) gives: sum of W·c per output
     channel. Offsets are per input channel of an ungrouped conv: a grouped conv is refused one, and conversion
     gives it none."""
-    from odm_basicsr.quant.layers import offset_bias
+    from odm_basicsr.quant.functional import offset_bias
     torch.manual_seed(0)
     weight, constant = torch.randn(6, 4, 3, 3), torch.randn(4)
     want = torch.nn.functional.conv2d(constant.view(1, 4, 1, 1).expand(1, 4, 3, 3), weight).view(6)
@@ -170,7 +170,7 @@ def test_offset_bias_is_the_conv_of_the_constant_and_grouped_convs_get_no_offset
     with pytest.raises(ValueError, match='ungrouped'):
         QuantConv2d(4, 6, 3, 1, 1, groups=2, offsets=True)
     net = nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1, groups=4), nn.Conv2d(4, 4, 3, 1, 1))
-    quantize_modules(net, ['*'], 4, 4, offsets='auto')
+    quantize_modules(net, ['*'], QuantConfig(w_bit=4, a_bit=4, offsets='auto'))
     assert net[0].offset is None and net[1].offset is not None
 
 
@@ -284,7 +284,7 @@ def test_regularizer_gradient_reaches_weights_only_through_model_split(regulariz
     """ODMModel takes the regularizer gradient w.r.t. network weights only; check that the split is right and
     that quantizer parameters would otherwise receive gradient (so the split matters)."""
     fp, q = _offset_net('shift')
-    quantize_modules(q, ['0'], 4, 4)
+    quantize_modules(q, ['0'], QuantConfig(w_bit=4, a_bit=4))
     calibrate(q, [torch.rand(2, 3, 8, 8)], 'shift', offset_top_k=1.0, progress=False)
     layers = [m for _, m in quantized_layers(q)]
     for layer in layers:

@@ -86,7 +86,7 @@ def test_ddp_ranks_identical_and_plain_qat_equals_single_process_on_the_union(ti
     pretrain = save_basicsr_checkpoint(net, tmp_path / 'calibrated.pth')
     extra = dict(odm_opt=dict(type='ODMLoss', regularizer='mismatch', loss_weight=1e-3),
                  cooperation='cosine') if variant == 'v2' else {}
-    opt = model_options(tiny_data, dict(NET, weight_clip=net.quant_config['weight_clip'], offsets=offsets),
+    opt = model_options(tiny_data, dict(NET, weight_clip=net.quant_config.weight_clip, offsets=offsets),
                         str(pretrain), **extra)
     port = {'qat': 29655, 'v2': 29656, 'offsets': 29657}[variant]
     mp.spawn(_ddp_worker, args=(opt, str(pretrain), str(tmp_path), port), nprocs=2)

@@ -320,7 +320,7 @@ def test_file_builds_its_network_and_model(path):
     if net_opt['type'] in ODM_TYPE.values():
         assert len(built['quantized']) > 0
         cfg = built['quant_config']
-        assert (cfg['w_bit'], cfg['a_bit'], cfg['weight_clip'], cfg['offsets']) == (
+        assert (cfg.w_bit, cfg.a_bit, cfg.weight_clip, cfg.offsets) == (
             net_opt['w_bit'], net_opt['a_bit'], net_opt['weight_clip'], net_opt['offsets'])
         assert set(built['quantized']) == {(net_opt['w_bit'], net_opt['a_bit'], net_opt['weight_clip'])}
 

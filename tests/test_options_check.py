@@ -158,7 +158,7 @@ def test_data_of_another_scale_the_same_folder_twice_and_another_runs_state(tiny
 
 def test_cost_size_must_be_positive():
     import argparse
-    from odm_basicsr.tools.cost_cli import parse_size
+    from odm_basicsr.tools.cli_io import parse_size
     assert parse_size('180x320') == (180, 320)
     for text in ('0x10', '10', 'axb', '-4x4'):
         with pytest.raises(argparse.ArgumentTypeError, match='size must look like 180x320'):

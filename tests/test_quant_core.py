@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from odm_basicsr.quant import (ActQuantizer, QuantConv2d, WeightQuantizer, calibrate, check_bits, cost_report,
+from odm_basicsr.quant import (QuantConfig, ActQuantizer, QuantConv2d, WeightQuantizer, calibrate, check_bits, cost_report,
                                fake_quantize, percentile, quantize_modules, quantized_layers, set_quantization)
 
 CORE = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'odm_basicsr', 'quant')
@@ -155,18 +155,18 @@ def test_conversion_shares_parameters_and_keeps_names():
     net = TinyNet()
     fp_keys = set(net.state_dict())
     weight = net.body[0].weight
-    names = quantize_modules(net, ['body.*'], 4, 4)
+    names = quantize_modules(net, ['body.*'], QuantConfig(w_bit=4, a_bit=4))
     assert names == ['body.0', 'body.2']
     assert isinstance(net.body[0], QuantConv2d) and net.body[0].weight is weight
     assert fp_keys <= set(net.state_dict())
     with pytest.raises(ValueError, match='matched no'):
-        quantize_modules(TinyNet(), ['nothing.*'], 4, 4)
+        quantize_modules(TinyNet(), ['nothing.*'], QuantConfig(w_bit=4, a_bit=4))
 
 
 def test_calibrated_w4a4_layers_see_at_most_16_levels():
     torch.manual_seed(0)
     net = TinyNet()
-    quantize_modules(net, ['*'], 4, 4)
+    quantize_modules(net, ['*'], QuantConfig(w_bit=4, a_bit=4))
     batches = [torch.rand(2, 3, 16, 16) for _ in range(3)]
     report = calibrate(net, batches, progress=False)
     assert set(report['ranges']) == {'head', 'body.0', 'body.2', 'tail'}
@@ -181,7 +181,7 @@ def test_calibrated_w4a4_layers_see_at_most_16_levels():
 
 def test_calibration_ranges_are_mean_of_batch_percentiles():
     net = nn.Sequential(nn.Conv2d(1, 1, 1))
-    quantize_modules(net, ['0'], 8, 8)
+    quantize_modules(net, ['0'], QuantConfig(w_bit=8, a_bit=8))
     batches = [torch.arange(100.).view(1, 1, 10, 10), torch.arange(100.).view(1, 1, 10, 10) * 2]
     report = calibrate(net, batches, progress=False, method='percentile')
     low, high = report['ranges']['0']
@@ -194,7 +194,7 @@ def test_set_quantization_off_gives_fp_function():
     fp = TinyNet()
     q = TinyNet()
     q.load_state_dict(fp.state_dict())
-    quantize_modules(q, ['*'], 2, 2)
+    quantize_modules(q, ['*'], QuantConfig(w_bit=2, a_bit=2))
     x = torch.rand(1, 3, 12, 12)
     set_quantization(q, False)
     assert torch.allclose(q(x), fp(x), atol=1e-6)
@@ -205,7 +205,7 @@ def test_set_quantization_off_gives_fp_function():
 
 def test_cost_report_equals_hand_computation():
     net = TinyNet()
-    quantize_modules(net, ['body.*'], 4, 2)
+    quantize_modules(net, ['body.*'], QuantConfig(w_bit=4, a_bit=2))
     report = cost_report(net, (3, 10, 20))
     pixels = 10 * 20
     macs = {'head': pixels * 8 * 3 * 9, 'body.0': pixels * 8 * 8 * 9, 'body.2': pixels * 8 * 8 * 9,

@@ -30,4 +30,4 @@ class ODMEDSR(QuantizedArchMixin, EDSR):
                  offsets='none', weight_granularity='layer',
                  integer_zero_point=False):
         EDSR.__init__(self, num_in_ch, num_out_ch, num_feat, num_block, upscale, res_scale, img_range, rgb_mean)
-        self.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity, integer_zero_point)
+        self.quantize(locals())  # the QuantConfig of the quantization arguments above

@@ -22,4 +22,4 @@ class ODMMSRResNet(QuantizedArchMixin, MSRResNet):
                  weight_clip='max', scope='body', outer_bit=None, offsets='none', weight_granularity='layer',
                  integer_zero_point=False):
         MSRResNet.__init__(self, num_in_ch, num_out_ch, num_feat, num_block, upscale)
-        self.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity, integer_zero_point)
+        self.quantize(locals())  # the QuantConfig of the quantization arguments above

@@ -50,7 +50,7 @@ class ODMQuant:
         net = quantized_arch_class(arch_cls)(**arch)
         if scope is None:
             scope = 'body' if arch_cls.__name__ in BODY_SCOPES else 'all'
-        net.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity, integer_zero_point)
+        net.quantize(locals())  # the QuantConfig of the quantization arguments above
         return net
 
     # for introspection (option checks, docs): the keyword arguments __new__ takes

@@ -22,4 +22,4 @@ class ODMRDN(QuantizedArchMixin, RDN):
                  outer_bit=None, offsets='none', weight_granularity='layer',
                  integer_zero_point=False):
         RDN.__init__(self, num_in_ch, num_out_ch, num_feat, num_block, num_layer, growth, upscale, img_range, rgb_mean)
-        self.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity, integer_zero_point)
+        self.quantize(locals())  # the QuantConfig of the quantization arguments above

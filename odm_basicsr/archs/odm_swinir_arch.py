@@ -87,12 +87,12 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
         if offsets != 'none':
             raise ValueError('ODMSwinIR: offsets must be none (distribution offsets are implemented for conv layers, '
                              'and the quantized body of SwinIR is Linear).')
-        self.quantize(w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity, integer_zero_point)
+        self.quantize(locals())  # the QuantConfig of the quantization arguments above
         for name, module in list(self.named_modules()):
             if isinstance(module, WindowAttention):
                 QuantWindowAttention.convert(module, a_bit if quantize_attention else None).name_operands(name)
-        self.quant_config['quantize_attention'] = bool(quantize_attention)
-        set_integer_zero_point(self, integer_zero_point)  # the attention operands too
+        self.quantize_attention = bool(quantize_attention)
+        set_integer_zero_point(self, self.quant_config.integer_zero_point)  # the attention operands too
 
     def forward(self, x):
         height, width = x.shape[-2:]

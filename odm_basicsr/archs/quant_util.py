@@ -1,6 +1,6 @@
 """What every ODM quantized arch shares: the default (paper-compatible) layer scopes of the known BasicSR archs,
 quantizing a network's body in place, and checked checkpoint loading."""
-from odm_basicsr.quant import CheckedLoadMixin, quantize_network, set_integer_zero_point
+from odm_basicsr.quant import CheckedLoadMixin, QuantConfig, quantize_network, set_integer_zero_point
 
 
 def _srvgg_body(net):
@@ -37,18 +37,16 @@ class QuantizedArchMixin(CheckedLoadMixin):
 
     fp_arch = None
 
-    def quantize(self, w_bit=4, a_bit=4, weight_clip='max', scope='body', outer_bit=None, offsets='none',
-                 weight_granularity='layer', integer_zero_point=False):
-        """Swap the layers of ``scope`` for quantized ones (see ``odm_basicsr.quant.quantize_network``);
-        ``integer_zero_point`` keeps their activation grids on integer zero points (``set_integer_zero_point``)."""
-        self.quant_config = dict(w_bit=w_bit, a_bit=a_bit, weight_clip=weight_clip, scope=scope, outer_bit=outer_bit,
-                                 offsets=offsets, weight_granularity=weight_granularity,
-                                 integer_zero_point=bool(integer_zero_point))
+    def quantize(self, config):
+        """Swap the layers of ``config.scope`` for quantized ones (``odm_basicsr.quant.quantize_network``); with
+        ``config.integer_zero_point`` their activation grids stay on integer zero points (``set_integer_zero_point``).
+        ``config``: a QuantConfig, or a dict of its keys (a constructor's arguments; other keys are ignored)."""
+        config = config if isinstance(config, QuantConfig) else QuantConfig.from_options(config)
+        self.quant_config = config
         body = body_scope(self.fp_arch, self)
-        if body is None and (scope == 'body' or outer_bit is not None):
+        if body is None and (config.scope == 'body' or config.outer_bit is not None):
             raise ValueError(f'{self.fp_arch} has no default body scope: set scope to all or to a list of layer-name '
                              'patterns (outer_bit needs a body scope).')
-        self.quantized_names = quantize_network(self, body or [], w_bit, a_bit, weight_clip, scope, outer_bit, offsets,
-                                                weight_granularity)
-        set_integer_zero_point(self, integer_zero_point)
+        self.quantized_names = quantize_network(self, body or [], config)
+        set_integer_zero_point(self, config.integer_zero_point)
         self.quantizer_state_loaded = False

@@ -14,6 +14,7 @@ import shutil
 from .photos import DEMO_TRAIN, DEMO_VAL, load_photo, make_paired_folders, make_paired_lmdbs
 
 DEMO_SCALE = 4
+DEMO_FP_CHECKPOINT = 'odm_basicsr/pretrained/EDSR_demo_x4_f32b8_FP.pth'  # the FP EDSR the demo fine-tunes
 DEMO_CROP, DEMO_STEP, DEMO_MAX_SIDE = 192, 96, 512
 
 

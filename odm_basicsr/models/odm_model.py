@@ -14,8 +14,8 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from odm_basicsr.data.calibration import calibration_batches, calibration_settings
 from odm_basicsr.options_check import device_guard_supported
-from odm_basicsr.quant import (QUANTIZATION_KEY, WeightQuantizer, activation_points, calibrate, combine_flat,
-                               combine_gradients, is_quantizer_param, quantization_record, quantized_layers,
+from odm_basicsr.quant import (QUANTIZATION_KEY, QuantConfig, WeightQuantizer, activation_points, calibrate,
+                               combine_flat, combine_gradients, is_quantizer_param, quantization_record, quantized_layers,
                                record_mismatches, refresh_quantizer_state, skip_range_gradients)
 from odm_basicsr.utils.resume import batches_to_skip, generator_states, restore_generator_states
 from odm_basicsr.utils.safe_load import safe_torch_load
@@ -165,15 +165,15 @@ class ODMModel(SRModel):
     # ------------------------------------------------------------------------------------------------------
     def variant_description(self):
         net = self.get_bare_model(self.net_g)
-        cfg = getattr(net, 'quant_config', {})
+        cfg = getattr(net, 'quant_config', None) or QuantConfig()
         if self.cri_odm is None:
             reg = 'no regularizer (plain QAT)'
         else:
             stat = f'/{self.cri_odm.stat}' if self.cri_odm.regularizer == 'variance' else ''
             reg = (f'{self.cri_odm.regularizer}{stat} regularizer x {self.cri_odm.loss_weight:g}, '
                    f'cooperation={self.cooperation}')
-        return (f'w{cfg.get("w_bit")}a{cfg.get("a_bit")}, weight_clip={cfg.get("weight_clip")}, '
-                f'offsets={cfg.get("offsets")}, {reg}, {len(self.quant_layers)} quantized layers')
+        return (f'w{cfg.w_bit}a{cfg.a_bit}, weight_clip={cfg.weight_clip}, offsets={cfg.offsets}, {reg}, '
+                f'{len(self.quant_layers)} quantized layers')
 
     def _param_split(self):
         weights, quant = [], []
@@ -242,7 +242,7 @@ class ODMModel(SRModel):
         """Initialise activation ranges (and select/initialise offsets), then sync ranks and the EMA copy."""
         logger = get_root_logger()
         net = self.get_bare_model(self.net_g)
-        offset_mode = getattr(net, 'quant_config', {}).get('offsets', 'none')
+        offset_mode = getattr(net, 'quant_config', QuantConfig()).offsets
         num_batches, settings = calibration_settings(self.opt, offset_mode)
         rng_states = generator_states()
         batches = calibration_batches(self.opt, num_batches, self.device, self.opt['rank'])

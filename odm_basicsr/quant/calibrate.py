@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from .convert import UnusedQuantizedLayerError, activation_points, set_quantization
+from .export_integer import calibrate_output_requantizers
 from .quantizer import percentile
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
@@ -434,7 +435,6 @@ def calibrate(net, batches, offset_mode='none', offset_top_k=None, offset_thresh
     finally:
         set_quantization(net, True)
         net.train(was_training)
-    if any(getattr(m, 'output_quantizer', None) is not None for m in layers.values()):
-        from .export_integer import calibrate_output_requantizers  # integer_zero_point: the export's requantization
+    if any(getattr(m, 'output_quantizer', None) is not None for m in layers.values()):  # the export's requantization
         report['requantized_outputs'] = calibrate_output_requantizers(net, batches, reduce_fn)
     return report

@@ -5,11 +5,8 @@ from fnmatch import fnmatchcase
 import torch
 import torch.nn as nn
 
-from .layers import (OFFSET_MODES, QUANT_LAYER_TYPES, OutputRequantizer, QuantConv2d, QuantLinear, QuantOperand,
+from .layers import (QUANT_LAYER_TYPES, OutputRequantizer, QuantConv2d, QuantLinear, QuantOperand,
                      explicit_padding)
-from .quantizer import check_bits
-
-SCOPES = ('body', 'all')
 
 
 def _set_submodule(root, name, module):
@@ -18,23 +15,16 @@ def _set_submodule(root, name, module):
     setattr(parent, child, module)
 
 
-def quantize_modules(net, patterns, w_bit, a_bit, weight_clip='max', offsets='none', exclude=(),
-                     weight_granularity='layer'):
+def quantize_modules(net, patterns, config, exclude=()):
     """Replace every nn.Conv2d / nn.Linear whose qualified name matches one of ``patterns`` (fnmatch, e.g.
-    ``body.*.conv1``) by its quantized twin, sharing the same weight/bias Parameters. Layers already
-    quantized and names matching ``exclude`` are left alone.
+    ``body.*.conv1``) by its quantized twin (``config``, a QuantConfig: bits, weight clip and granularity, offsets),
+    sharing the same weight/bias Parameters. Layers already quantized and names matching ``exclude`` are left alone.
 
     Returns:
         list[str]: the names of the layers converted, in network order.
     Raises:
-        ValueError: a pattern matched no layer, or an option is invalid.
+        ScopeError: a pattern matched no layer.
     """
-    check_bits('w_bit', w_bit)
-    check_bits('a_bit', a_bit)
-    if offsets not in OFFSET_MODES:
-        raise ValueError(f'offsets must be one of {OFFSET_MODES}, got {offsets!r}.')
-    quant_kwargs = dict(w_bit=w_bit, a_bit=a_bit, weight_clip=weight_clip, offsets=offsets != 'none',
-                        weight_granularity=weight_granularity)
     converted, matched_patterns = [], set()
     for name, module in list(net.named_modules()):
         if isinstance(module, QUANT_LAYER_TYPES) or not isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -43,12 +33,7 @@ def quantize_modules(net, patterns, w_bit, a_bit, weight_clip='max', offsets='no
         if not hits or any(fnmatchcase(name, p) for p in exclude):
             continue
         matched_patterns.update(hits)
-        if isinstance(module, nn.Conv2d):  # offsets are per input channel of an ungrouped conv
-            new = QuantConv2d.from_float(module, **dict(quant_kwargs, offsets=quant_kwargs['offsets']
-                                                        and module.groups == 1))
-        else:
-            quant_kwargs_linear = dict(quant_kwargs, offsets=False)
-            new = QuantLinear.from_float(module, **quant_kwargs_linear)
+        new = (QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear).from_float(module, config)
         new.act_quantizer.layer_name = name
         _set_submodule(net, name, new)
         converted.append(name)
@@ -73,32 +58,21 @@ def layer_names(net):
     return [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def quantize_network(net, body_patterns, w_bit, a_bit, weight_clip='max', scope='body', outer_bit=None,
-                     offsets='none', weight_granularity='layer'):
-    """Quantize ``net`` for a layer scope.
+def quantize_network(net, body_patterns, config):
+    """Quantize ``net`` for ``config.scope``: 'body' quantizes ``body_patterns`` (the arch's paper-compatible scope,
+    the convs inside the body blocks); 'all' every conv / linear; a tuple of fnmatch patterns those layers. With a
+    wider scope and ``config.outer_bit``, the layers outside ``body_patterns`` get that bit-width and no offsets.
 
-    Args:
-        body_patterns (list[str]): the arch's paper-compatible scope (the convs inside the body blocks).
-        scope (str | list[str]): 'body' (default, the scope of the published PAMS/DAQ/DDTB/ODM numbers);
-            'all' (every conv/linear); or an explicit list of fnmatch patterns.
-        outer_bit (int | None): with scope 'all' or a list, the W/A bit-width of the layers outside
-            ``body_patterns`` (e.g. 8 for 8-bit head/tail). None: the same w_bit / a_bit.
-        offsets (str): 'none' | 'shift' | 'scale' | 'auto'; which offsets calibration may enable on body layers.
-        weight_granularity (str): 'layer' | 'channel': one weight clip value per layer or per output channel.
     Returns:
         list[str]: names of all quantized layers.
     """
-    if isinstance(scope, str) and scope not in SCOPES:
-        raise ValueError(f'scope must be one of {SCOPES} or a list of layer-name patterns, got {scope!r}.')
-    granularity = dict(weight_granularity=weight_granularity)
-    if isinstance(scope, str) and scope == 'body':
-        return quantize_modules(net, body_patterns, w_bit, a_bit, weight_clip, offsets, **granularity)
-    patterns = ['*'] if scope == 'all' else list(scope)
-    if outer_bit is None:
-        return quantize_modules(net, patterns, w_bit, a_bit, weight_clip, offsets, **granularity)
-    check_bits('outer_bit', outer_bit)
-    names = quantize_modules(net, body_patterns, w_bit, a_bit, weight_clip, offsets, **granularity)
-    return names + quantize_modules(net, patterns, outer_bit, outer_bit, weight_clip, 'none', **granularity)
+    if config.scope == 'body':
+        return quantize_modules(net, body_patterns, config)
+    patterns = ['*'] if config.scope == 'all' else list(config.scope)
+    if config.outer_bit is None:
+        return quantize_modules(net, patterns, config)
+    names = quantize_modules(net, body_patterns, config)
+    return names + quantize_modules(net, patterns, config.for_outer_layers())
 
 
 def quantized_layers(net):
@@ -174,7 +148,7 @@ def set_quantization(net, enabled):
 
 def set_integer_kernel_eval(net, enabled):
     """With integer_zero_point, whether ``net``'s eval forward (without autograd) computes its quantized layers as
-    the integer ONNX graph's kernels do (``export_integer.integer_kernel_output``; the default) or runs the
+    the integer ONNX graph's kernels do (``integer_kernel.integer_kernel_output``; the default) or runs the
     fake-quant forward of training, which differs by float rounding ties (docs/EXPORT.md)."""
     for _, point in activation_points(net):
         if getattr(point, 'output_quantizer', None) is not None:

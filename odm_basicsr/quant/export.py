@@ -45,13 +45,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .convert import _set_submodule, activation_points, quantized_layers
-from .layers import QuantConv2d, QuantLinear, QuantOperand, explicit_padding, offset_bias
+from .functional import explicit_padding, offset_bias, offset_constant, offset_input
+from .integer_kernel import UINT8_MAX
+from .layers import QuantConv2d, QuantLinear, QuantOperand
 from .quantizer import WeightQuantizer
 
 PACKED_FORMAT = 'odm-packed-v1'
-UINT8_MAX = 255
-
-
 def _levels(bits):
     return 2**bits - 1
 
@@ -71,21 +70,6 @@ def _offset_pair(layer):
     if getattr(layer, 'offset', None) is None or layer.offset.kind == 'none':
         return None
     return layer.offset.effective()
-
-
-def offset_input(layer):
-    """(o, a): the offset an exported graph applies to a conv's input, X' = (X - o) / a, as (C_in,) float32 tensors,
-    each None where that kind is off; (None, None) without an offset."""
-    if getattr(layer, 'offset', None) is None or not layer.offset.active:  # no buffer read (device sync) here
-        return None, None
-    pair = layer.offset.effective()
-    return (pair[0].detach().clone() if float(layer.offset.shift_on) else None,
-            pair[1].detach().clone() if float(layer.offset.scale_on) else None)
-
-
-def offset_constant(in_shift, in_scale):
-    """o/a, the per-channel constant added back after the input quantizer (None without a shift)."""
-    return None if in_shift is None else in_shift / (in_scale if in_scale is not None else 1)
 
 
 def grid_weight(codes, upper, bits, levels=None):

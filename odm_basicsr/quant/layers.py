@@ -9,9 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import QuantConfig
+from .functional import explicit_padding, offset_bias, pad_then_offset
+from .integer_kernel import integer_kernel_output
 from .quantizer import ActQuantizer, WeightQuantizer
 
-OFFSET_MODES = ('none', 'shift', 'scale', 'auto')
 
 
 class ChannelOffset(nn.Module):
@@ -78,7 +80,7 @@ class OutputRequantizer(nn.Module):
 
     Where the export instead quantizes the output straight onto the next quantized layer's input grid (a chained
     output), calibration records that layer as the ``consumer``: in eval, without autograd, the layer then computes
-    its output as onnxruntime's integer kernel does (``export_integer.integer_kernel_output``).
+    its output as onnxruntime's integer kernel does (``integer_kernel.integer_kernel_output``).
 
     Buffers: scale (0-dim, float32), zero_point (0-dim, integral float), active (0/1), consumer_index (position of
     the consumer in ``activation_points`` order, -1 for none; absent from checkpoints written before it existed).
@@ -169,38 +171,6 @@ def _quantize_input(layer, x, interior=None):
     return x_q
 
 
-def offset_bias(weight, post_add):
-    """sum W·(o/a) per output channel: what the per-channel constant ``post_add`` (o/a, (C_in,)) added to a conv's
-    input adds to its output wherever the kernel does not touch the padding. ``weight`` (C_out, C_in, kh, kw) of an
-    ungrouped conv (offsets exist on those only). Returns (C_out,)."""
-    return (weight * post_add.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-
-
-def pad_then_offset(x, padding, shift=None, scale=None):
-    """(pad0(x) - o) / a: the input of a layer that pads before its offset (``QuantConv2d.pads_first``) and of the
-    integer graph's copy of it. ``padding`` (ph, pw); ``shift`` o and ``scale`` a (C_in,), each None where off."""
-    ph, pw = padding
-    x = F.pad(x, (pw, pw, ph, ph))
-    if shift is not None:
-        x = x - shift.to(x.device).view(1, -1, 1, 1)
-    if scale is not None:
-        x = x / scale.to(x.device).view(1, -1, 1, 1)
-    return x
-
-
-def explicit_padding(conv):
-    """(ph, pw) of a conv's zero padding, for a string padding too ('valid', or 'same' where it is symmetric)."""
-    if not isinstance(conv.padding, str):
-        return tuple(conv.padding)
-    if conv.padding == 'valid':
-        return 0, 0
-    total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
-    if any(t % 2 for t in total):
-        raise ValueError(f"padding='same' with kernel {conv.kernel_size} and dilation {conv.dilation} pads "
-                         'asymmetrically: an offset layer with integer_zero_point needs a symmetric padding')
-    return total[0] // 2, total[1] // 2
-
-
 def _runs_integer_kernel(layer):
     """True when ``layer`` (built with integer_zero_point) computes its eval output as the integer ONNX graph's kernel
     does: eval mode without autograd, every quantizer on, integer-kernel eval not turned off
@@ -248,10 +218,13 @@ class QuantConv2d(nn.Conv2d):
                           ChannelOffset(in_channels) if offsets else None)
 
     @classmethod
-    def from_float(cls, conv, **quant_kwargs):
-        """A QuantConv2d that shares ``conv``'s weight and bias Parameters."""
+    def from_float(cls, conv, config=QuantConfig()):
+        """A QuantConv2d quantized as ``config`` says (an offset where ``config.offsets`` allows one and the conv is
+        ungrouped) that shares ``conv``'s weight and bias Parameters."""
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    conv.groups, conv.bias is not None, conv.padding_mode, **quant_kwargs)
+                    conv.groups, conv.bias is not None, conv.padding_mode, w_bit=config.w_bit, a_bit=config.a_bit,
+                    weight_clip=config.weight_clip, weight_granularity=config.weight_granularity,
+                    offsets=config.offsets != 'none' and conv.groups == 1)
         layer.weight = conv.weight
         layer.bias = conv.bias
         return layer.to(conv.weight.device)
@@ -276,7 +249,6 @@ class QuantConv2d(nn.Conv2d):
 
     def forward(self, x):
         if _runs_integer_kernel(self):
-            from .export_integer import integer_kernel_output
             return integer_kernel_output(self, x)
         if self.pads_first:
             return self._pad_first_forward(x)
@@ -332,15 +304,16 @@ class QuantLinear(nn.Linear):
         _init_quant_state(self, w_bit, a_bit, weight_clip, weight_granularity, None)
 
     @classmethod
-    def from_float(cls, linear, **quant_kwargs):
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, **quant_kwargs)
+    def from_float(cls, linear, config=QuantConfig()):
+        """A QuantLinear quantized as ``config`` says (never with an offset) that shares ``linear``'s Parameters."""
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, w_bit=config.w_bit,
+                    a_bit=config.a_bit, weight_clip=config.weight_clip, weight_granularity=config.weight_granularity)
         layer.weight = linear.weight
         layer.bias = linear.bias
         return layer.to(linear.weight.device)
 
     def forward(self, x):
         if _runs_integer_kernel(self):
-            from .export_integer import integer_kernel_output
             return integer_kernel_output(self, x)
         x_q = _quantize_input(self, x)
         if self.output_quantizer is None:

@@ -9,17 +9,9 @@ import contextlib
 import torch
 import torch.nn as nn
 
-MIN_BITS, MAX_BITS = 2, 8
-WEIGHT_CLIP_MODES = ('max', 'percentile', 'wcc')
-WEIGHT_GRANULARITIES = ('layer', 'channel')
+from .config import WEIGHT_CLIP_MODES, WEIGHT_GRANULARITIES, check_bits
+
 MIN_RANGE_WIDTH = 1e-4  # activation ranges narrower than this are widened (guards u <= l)
-
-
-def check_bits(key, value):
-    """Validate a bit-width option; ``key`` names it in the error (e.g. ``network_g.w_bit``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
-        raise ValueError(f'{key} must be an integer bit-width from {MIN_BITS} to {MAX_BITS}, got {value!r}.')
-    return value
 
 
 class UncalibratedQuantizerError(RuntimeError):

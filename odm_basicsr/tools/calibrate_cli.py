@@ -10,18 +10,10 @@ quantized output to the FP output: PSNR in dB of the [0, 1] outputs, border of `
 """
 import argparse
 import json
-import math
 import os
 import os.path as osp
 
-
-def fidelity_psnr(output, reference, crop_border):
-    """PSNR (dB) of ``output`` against ``reference``, both (N, C, H, W) in [0, 1], borders cropped."""
-    if crop_border:
-        output = output[..., crop_border:-crop_border, crop_border:-crop_border]
-        reference = reference[..., crop_border:-crop_border, crop_border:-crop_border]
-    mse = float(((output.clamp(0, 1) - reference.clamp(0, 1))**2).mean())
-    return float('inf') if mse == 0 else 10 * math.log10(1 / mse)
+from .cli_io import fidelity_psnr, load_network
 
 
 def evaluate(net, dataset_opt, metrics_opt, scale, device):
@@ -90,7 +82,6 @@ def main(argv):
 
     from odm_basicsr.data.calibration import calibration_batches, calibration_settings
     from odm_basicsr.quant import QUANTIZATION_KEY, calibrate, quantization_record, quantized_layers
-    from odm_basicsr.tools.export_cli import load_network
     net = load_network(opt, args.opt)
     if not quantized_layers(net):
         raise SystemExit(f'error: network_g of {args.opt} ({opt["network_g"]["type"]}) has no quantized layers: '
@@ -99,7 +90,7 @@ def main(argv):
     device = torch.device('cuda' if use_cuda else 'cpu')
     net = net.to(device)
     torch.manual_seed(int(opt.get('manual_seed') or 0))
-    offset_mode = getattr(net, 'quant_config', {}).get('offsets', 'none')
+    offset_mode = net.quant_config.offsets if hasattr(net, 'quant_config') else 'none'
     num_batches, settings = calibration_settings(opt, offset_mode)
     method = settings['method']
     batches = calibration_batches(opt, num_batches, device)

@@ -34,8 +34,7 @@ import os.path as osp
 import re
 import sys
 
-from .cost_cli import parse_size
-from .network_io import forward_padded, input_channels
+from .cli_io import REPO, fidelity_psnr, forward_padded, input_channels, parse_size
 
 BICUBIC = 'bicubic'
 CROP_LR = 24  # side of the automatic crop, in LR pixels
@@ -310,7 +309,6 @@ def run(opt, size, device, repo, log=print):
 
     from odm_basicsr.data.published import published_rows
     from odm_basicsr.quant import cost_report, quantized_layers
-    from odm_basicsr.tools.calibrate_cli import fidelity_psnr
     from tqdm import tqdm
     entries, reference = check_compare(opt)
     scale = opt['scale']
@@ -488,7 +486,6 @@ def main(argv):
 
     import odm_basicsr  # noqa: F401  (registers the archs)
     from odm_basicsr.options_check import load_option_file
-    from odm_basicsr.tools.option_grid import REPO
     opt = load_option_file(args.opt)
     device = args.device
     if device == 'auto':

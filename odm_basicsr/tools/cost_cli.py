@@ -2,16 +2,7 @@
 import argparse
 import json
 
-
-def parse_size(text):
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        h = w = 0
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f'size must look like 180x320 (H x W of the LR input, both >= 1), got '
-                                         f'{text!r}')
-    return h, w
+from .cli_io import parse_size
 
 
 def main(argv):

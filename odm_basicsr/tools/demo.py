@@ -93,7 +93,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import odm_basicsr  # noqa: F401
     from odm_basicsr.data.demo import prepare_demo
-    from odm_basicsr.tools.option_grid import DEMO_FP_CHECKPOINT, REPO
+    from odm_basicsr.data.demo import DEMO_FP_CHECKPOINT
+    from odm_basicsr.tools.cli_io import REPO
     if osp.abspath(os.getcwd()) != REPO:
         raise SystemExit(f'error: run the demo from the repository root ({REPO}): its option files use paths '
                          'relative to it.')

@@ -14,43 +14,10 @@ import argparse
 import os
 import os.path as osp
 
-from .cost_cli import parse_size
-from .network_io import input_channels, network_scale
+from .cli_io import CALIBRATION_COUNT, calibration_images, input_channels, load_network, network_scale, parse_size, psnr
 
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
 ONNX_MODES = ('integer', 'exact')
-CALIBRATION_COUNT = 8  # LR images (64x64 centre crops) whose outputs set the integer mode's requantization ranges
-
-
-def calibration_batches(folder, channels, scale, size=64, count=CALIBRATION_COUNT):
-    """LR crops (1, channels, <= size, <= size) on 0-1: the centre of each of the first ``count`` images of
-    ``folder`` (sorted), or, without a folder, of the photos scikit-image ships (bicubic x``scale`` downscaled)."""
-    import torch
-
-    from odm_basicsr.data.photos import DEMO_TRAIN, bicubic_downscale, load_photo
-
-    from .infer_cli import IMAGE_EXTENSIONS, read_image
-
-    def centre(t):
-        h, w = t.shape[-2:]
-        y, x = max((h - size) // 2, 0), max((w - size) // 2, 0)
-        return t[..., y:y + size, x:x + size]
-
-    if folder:
-        files = [folder] if osp.isfile(folder) else sorted(
-            osp.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
-        return [centre(read_image(f, channels)[0]) for f in files[:count]]
-    batches = []
-    for name in DEMO_TRAIN[:count]:
-        hr = load_photo(name)
-        h, w = hr.shape[:2]
-        side = min(size * scale, h - h % scale, w - w % scale)
-        y, x = (h - side) // 2, (w - side) // 2
-        lr = torch.from_numpy(bicubic_downscale(hr[y:y + side, x:x + side], scale)).permute(2, 0, 1).float() / 255
-        batches.append((lr.mean(0, keepdim=True) if channels == 1 else lr)[None])
-    return batches
-
-
 def fidelity_note(lowest_db, free_grids):
     """The line ``basicsr export`` adds when the integer graph is under its bar from PyTorch on a real image (None
     otherwise): why, and what to do. ``free_grids``: the network was not built with integer_zero_point. The bars are
@@ -71,37 +38,8 @@ def fidelity_note(lowest_db, free_grids):
             'low-bit body carries on. It is one step of the grid, as likely up as down (docs/EXPORT.md).')
 
 
-def _psnr(got, want):
-    """PSNR (dB) of ``got`` against ``want`` (numpy arrays on 0-1, unclipped)."""
-    import numpy as np
-    mse = float(np.mean((got - want)**2))
-    return 10 * np.log10(1.0 / mse) if mse > 0 else float('inf')
-
-
 def _mib(n):
     return f'{n} bytes ({n / 2**20:.2f} MiB)'
-
-
-def load_network(opt, opt_path):
-    """network_g of ``opt`` with path.pretrain_network_g loaded (safe unpickling; BasicSR's param_key rules)."""
-    from basicsr.archs import build_network
-
-    from odm_basicsr.quant import CheckpointMismatchError
-    from odm_basicsr.utils.safe_load import load_network_state
-    path_opt = opt.get('path') or {}
-    ckpt_path = path_opt.get('pretrain_network_g')
-    if not ckpt_path:
-        raise SystemExit(f'error in {opt_path}: path.pretrain_network_g must name the trained quantized checkpoint.')
-    net = build_network(dict(opt['network_g']))
-    try:
-        state = load_network_state(osp.expanduser(str(ckpt_path)), path_opt.get('param_key_g', 'params'))
-    except ValueError as err:
-        raise SystemExit(f'error: {err}')
-    try:
-        net.load_state_dict(state, strict=path_opt.get('strict_load_g', True))
-    except (CheckpointMismatchError, RuntimeError) as err:
-        raise SystemExit(f'error: {ckpt_path} does not fit network_g of {opt_path}:\n{err}')
-    return net.eval()
 
 
 def main(argv):
@@ -170,7 +108,7 @@ def main(argv):
         from odm_basicsr.quant.export_integer import export_onnx_integer
         scale = network_scale(opt['network_g'], opt.get('scale'))
         try:
-            batches = calibration_batches(args.calibration, channels, scale)
+            batches = calibration_images(args.calibration, channels, scale)
         except Exception as err:  # unreadable images: one clear line
             raise SystemExit(f'error: --calibration {args.calibration}: {err}')
         if not batches:
@@ -214,12 +152,12 @@ def main(argv):
     with torch.no_grad():
         want = net(example).numpy()
     print(f'onnxruntime vs PyTorch on a random {args.input_size[0]}x{args.input_size[1]} input: '
-          f'max |diff| {np.abs(got - want).max():.3g}, PSNR {_psnr(got, want):.1f} dB')
+          f'max |diff| {np.abs(got - want).max():.3g}, PSNR {psnr(got, want):.1f} dB')
     if args.mode == 'integer' and getattr(net, 'onnx_dynamic_size', True):  # real images: where the roundings show
         values = []
         for lr in batches:
             with torch.no_grad():
-                values.append(_psnr(session.run(None, {'lr': lr.numpy()})[0], net(lr).numpy()))
+                values.append(psnr(session.run(None, {'lr': lr.numpy()})[0], net(lr).numpy()))
         print(f'onnxruntime vs PyTorch on the {len(values)} calibration images: PSNR mean {np.mean(values):.1f} dB, '
               f'min {min(values):.1f} dB')
         note = fidelity_note(min(values), not all(layer.act_quantizer.integer_zero_point for _, layer in layers))

@@ -24,13 +24,7 @@ import os
 import os.path as osp
 import sys
 
-from .network_io import forward_padded, input_channels
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
-
-
-class InferError(ValueError):
-    """Bad input to ``basicsr infer``: the message says what to change."""
+from .cli_io import IMAGE_EXTENSIONS, InferError, forward_padded, input_channels, load_network, read_image
 
 
 def list_images(path):
@@ -80,32 +74,6 @@ def upscale_tiled(run, image, tile, overlap, progress=None):
     return out
 
 
-def read_image(path, channels):
-    """(1 x channels x H x W float tensor on 0-1, RGB; how to write the output back: grey, 16-bit; warning or None)."""
-    import cv2
-    import numpy as np
-    import torch
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InferError(f'{path}: not a readable image.')
-    sixteen = img.dtype == np.uint16
-    if img.dtype not in (np.uint8, np.uint16):
-        raise InferError(f'{path}: {img.dtype} images are not supported (8- or 16-bit expected).')
-    img = img.astype(np.float32) / (65535. if sixteen else 255.)
-    warning = None
-    grey = img.ndim == 2 or img.shape[2] == 1
-    if grey:
-        img = np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
-    elif img.shape[2] == 4:
-        warning = f'{path}: the alpha channel is dropped.'
-        img = img[:, :, :3]
-    img = img[:, :, ::-1]  # BGR -> RGB, as BasicSR's img2tensor(bgr2rgb=True)
-    if channels == 1:
-        img = img.mean(axis=2, keepdims=True)
-    tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).unsqueeze(0)
-    return tensor, dict(grey=grey, sixteen=sixteen), warning
-
-
 def write_image(path, tensor, grey, sixteen):
     """Write a 1 x C x H x W RGB tensor on 0-1 as a PNG (temporary name, then rename)."""
     import cv2
@@ -130,7 +98,6 @@ class TorchRunner:
 
         import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
         from odm_basicsr.options_check import check_option_file
-        from odm_basicsr.tools.export_cli import load_network
         opt = check_option_file(opt_path, is_train=False, sections=('model_type', 'network_g', 'path'))
         if not isinstance(opt.get('network_g'), dict):
             raise InferError(f'{opt_path} has no network_g mapping.')

@@ -9,7 +9,9 @@ import os
 import os.path as osp
 import sys
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from odm_basicsr.data.demo import DEMO_FP_CHECKPOINT
+from odm_basicsr.tools.cli_io import REPO
+
 SCALES = (2, 4)
 BITS = (2, 3, 4)
 DIV2K_MEAN = '[0.4488, 0.4371, 0.4040]'
@@ -394,7 +396,6 @@ val:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Demo: the proxy EDSR (32 features, 8 blocks, x4) on the skimage photos, fine-tuned from the shipped FP checkpoint.
-DEMO_FP_CHECKPOINT = 'odm_basicsr/pretrained/EDSR_demo_x4_f32b8_FP.pth'
 DEMO_ITERS = 300
 DEMO_NETWORK = ['num_in_ch: 3', 'num_out_ch: 3', 'num_feat: 32', 'num_block: 8', 'upscale: 4', 'res_scale: 1',
                 'img_range: 255.', f'rgb_mean: {DIV2K_MEAN}']
