@@ -333,6 +333,18 @@ class ODMModel(SRModel):
         get_root_logger().info(f'Resumed ODM training at iter {resume_state["iter"]}, epoch {resume_state["epoch"]}; '
                                'generator states restored, calibration not repeated.')
 
+    def test(self):
+        """SRModel.test through the bare network. BasicSR validates on rank 0 alone (``dist_validation``); a forward
+        through the DDP wrapper there would broadcast the quantizers' buffers to ranks that are not listening, and
+        fail ('Connection closed by peer') or hang. The bare network computes the same output."""
+        if hasattr(self, 'net_g_ema'):
+            return super().test()
+        net = self.get_bare_model(self.net_g)
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.lq)
+        net.train()
+
     # ------------------------------------------------------------------------------------------------------
     def feed_data(self, data):
         pending = getattr(self, '_pending_torch_rng_state', None)
