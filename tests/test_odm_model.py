@@ -358,7 +358,7 @@ def test_mismatch_step_uses_the_forwards_quantizer_output(tiny_data, monkeypatch
     original = ActQuantizer.grid_target
     monkeypatch.setattr(ActQuantizer, 'grid_target', lambda self, x: calls.append(1) or original(self, x))
     kept = []
-    monkeypatch.setattr(type(model), '_set_collect', lambda self, enabled, f=type(model)._set_collect: (
+    monkeypatch.setattr(type(model.step), 'collect', lambda self, enabled, f=type(model.step).collect: (
         f(self, enabled), kept.append([layer.collect_target for layer in self.quant_layers])))
     lq, gt = batches(0, 2)[0]
     model.feed_data({'lq': lq, 'gt': gt})

@@ -52,14 +52,14 @@ def test_combined_gradient_lands_in_the_flat_buffer_behind_each_grad(tiny_data, 
     expected, _ = combine_gradients(list(g_rec), g_reg, model.cooperation)
     model.feed_data({'lq': lq, 'gt': gt})
     model.optimize_parameters(1)
-    buffer = model._grad_buffer
+    buffer = model.step._grad_buffer
     start, end = buffer.data_ptr(), buffer.data_ptr() + buffer.numel() * buffer.element_size()
     for param, grad in zip(weights, expected):
         assert start <= param.grad.data_ptr() < end  # a view into the one buffer, not a copy
         assert torch.allclose(param.grad, grad, rtol=1e-5, atol=1e-8)
     model.feed_data({'lq': lq, 'gt': gt})
     model.optimize_parameters(2)  # zero_grad keeps the views: the buffer is not rebuilt
-    assert model._grad_buffer is buffer
+    assert model.step._grad_buffer is buffer
 
 
 @pytest.mark.slow

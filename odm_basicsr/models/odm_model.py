@@ -10,19 +10,16 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from odm_basicsr.data.calibration import calibration_batches, calibration_settings
+from odm_basicsr.models.cooperative_step import CooperativeStep
+from odm_basicsr.models.step_guard import NonFiniteGuard
 from odm_basicsr.options_check import device_guard_supported
 from odm_basicsr.quant import (QUANTIZATION_KEY, QuantConfig, WeightQuantizer, activation_points, calibrate,
-                               combine_flat, combine_gradients, is_quantizer_param, quantization_record, quantized_layers,
-                               record_mismatches, refresh_quantizer_state, skip_range_gradients)
+                               is_quantizer_param, quantization_record, quantized_layers, record_mismatches,
+                               refresh_quantizer_state)
 from odm_basicsr.utils.resume import batches_to_skip, generator_states, restore_generator_states
 from odm_basicsr.utils.safe_load import safe_torch_load
-
-COOPERATION_STAT_KEYS = {'sign': 'sign_conflict_ratio', 'cosine': 'grad_cos', 'cosine_tensor': 'grad_cos_tensor_mean',
-                         'none': 'grad_cos'}
-
 
 DEFAULT_COOPERATION = {'variance': 'sign', 'mismatch': 'cosine'}  # each regularizer with its own paper's rule
 
@@ -121,11 +118,6 @@ class ODMModel(SRModel):
             raise ValueError('train.guard_on_device: true needs optim_g type Adam or AdamW, fused (their fused kernels '
                              f'skip a step on a device flag); got {train_opt.get("optim_g")}.')
         self.guard_on_device = (cuda and optim_ok) if guard is None else bool(guard)
-        # consecutive skipped steps now, the longest run and the total since the start (device tensors when the
-        # guard decides on the device); skipped_steps reads the first
-        self._skips = torch.zeros(3, device=self.device) if self.guard_on_device else None
-        self._skips_reported = 0
-        self.skipped_steps = 0
         self.current_iter = 0
         self.quant_layers = [m for _, m in quantized_layers(self.net_g)]
         self.weight_quantizers = [m for m in self.net_g.modules() if isinstance(m, WeightQuantizer)]
@@ -135,6 +127,10 @@ class ODMModel(SRModel):
         self._compile_checked = False
         super().init_training_settings()
         self.cri_odm = build_loss(train_opt['odm_opt']).to(self.device) if train_opt.get('odm_opt') else None
+        self.step = CooperativeStep(self.weight_params, self.quant_params, self.quant_layers, self.cri_odm,
+                                    self.cooperation, bool(self.opt['dist']))
+        self.guard = NonFiniteGuard(self.weight_params + self.quant_params, self.max_skipped_steps,
+                                    self.guard_on_device, self.device, bool(self.opt['dist']))
         logger = get_root_logger()
         logger.info(f'ODM variant: {self.variant_description()}')
         logger.info(f'Training step: network {"compiled" if self.compiled else "eager"}, non-finite guard on '
@@ -299,8 +295,7 @@ class ODMModel(SRModel):
         iteration of an epoch records the next epoch, so that resuming does not replay the finished one."""
         if current_iter == -1:
             return
-        if self.guard_on_device:
-            self._report_device_skips()
+        self.guard.report()
         if current_iter % self._iters_per_epoch() == 0:
             epoch += 1
         state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
@@ -355,43 +350,13 @@ class ODMModel(SRModel):
             self._pending_torch_rng_state = None
         super().feed_data(data)
 
-    def _all_reduce_grads(self, grads):
-        """Average a list of gradient tensors over ranks with one flat all_reduce."""
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        flat.div_(dist.get_world_size())
-        return list(_unflatten_dense_tensors(flat, grads))
-
-    def _set_collect(self, enabled):
-        """The quantized layers keep X' of the next forwards (and, for the mismatch regularizer, its target sg(q(X')),
-        which the forward computes anyway); off: drop what they kept."""
-        keep_target = enabled and self.cri_odm is not None and self.cri_odm.regularizer == 'mismatch'
-        for layer in self.quant_layers:
-            layer.collect_input = enabled
-            layer.collect_target = keep_target
-            if not enabled:
-                layer.quant_input = layer.quant_target = None
-
-    def _flat_weight_grads(self):
-        """(N,) one buffer whose slices are the network weights' ``.grad`` (so cooperation reads and writes g_R
-        without concatenating or splitting it); built on first use, rebuilt if a ``.grad`` was replaced."""
-        ptrs = getattr(self, '_grad_ptrs', None)
-        if ptrs is None or any(p.grad is None or p.grad.data_ptr() != ptr for p, ptr in zip(self.weight_params, ptrs)):
-            self._weight_sizes = [p.numel() for p in self.weight_params]
-            self._grad_buffer = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
-                                           for p in self.weight_params])
-            for param, view in zip(self.weight_params, torch.split(self._grad_buffer, self._weight_sizes)):
-                param.grad = view.view_as(param)
-            self._grad_ptrs = [p.grad.data_ptr() for p in self.weight_params]
-        return self._grad_buffer
-
     def optimize_parameters(self, current_iter):
+        """One step: the training forward, the task loss (``task_loss``), their backward with the regularizer under
+        cooperation (``CooperativeStep``), then the optimizer step unless it is non-finite (``NonFiniteGuard``)."""
         self.current_iter = current_iter
         self.optimizer_g.zero_grad(set_to_none=False)
-        use_reg = self.cri_odm is not None and self.quant_layers
-        loss_dict = OrderedDict()
-        sync_context = self.net_g.no_sync() if (use_reg and self.opt['dist']) else nullcontext()
-        self._set_collect(bool(use_reg))
+        sync_context = self.net_g.no_sync() if (self.step.uses_regularizer and self.opt['dist']) else nullcontext()
+        self.step.collect(True)
         if self.weight_clip_interval > 1:
             reuse = (current_iter - 1) % self.weight_clip_interval != 0
             for quantizer in self.weight_quantizers:
@@ -399,42 +364,21 @@ class ODMModel(SRModel):
         try:
             with sync_context:
                 self.output = self._training_forward(self.lq)
-                l_pix = self.cri_pix(self.output, self.gt)
-                loss_dict['l_pix'] = l_pix
-                if not use_reg:
-                    l_pix.backward()
-                else:
-                    l_reg = self.cri_odm(self.quant_layers)
-                    l_pix.backward(retain_graph=True)
-                    for param in self.weight_params + self.quant_params:
-                        if param.grad is None:
-                            param.grad = torch.zeros_like(param)
-                    with skip_range_gradients():  # the regularizer never trains ranges: do not compute their grads
-                        reg_grads = torch.autograd.grad(l_reg, self.weight_params, allow_unused=True)
-                    reg_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.weight_params, reg_grads)]
-                    if self.opt['dist']:
-                        stat, rec_norm, reg_norm = self._cooperate_across_ranks(reg_grads)
-                    else:
-                        # g_R lives in the flat buffer behind the weights' .grad; the combined gradient replaces it
-                        rec = self._flat_weight_grads()
-                        reg = torch.cat([g.reshape(-1) for g in reg_grads])
-                        # regularizer strength: lambda * |g_reg| / |g_R| over the network weights, before cooperation
-                        rec_norm, reg_norm = rec.norm(), reg.norm()
-                        combined, stat = combine_flat(rec, reg, self.cooperation, self._weight_sizes)
-                        rec.copy_(combined)
-                    loss_dict['l_reg'] = l_reg.detach()
-                    loss_dict[COOPERATION_STAT_KEYS[self.cooperation]] = stat.detach()
-                    loss_dict['reg_grad_ratio'] = reg_norm / rec_norm.clamp_min(1e-30)
+                loss_dict = OrderedDict()
+                loss_dict.update(self.step.backward(self.task_loss(loss_dict)))
         finally:
-            self._set_collect(False)
-
-        if self.guard_on_device:
-            self._step_unless_nonfinite(loss_dict)
-        elif self.step_is_finite(loss_dict, current_iter):
-            self.optimizer_g.step()
+            self.step.collect(False)
+        self.guard.step(self.optimizer_g, loss_dict, current_iter)
         self._pending_log = OrderedDict((k, v.detach()) for k, v in loss_dict.items())
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def task_loss(self, loss_dict):
+        """The loss whose gradient trains every parameter: the pixel loss to HR (``l_pix``); each term is logged in
+        ``loss_dict``."""
+        l_pix = self.cri_pix(self.output, self.gt)
+        loss_dict['l_pix'] = l_pix
+        return l_pix
 
     @property
     def compiled(self):
@@ -461,28 +405,13 @@ class ODMModel(SRModel):
         self._compile_checked = True
         return output
 
-    def _cooperate_across_ranks(self, reg_grads):
-        """DDP: average g_R (the .grad of all trained parameters) and g_reg over ranks, combine them, write the
-        result into .grad. Returns (statistic, |g_R|, |g_reg|) over the network weights."""
-        params = self.weight_params + self.quant_params
-        rec_grads = self._all_reduce_grads([p.grad for p in params])
-        reg_grads = self._all_reduce_grads(reg_grads)
-        n_weights = len(self.weight_params)
-        rec_norm = torch.stack([g.detach().norm() for g in rec_grads[:n_weights]]).norm()
-        reg_norm = torch.stack([g.detach().norm() for g in reg_grads]).norm()
-        combined, stat = combine_gradients(rec_grads[:n_weights], reg_grads, self.cooperation)
-        for param, grad in zip(params, combined + rec_grads[n_weights:]):
-            param.grad.copy_(grad)
-        return stat, rec_norm, reg_norm
-
     # ------------------------------------------------------------------------------------------------------
     # logging without a host sync per step: the last step's losses are reduced when the log is read
     @property
     def log_dict(self):
         if self._pending_log is not None:
             pending, self._pending_log = self._pending_log, None
-            if self.guard_on_device:
-                self._report_device_skips()
+            self.guard.report()
             log = self.reduce_loss_dict(pending)
             log['offset_layers'] = float(sum(
                 1 for m in self.quant_layers if m.offset is not None and m.offset.kind != 'none'))
@@ -496,72 +425,9 @@ class ODMModel(SRModel):
 
     @property
     def skipped_steps(self):
-        """Consecutive skipped (non-finite) steps up to now (a device read when the guard is on the device)."""
-        if self._skips is not None:
-            return int(self._skips[0])
-        return self._skipped_steps
+        """Consecutive skipped (non-finite) steps up to now (``NonFiniteGuard``)."""
+        return self.guard.skipped_steps
 
     @skipped_steps.setter
     def skipped_steps(self, value):
-        self._skipped_steps = int(value)
-        if getattr(self, '_skips', None) is not None:
-            self._skips[0] = float(value)
-            self._skips[1] = float(value)
-
-    def nonfinite_flag(self, loss_dict):
-        """0-dim float32 on the device: 1 if a loss or a trained parameter's gradient is non-finite (on any rank),
-        else 0. No host read."""
-        values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
-        flag = (~torch.isfinite(values).all()).float()
-        grads = [p.grad.detach() for p in self.weight_params + self.quant_params if p.grad is not None]
-        if grads:
-            norms = torch.stack([g.float().norm() for g in grads])
-            flag = torch.maximum(flag, (~torch.isfinite(norms).all()).float())
-        if self.opt['dist']:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return flag
-
-    def _step_unless_nonfinite(self, loss_dict):
-        """Device-side guard: fused Adam/AdamW skips its update (weights, moments, step count) where the flag is
-        1, as under GradScaler; the skip counters advance on the device."""
-        found_inf = self.nonfinite_flag(loss_dict)
-        self.optimizer_g.found_inf = found_inf
-        try:
-            self.optimizer_g.step()
-        finally:
-            del self.optimizer_g.found_inf
-        run = (self._skips[0] + 1) * found_inf
-        self._skips.copy_(torch.stack([run, torch.maximum(self._skips[1], run), self._skips[2] + found_inf]))
-
-    def _report_device_skips(self):
-        """Read the device skip counters (at log or save time): warn about new skips, stop training on a run of
-        ``max_skipped_steps``."""
-        run, longest, total = (int(v) for v in self._skips.tolist())
-        if total > self._skips_reported:
-            get_root_logger().warning(
-                f'iter {self.current_iter}: {total - self._skips_reported} step(s) skipped since the last report '
-                f'(non-finite loss or gradient); {run} in a row now.')
-            self._skips_reported = total
-        if longest >= self.max_skipped_steps:
-            raise FloatingPointError(
-                f'Training stopped at iter {self.current_iter}: {longest} consecutive non-finite steps (counted on the '
-                'device, read at this log). The weights did not change during them, and the last saved checkpoint is '
-                'intact; lower the learning rate or the regularizer weight and resume.')
-
-    def step_is_finite(self, loss_dict, current_iter):
-        """Numerical guard on the host: a non-finite loss or gradient skips the step (weights and optimizer state
-        untouched); ``max_skipped_steps`` consecutive skips stop training with an error."""
-        finite = not bool(self.nonfinite_flag(loss_dict))  # the host read this guard makes each step
-        if finite:
-            self.skipped_steps = 0
-            return True
-        self.skipped_steps += 1
-        get_root_logger().warning(f'iter {current_iter}: non-finite loss or gradient; the step is skipped '
-                                  f'({self.skipped_steps} in a row).')
-        self.optimizer_g.zero_grad(set_to_none=False)
-        if self.skipped_steps >= self.max_skipped_steps:
-            raise FloatingPointError(
-                f'Training stopped at iter {current_iter}: {self.skipped_steps} consecutive non-finite steps. The last '
-                'saved checkpoint is intact; lower the learning rate or the regularizer weight and resume.')
-        return False
-
+        self.guard.skipped_steps = value
