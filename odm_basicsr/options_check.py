@@ -13,13 +13,15 @@ import yaml
 from ._compat import force_yml_value
 from .options_sections import check_sections, did_you_mean, registry_has, unknown_keys
 from .quant import COOPERATION_MODES, RANGE_METHODS, REGULARIZERS, VARIANCE_STATS, QuantConfig
+from .quant.calibrate import PER_LAYER_JUDGES
+from .quant.refine import RefineConfig
 
 ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
                   'guard_on_device', 'weight_clip_interval')
 RANGE_LR_MODES = ('absolute', 'relative')  # train.range_lr (ODMModel)
 DEVICE_GUARD_OPTIMIZERS = ('Adam', 'AdamW')  # their fused kernels skip a step on a device-side flag (found_inf)
 CALIBRATION_KEYS = ('num_batches', 'method', 'sequential', 'dataset', 'offset_top_k', 'offset_threshold',
-                    'offset_migration', 'offset_keep_zero')
+                    'offset_migration', 'offset_keep_zero', 'per_layer', 'refine')
 ODM_LOSS_KEYS = ('type', 'regularizer', 'stat', 'loss_weight')
 # The keys BasicSR 1.4.2 reads: at the top level (train.py, test.py, options.py, the models), and under ``train`` for
 # SRModel and the models built on it (ODMModel adds ODM_TRAIN_KEYS).
@@ -84,6 +86,21 @@ def _check_network(opt, errors):
     if not errors:
         _check_builds(net, errors)
     return True
+
+
+def _check_refine(value, opt, errors):
+    """``train.calibration.refine``: true, false or a mapping of RefineConfig's keys; it needs the FP checkpoint."""
+    key = 'train.calibration.refine'
+    if value is None or value is False:
+        return
+    if value is not True and not isinstance(value, dict):
+        errors.append(f'{key}: must be true, false or a mapping ({", ".join(RefineConfig.keys())}), got {value!r}.')
+        return
+    if isinstance(value, dict):
+        unknown_keys(key, value, RefineConfig.keys(), errors)
+        errors.extend(RefineConfig.problems(value, key + '.'))
+    if not (opt.get('path') or {}).get('pretrain_network_g'):
+        errors.append(f'{key} needs path.pretrain_network_g: refinement learns the quantizers from that FP network.')
 
 
 def _check_inner_arch(inner, errors, key='network_g.arch'):
@@ -229,6 +246,9 @@ def _check_train(opt, odm_arch, errors, warn):
             errors.append(f'train.calibration.offset_top_k: must be a fraction in (0, 1], got {top_k!r}.')
         if threshold is not None and (not isinstance(threshold, (int, float)) or threshold < 0):
             errors.append(f'train.calibration.offset_threshold: must be a number >= 0, got {threshold!r}.')
+        if 'per_layer' in cal:
+            _choice('train.calibration.per_layer', cal['per_layer'], PER_LAYER_JUDGES, errors)
+        _check_refine(cal.get('refine'), opt, errors)
     else:
         stray = [k for k in ODM_TRAIN_KEYS if k in train]
         if stray and model_type not in (None, 'ODMModel'):

@@ -346,7 +346,7 @@ def test_odmquant_swinir_exports_a_fixed_size_graph(tmp_path):
 def quant_options(tiny_data, name, arch_opt, **train_extra):
     network = {'type': 'ODMQuant', 'arch': dict(arch_opt), 'w_bit': 8, 'a_bit': 8, 'weight_granularity': 'channel'}
     opt = base_options(tiny_data, name, network, total_iter=2, **train_extra)
-    opt['train']['calibration'] = {'num_batches': 2}
+    opt['train']['calibration'] = {'num_batches': 2, 'refine': {'iters': 5}}
     return opt
 
 
@@ -368,7 +368,11 @@ def test_calibrate_then_test_cost_and_export_through_the_cli(name, tiny_data, tm
     assert set(summary['per_layer']) == set(summary['ranges'])
     assert set(summary['per_layer'].values()) <= {'mse', 'percentile', 'minmax'}
     switched = sum(m != summary['chosen'] for m in summary['per_layer'].values())
-    assert f'per-layer choice: {switched} of {len(summary["per_layer"])} layers' in out, out
+    assert f'judge): {switched} of {len(summary["per_layer"])} layers' in out, out
+    # refinement ran (5 iterations, as the file says) and the report gives the held-out fidelity before and after
+    assert summary['refine']['iters'] == 5 and 'refine: 5 iterations' in out, out
+    assert '| quantized (calibrated) |' in out and '| quantized (refined) |' in out, out
+    assert summary['validation_before_refine']['fidelity_db'] > 25
     saved = torch.load(calibrated, weights_only=True)
     state = saved['params']
     assert all(bool(v) for k, v in state.items() if k.endswith('act_quantizer.calibrated'))
@@ -403,6 +407,7 @@ def test_odm_v2_training_with_odmquant_through_the_cli(name, tiny_data, tmp_path
     exp = tmp_path / 'experiments' / f'train_{name}'
     log = read_log(exp)
     assert 'Calibrating' in log and 'grad_cos' in log and '# psnr:' in log
+    assert 'Refined the quantizers from the FP output: 5 iterations' in log
     assert (exp / 'models' / 'net_g_2.pth').is_file()
 
 
@@ -476,7 +481,7 @@ def test_shipped_ptq_recipe_exports_an_integer_graph_that_computes_the_calibrate
         opt = yaml.safe_load(f)
     calibrated = tmp_path / 'net_g_calibrated.pth'
     run_cli(['calibrate', '-opt', recipe, '--out', str(calibrated), '--force_yml',
-             'train:calibration:num_batches=2'], cwd=demo_root)
+             'train:calibration:num_batches=2', 'train:calibration:refine=false'], cwd=demo_root)
     test_opt = make_test_options(opt, 'export_EDSR', calibrated)
     test_file = write_options(tmp_path / 'test.yml', test_opt)
     onnx_path = tmp_path / 'net.onnx'

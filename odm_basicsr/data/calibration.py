@@ -6,6 +6,8 @@ import random
 import numpy as np
 import torch
 
+from odm_basicsr.quant import DEFAULT_RANGE_METHOD
+from odm_basicsr.quant.refine import RefineConfig
 
 DEFAULT_NUM_BATCHES = 8
 DEFAULT_OFFSET_TOP_K = 0.25
@@ -13,9 +15,8 @@ DEFAULT_OFFSET_TOP_K = 0.25
 
 def calibration_settings(opt, offset_mode):
     """``train.calibration`` with defaults: (num_batches, keyword arguments of ``odm_basicsr.quant.calibrate``:
-    offset_top_k, offset_threshold, method, sequential, offset_migration, offset_keep_zero). A network with offsets
-    and no selection rule gets offset_top_k 0.25."""
-    from odm_basicsr.quant import DEFAULT_RANGE_METHOD
+    offset_top_k, offset_threshold, method, sequential, offset_migration, offset_keep_zero, per_layer_judge). A
+    network with offsets and no selection rule gets offset_top_k 0.25."""
     cal = (opt.get('train') or {}).get('calibration') or {}
     top_k, threshold = cal.get('offset_top_k'), cal.get('offset_threshold')
     if offset_mode != 'none' and top_k is None and threshold is None:
@@ -23,7 +24,15 @@ def calibration_settings(opt, offset_mode):
     return int(cal.get('num_batches', DEFAULT_NUM_BATCHES)), dict(
         offset_top_k=top_k, offset_threshold=threshold, method=cal.get('method', DEFAULT_RANGE_METHOD),
         sequential=bool(cal.get('sequential', False)), offset_migration=float(cal.get('offset_migration', 1.0)),
-        offset_keep_zero=bool(cal.get('offset_keep_zero', False)))
+        offset_keep_zero=bool(cal.get('offset_keep_zero', False)), per_layer_judge=cal.get('per_layer', 'auto'))
+
+
+def refine_settings(opt, default):
+    """The ``RefineConfig`` of ``train.calibration.refine`` (true: the defaults; a mapping: its keys over them), or
+    None when it is false; absent, the defaults if ``default`` (``basicsr calibrate``) else None (training)."""
+    cal = (opt.get('train') or {}).get('calibration') or {}
+    value = cal.get('refine', default)
+    return RefineConfig.from_option(value)
 
 
 def calibration_dataset_opt(opt):

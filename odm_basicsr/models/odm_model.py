@@ -11,13 +11,14 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from odm_basicsr.data.calibration import calibration_batches, calibration_settings
+from odm_basicsr.data.calibration import calibration_batches, calibration_settings, refine_settings
 from odm_basicsr.models.cooperative_step import CooperativeStep
 from odm_basicsr.models.step_guard import NonFiniteGuard
 from odm_basicsr.options_check import device_guard_supported
 from odm_basicsr.quant import (QUANTIZATION_KEY, QuantConfig, WeightQuantizer, activation_points, calibrate,
                                is_quantizer_param, quantization_record, quantized_layers, record_mismatches,
                                refresh_quantizer_state)
+from odm_basicsr.quant.refine import refine
 from odm_basicsr.utils.resume import batches_to_skip, generator_states, restore_generator_states
 from odm_basicsr.utils.safe_load import safe_torch_load
 
@@ -54,8 +55,10 @@ class ODMModel(SRModel):
             Adam moves them by a fraction of their own range per step, whatever the features' scale.
         calibration (dict): num_batches (default 8) batches for the activation ranges, from ``dataset`` (a BasicSR
             dataset block) if given, else from datasets.train; method ('auto', default | 'mse' | 'percentile', the
-            paper's | 'minmax') and sequential (default false), see ``odm_basicsr.quant.calibrate``; for networks
-            built with ``offsets`` the selection rule offset_top_k (fraction of layers) or offset_threshold.
+            paper's | 'minmax'), per_layer ('auto' | 'block' | 'network') and sequential (default false), see
+            ``odm_basicsr.quant.calibrate``; for networks built with ``offsets`` the selection rule offset_top_k
+            (fraction of layers) or offset_threshold; refine (default false here, true in ``basicsr calibrate``):
+            learn the quantizers from the FP output first, ``odm_basicsr.quant.refine``.
         max_skipped_steps (int): consecutive non-finite steps tolerated before training stops. Default 5.
         compile (bool): run the training forward (and so its backward) through ``torch.compile``: every quantizer
             and offset becomes part of a few fused kernels. Compiled at the first step; eager, with a warning, if
@@ -247,6 +250,13 @@ class ODMModel(SRModel):
                     f'(method {settings["method"]}).')
         report = calibrate(net, batches, offset_mode, progress=self.opt['rank'] == 0,
                            reduce_fn=self._average_over_ranks, **settings)
+        refine_config = refine_settings(self.opt, default=False)
+        if refine_config is not None:  # every rank refines on its batches; rank 0's result is broadcast below
+            refined = refine(net, batches, refine_config, seed=int(self.opt.get('manual_seed') or 0),
+                             progress=self.opt['rank'] == 0)
+            logger.info(f'Refined the quantizers from the FP output: {refined["iters"]} iterations, output MSE vs FP '
+                        f'on the calibration crops {refined["mse_before"]:.3g} -> {refined["mse_after"]:.3g}.')
+            report['refine'] = refined
         if self.opt['dist']:
             with torch.no_grad():
                 for tensor in list(net.parameters()) + list(net.buffers()):

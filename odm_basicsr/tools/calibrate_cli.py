@@ -10,8 +10,16 @@ quantized output to the FP output: PSNR in dB of the [0, 1] outputs, border of `
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
+
+import torch
+
+from odm_basicsr.data.calibration import (calibration_batches, calibration_dataset_opt, calibration_settings,
+                                         refine_settings)
+from odm_basicsr.quant import QUANTIZATION_KEY, calibrate, quantization_record, quantized_layers, set_quantization
+from odm_basicsr.quant.refine import refine
 
 from .cli_io import fidelity_psnr, load_network
 
@@ -22,12 +30,9 @@ def evaluate(net, dataset_opt, metrics_opt, scale, device):
     Returns:
         dict: {'fp': {metric: value}, 'quantized': {metric: value}, 'fidelity_db': float, 'images': int}.
     """
-    import torch
     from basicsr.data import build_dataset
     from basicsr.metrics import calculate_metric
     from basicsr.utils import tensor2img
-
-    from odm_basicsr.quant import set_quantization
     dataset = build_dataset(dict(dataset_opt, phase='val', scale=scale))
     sums = {'fp': {}, 'quantized': {}}
     fidelity = []
@@ -63,8 +68,7 @@ def main(argv):
     parser.add_argument('--out', help='output checkpoint (default experiments/<name>/models/net_g_calibrated.pth)')
     parser.add_argument('--force_yml', nargs='+', default=None, help='BasicSR-style overrides: key1:key2=value')
     args = parser.parse_args(argv)
-    import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
-    from odm_basicsr.options_check import check_option_file
+    from odm_basicsr.options_check import check_option_file  # (the package import registered the ODM archs)
     forced = ['--force_yml'] + args.force_yml if args.force_yml else []
     opt = check_option_file(args.opt, is_train=True, argv=forced, calibrating=True,
                             sections=('name', 'model_type', 'scale', 'network_g', 'path', 'datasets', 'train'))
@@ -72,16 +76,11 @@ def main(argv):
         raise SystemExit(f'error: {args.opt} has no network_g mapping.')
     if not (opt.get('path') or {}).get('pretrain_network_g'):
         raise SystemExit(f'error in {args.opt}: path.pretrain_network_g must name the FP checkpoint to calibrate.')
-    from odm_basicsr.data.calibration import calibration_dataset_opt
     data_key, _ = calibration_dataset_opt(opt)
     if data_key is None:
         raise SystemExit(f'error in {args.opt}: calibration needs data: a datasets.train block or a '
                          'train.calibration.dataset block.')
 
-    import torch
-
-    from odm_basicsr.data.calibration import calibration_batches, calibration_settings
-    from odm_basicsr.quant import QUANTIZATION_KEY, calibrate, quantization_record, quantized_layers
     net = load_network(opt, args.opt)
     if not quantized_layers(net):
         raise SystemExit(f'error: network_g of {args.opt} ({opt["network_g"]["type"]}) has no quantized layers: '
@@ -96,15 +95,65 @@ def main(argv):
     batches = calibration_batches(opt, num_batches, device)
     print(f'calibrating {len(quantized_layers(net))} quantized layers of {type(net).__name__} on {len(batches)} '
           f'batches of {data_key} (method {method}{", sequential" if settings["sequential"] else ""})')
-    report = calibrate(net, batches, offset_mode, progress=True, **settings)
+    refine_config = refine_settings(opt, default=True)
+    val_opt = (opt.get('datasets') or {}).get('val')
+    metrics_opt = (opt.get('val') or {}).get('metrics') or {}
+    try:
+        report = calibrate(net, batches, offset_mode, progress=True, **settings)
+        print_choice(report)
+        calibrated = None
+        if refine_config is not None:
+            if isinstance(val_opt, dict):  # the held-out numbers before refinement, for the report
+                calibrated = evaluate(net, val_opt, metrics_opt, opt.get('scale', 1), device)
+            refined = refine(net, batches, refine_config, seed=int(opt.get('manual_seed') or 0))
+            print(f'refine: {refined["iters"]} iterations ({refined["seconds"]:.0f} s), fidelity to FP on the '
+                  f'calibration crops {_db(refined["mse_before"]):.2f} -> {_db(refined["mse_after"]):.2f} dB '
+                  '(train.calibration.refine: false turns it off)')
+            report['refine'] = dict(refined, config=vars(refine_config))
+    except KeyboardInterrupt:
+        raise SystemExit('interrupted: nothing was written.') from None
+    summary = write_calibrated(net, opt, args, report, method, batches)
+
+    if isinstance(val_opt, dict):
+        result = evaluate(net, val_opt, metrics_opt, opt.get('scale', 1), device)
+        summary['validation'] = dict(result, dataset=val_opt.get('name'))
+        rows = [('FP', result['fp'], None)]
+        if calibrated is not None:
+            summary['validation_before_refine'] = calibrated
+            rows.append(('quantized (calibrated)', calibrated['quantized'], calibrated['fidelity_db']))
+        rows.append((f'quantized ({"refined" if calibrated is not None else "calibrated"})', result['quantized'],
+                     result['fidelity_db']))
+        print(f'validation on {val_opt.get("name")} ({result["images"]} images):')
+        print('| network | ' + ' | '.join(metrics_opt) + ' | fidelity to FP (dB) |')
+        print('|---|' + '---|' * (len(metrics_opt) + 1))
+        for label, values, fid in rows:
+            cells = ' | '.join(f'{values[m]:.4f}' for m in metrics_opt)
+            print(f'| {label} | {cells} | {"-" if fid is None else f"{fid:.2f}"} |')
+    summary_path = osp.join(osp.dirname(summary['checkpoint']), 'calibration.json')
+    with open(summary_path, 'w') as f:
+        json.dump(summary, f, indent=2)
+    print(f'wrote {summary_path}')
+
+
+def _db(mse):
+    return float('inf') if mse <= 0 else 10 * math.log10(1 / mse)
+
+
+def print_choice(report):
+    """What ``auto`` chose, in two lines (nothing for a single method)."""
     if 'chosen' in report:
         errors = ', '.join(f'{m} {e:.3g}' for m, e in report['candidates'].items())
         print(f'auto calibration chose {report["chosen"]} (output MSE vs FP on the calibration batches: {errors})')
         switched = [f'{n}: {m}' for n, m in report['per_layer'].items() if m != report['chosen']]
         listed = ', '.join(switched[:4]) + (f', ... ({len(switched) - 4} more in calibration.json)'
                                             if len(switched) > 4 else '')
-        print(f'per-layer choice: {len(switched)} of {len(report["per_layer"])} layers took another method\'s range'
-              + (f' ({listed})' if switched else '') + f'; output MSE {report["refined_error"]:.3g}')
+        print(f'per-layer choice ({report["per_layer_judge"]} judge): {len(switched)} of {len(report["per_layer"])} '
+              'layers took another method\'s range' + (f' ({listed})' if switched else '')
+              + f'; output MSE {report["refined_error"]:.3g}')
+
+
+def write_calibrated(net, opt, args, report, method, batches):
+    """The calibrated checkpoint (atomically) and the summary dict of calibration.json."""
     out = args.out or osp.join('experiments', str(opt['name']), 'models', 'net_g_calibrated.pth')
     os.makedirs(osp.dirname(out) or '.', exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -117,19 +166,6 @@ def main(argv):
                'offsets': [list(o) for o in report['offsets']],
                'ranges': {name: list(r) for name, r in report['ranges'].items()}}
 
-    val_opt = (opt.get('datasets') or {}).get('val')
-    if isinstance(val_opt, dict):
-        metrics_opt = (opt.get('val') or {}).get('metrics') or {}
-        result = evaluate(net, val_opt, metrics_opt, opt.get('scale', 1), device)
-        summary['validation'] = dict(result, dataset=val_opt.get('name'))
-        print(f'validation on {val_opt.get("name")} ({result["images"]} images):')
-        print('| network | ' + ' | '.join(metrics_opt) + ' | fidelity to FP (dB) |')
-        print('|---|' + '---|' * (len(metrics_opt) + 1))
-        for key, label in (('fp', 'FP'), ('quantized', 'quantized (calibrated)')):
-            values = ' | '.join(f'{result[key][m]:.4f}' for m in metrics_opt)
-            fid = '-' if key == 'fp' else f'{result["fidelity_db"]:.2f}'
-            print(f'| {label} | {values} | {fid} |')
-    summary_path = osp.join(osp.dirname(out), 'calibration.json')
-    with open(summary_path, 'w') as f:
-        json.dump(summary, f, indent=2)
-    print(f'wrote {summary_path}')
+    if 'refine' in report:
+        summary['refine'] = report['refine']
+    return summary
