@@ -2,8 +2,8 @@
 
 Two parts, each printing a markdown table and writing JSON:
 
-- ``--part depth``: RRDBNet with the weights of the RealSR DF2K x4 network (trained by others; fetched by
-  ``../shared/tools/third_party_weights.py``), cut to its first 6, 12 and 23 blocks (23 is the whole network), as
+- ``--part depth``: RRDBNet with the weights of the RealSR DF2K x4 network (trained by others; fetched by the
+  shared tools' ``third_party_weights.py``, beside the checkout), cut to its first 6, 12 and 23 blocks (23: all), as
   ``basicsr calibrate`` quantizes it by default for the issue's setting: ODMQuant, scope all, per-channel weights,
   ``method: auto``, 16 LR crops of 24x24 in 4 batches of 4 (``num_batches: 4``) from the demo LMDB. Times are
   calibration alone (the ``calibrate`` call), on this machine; fidelity is to the FP output of the same cut
@@ -151,7 +151,7 @@ def main():
     args = parser.parse_args()
     if args.part == 'depth':
         if not args.weights:
-            parser.error('--part depth needs --weights DIR (../shared/tools/third_party_weights.py DIR)')
+            parser.error('--part depth needs --weights DIR (the shared tools' third_party_weights.py DIR)')
         args.bits = args.bits or [8, 4]
         args.judges = args.judges or ['block']
         payload = depth_part(args)

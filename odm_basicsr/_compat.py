@@ -11,6 +11,7 @@ import sys
 
 _RUNTIME_FIXED = False
 _RESUMED = {}  # id(opt) -> the resumed state's epoch, iter, epoch length, generators: load_resume_state -> loaders
+RESUMED_FROM_PRETRAIN = 'pretrain_network_g_before_resume'  # opt key: the file's path.pretrain_network_g
 
 
 def apply_import_fixes():
@@ -62,10 +63,17 @@ def load_resume_state(opt):
         raise FileNotFoundError(f'path.resume_state: training state {resume_state_path!r} does not exist.')
     from .utils.safe_load import safe_torch_load
     resume_state = safe_torch_load(resume_state_path, map_location=_device_for_resume(opt))
+    opt[RESUMED_FROM_PRETRAIN] = opt['path'].get('pretrain_network_g')  # kept in opt: build_model deep-copies it
     check_resume(opt, resume_state['iter'])
     _RESUMED[id(opt)] = {k: resume_state[k] for k in ('epoch', 'iter', 'generators', 'epoch_length')
                          if k in resume_state}
     return resume_state
+
+
+def pretrain_before_resume(opt):
+    """path.pretrain_network_g as the option file gave it: on resume BasicSR's ``check_resume`` points it at the
+    resumed net_g_<iter>.pth, and the FP teacher (ODMModel's distill_opt) must still be built from the FP file."""
+    return opt[RESUMED_FROM_PRETRAIN] if RESUMED_FROM_PRETRAIN in opt else opt['path'].get('pretrain_network_g')
 
 
 def create_train_val_dataloader(opt, logger):

@@ -16,7 +16,7 @@ from .quant import COOPERATION_MODES, RANGE_METHODS, REGULARIZERS, VARIANCE_STAT
 from .quant.calibrate import PER_LAYER_JUDGES
 from .quant.refine import RefineConfig
 
-ODM_TRAIN_KEYS = ('odm_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
+ODM_TRAIN_KEYS = ('odm_opt', 'distill_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
                   'guard_on_device', 'weight_clip_interval')
 RANGE_LR_MODES = ('absolute', 'relative')  # train.range_lr (ODMModel)
 DEVICE_GUARD_OPTIMIZERS = ('Adam', 'AdamW')  # their fused kernels skip a step on a device-side flag (found_inf)
@@ -86,6 +86,36 @@ def _check_network(opt, errors):
     if not errors:
         _check_builds(net, errors)
     return True
+
+
+def _check_distill(opt, errors):
+    """``train.distill_opt`` (the FP teacher): its keys and values, the FP checkpoint it needs, module names that
+    exist in network_g; and a training step that has a loss at all (pixel_opt, perceptual_opt or the teacher)."""
+    from .models.fp_teacher import DISTILL_KEYS, distill_problems
+    from .quant.distance import missing_modules
+    train = opt.get('train') or {}
+    value = train.get('distill_opt')
+    if value is None:
+        if not train.get('pixel_opt') and not train.get('perceptual_opt'):
+            errors.append('train: needs pixel_opt (a loss to HR) or distill_opt (an FP teacher); it has neither.')
+        return
+    if isinstance(value, dict):
+        unknown_keys('train.distill_opt', value, DISTILL_KEYS, errors)
+    problems = distill_problems(value)
+    errors.extend(problems)
+    if not (opt.get('path') or {}).get('pretrain_network_g'):
+        errors.append('train.distill_opt needs path.pretrain_network_g: the FP teacher is that checkpoint, with the '
+                      'quantizers off.')
+    features = value.get('features') if isinstance(value, dict) and not problems else None
+    if features and isinstance(opt.get('network_g'), dict):
+        try:
+            built = build_shapes_only(opt['network_g'])
+        except Exception:  # network_g's own errors are reported by its check
+            return
+        names = [n for n, _ in built.named_modules() if n]
+        for name in missing_modules(built, features):
+            errors.append(f'train.distill_opt.features: {name!r} is not a module of network_g'
+                          f'{did_you_mean(name, names)}.')
 
 
 def _check_refine(value, opt, errors):
@@ -249,6 +279,7 @@ def _check_train(opt, odm_arch, errors, warn):
         if 'per_layer' in cal:
             _choice('train.calibration.per_layer', cal['per_layer'], PER_LAYER_JUDGES, errors)
         _check_refine(cal.get('refine'), opt, errors)
+        _check_distill(opt, errors)
     else:
         stray = [k for k in ODM_TRAIN_KEYS if k in train]
         if stray and model_type not in (None, 'ODMModel'):

@@ -101,7 +101,9 @@ def test_preset_calibrates_trains_resumes_exactly_and_tests(variant, tiny_data, 
     else:
         assert 'l_reg' not in log
     if variant == 'v1':
-        assert 'got an offset' in log and 'Distribution offset: body.' in log
+        assert 'got an offset' in log
+    if variant == 'v2_teacher':
+        assert 'l_distill' in log and 'l_pix' not in log and 'Distribution offset: body.' in log
 
     part = shrink_preset(preset_file, tiny_data, fp_checkpoint, f'{variant}_part', 3)
     part_path = write_options(tmp_path / 'part.yml', part)
@@ -123,21 +125,26 @@ def test_preset_calibrates_trains_resumes_exactly_and_tests(variant, tiny_data, 
     assert last_psnr(test_log) == pytest.approx(last_psnr(log), abs=1e-4)
 
 
-@pytest.mark.parametrize('variant', ['v1', 'v2', 'qat'])
+@pytest.mark.parametrize('variant', ['v1', 'v2', 'qat', 'v2_teacher'])
 def test_torchrun_two_ranks_stay_bit_identical_and_validate(variant, tiny_data, fp_checkpoint, tmp_path):
     """`torchrun --nproc_per_node 2 ... --launcher pytorch` on CPU (gloo) through BasicSR's pipeline, with a val
     section validated mid-training and at the end (BasicSR validates on rank 0 alone): ODM v1 with offsets and sign
     cooperation, ODM v2 with cosine, and plain QAT, whose DDP forward syncs the quantizers' buffers (its validation
     through the wrapper failed with 'Connection closed by peer'). Both ranks end bit-identical, and the validation PSNR
-    rank 0 logs is the one `basicsr test` computes from the saved checkpoint in one process."""
-    preset_file, stat_key = PRESETS[variant]
+    rank 0 logs is the one `basicsr test` computes from the saved checkpoint in one process. v2_teacher: ODM v2 on
+    the FP teacher alone (train.distill_opt, no pixel_opt)."""
+    preset_file, stat_key = PRESETS[variant.replace('_teacher', '')]
     opt = shrink_preset(preset_file, tiny_data, fp_checkpoint, f'ddp_{variant}', 4)
+    if variant.endswith('_teacher'):
+        del opt['train']['pixel_opt']
+        opt['train']['distill_opt'] = {'loss': 'l1'}
     opt['datasets']['train']['batch_size_per_gpu'] = 3
     opt['logger']['save_checkpoint_freq'] = 4
     opt['val']['val_freq'] = 2  # rank 1 trains on while rank 0 validates
     path = write_options(tmp_path / 'ddp.yml', opt)
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={29611 + len(variant)}',
+    port = 29611 + ['v1', 'v2', 'qat', 'v2_teacher'].index(variant)
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
            osp.join(REPO, 'tests', 'ddp_worker.py'), 'train', '-opt', path, '--launcher', 'pytorch']
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -159,3 +166,29 @@ def test_torchrun_two_ranks_stay_bit_identical_and_validate(variant, tiny_data, 
     run_cli(['test', '-opt', write_options(tmp_path / 'test.yml', test_opt)], tmp_path)
     test_log = read_log(tmp_path / 'results' / f'ddp_{variant}_test', prefix='test_')
     assert last_psnr(test_log) == pytest.approx(last_psnr(log), abs=1e-4)
+
+
+def test_teacher_only_training_resumes_bit_identically_with_the_fp_teacher(tiny_data, fp_checkpoint, tmp_path):
+    """train.distill_opt without pixel_opt (a GAN checkpoint fine-tuned on its FP teacher alone), with ODM v2,
+    through basicsr train: a run stopped at iteration 3 and resumed with --auto_resume ends bit-identical to an
+    uninterrupted one, and the resumed run rebuilds the teacher from the FP checkpoint, not from the resumed
+    net_g_3.pth that BasicSR points path.pretrain_network_g at."""
+    def teacher_options(name, total_iter):
+        opt = shrink_preset('options/v2/train_ODMv2_EDSR_x4_w4a4.yml', tiny_data, fp_checkpoint, name, total_iter)
+        del opt['train']['pixel_opt']
+        opt['train']['distill_opt'] = {'loss': 'l1', 'features': ['body.1']}
+        return opt
+
+    run_cli(['train', '-opt', write_options(tmp_path / 'full.yml', teacher_options('teacher_full', 6))], tmp_path)
+    part_path = write_options(tmp_path / 'part.yml', teacher_options('teacher_part', 3))
+    run_cli(['train', '-opt', part_path], tmp_path)
+    run_cli(['train', '-opt', part_path, '--auto_resume', '--force_yml', 'train:total_iter=6'], tmp_path)
+    log = read_log(tmp_path / 'experiments' / 'teacher_part')
+    assert 'l_distill:' in log and 'l_pix' not in log and 'grad_cos' in log
+    assert log.count(f'FP teacher: {fp_checkpoint} with the quantizers off') == 1  # the resumed run's log
+    assert 'Resuming training from epoch' in log and 'net_g_3.pth with the quantizers off' not in log
+    full, part = (torch.load(tmp_path / 'experiments' / n / 'models' / 'net_g_6.pth')['params']
+                  for n in ('teacher_full', 'teacher_part'))
+    assert full.keys() == part.keys() and not any('teacher' in k for k in full)
+    for key in full:
+        assert torch.equal(full[key], part[key]), key

@@ -12,7 +12,8 @@ from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
 
 from conftest import REPO, base_options
-from odm_basicsr.data.calibration import calibration_dataset_opt, calibration_settings
+from odm_basicsr.data.calibration import calibration_dataset_opt, calibration_settings, refine_settings
+from odm_basicsr.quant.refine import RefineConfig
 from odm_basicsr.models.odm_model import default_cooperation
 from odm_basicsr.options_check import OptionError, check_options
 
@@ -92,7 +93,12 @@ def test_calibration_defaults():
     assert num_batches == ref['num_batches']
     assert settings == dict(offset_top_k=ref['offset_top_k'], offset_threshold=ref['offset_threshold'],
                             method=ref['method'], sequential=ref['sequential'],
-                            offset_migration=ref['offset_migration'], offset_keep_zero=ref['offset_keep_zero'])
+                            offset_migration=ref['offset_migration'], offset_keep_zero=ref['offset_keep_zero'],
+                            per_layer_judge=ref['per_layer'])
+    assert ref['refine'] is False and refine_settings({}, default=False) is None  # training: off unless set
+    assert refine_settings({'train': {'calibration': {'refine': True}}}, default=False) == RefineConfig()
+    assert RefineConfig() == RefineConfig(iters=200, lr=1e-2, batch=4, loss='l1', feature_weight=0.0)
+    assert REFERENCE['train']['distill_opt'] is None
     train_set = {'name': 'train'}
     assert ref['dataset'] is None
     assert calibration_dataset_opt({'datasets': {'train': train_set}})[1] == train_set

@@ -12,7 +12,9 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from odm_basicsr.data.calibration import calibration_batches, calibration_settings, refine_settings
+from odm_basicsr._compat import pretrain_before_resume
 from odm_basicsr.models.cooperative_step import CooperativeStep
+from odm_basicsr.models.fp_teacher import FPTeacher, teacher_network
 from odm_basicsr.models.step_guard import NonFiniteGuard
 from odm_basicsr.options_check import device_guard_supported
 from odm_basicsr.quant import (QUANTIZATION_KEY, QuantConfig, WeightQuantizer, activation_points, calibrate,
@@ -128,8 +130,20 @@ class ODMModel(SRModel):
         # the training forward (and so its backward) through torch.compile; validation and the EMA copy stay eager
         self.compiled_network = torch.compile(self.net_g) if (cuda if compile_opt is None else compile_opt) else None
         self._compile_checked = False
-        super().init_training_settings()
+        # SRModel insists on a pixel or perceptual loss; with a teacher alone, a zero-weight placeholder stands in
+        placeholder = bool(train_opt.get('distill_opt')) and not (train_opt.get('pixel_opt')
+                                                                 or train_opt.get('perceptual_opt'))
+        if placeholder:
+            train_opt['pixel_opt'] = {'type': 'L1Loss', 'loss_weight': 0.0}
+        try:
+            super().init_training_settings()
+        finally:
+            if placeholder:
+                del train_opt['pixel_opt']
+        if placeholder:
+            self.cri_pix = None
         self.cri_odm = build_loss(train_opt['odm_opt']).to(self.device) if train_opt.get('odm_opt') else None
+        self.teacher = self.build_teacher() if train_opt.get('distill_opt') else None
         self.step = CooperativeStep(self.weight_params, self.quant_params, self.quant_layers, self.cri_odm,
                                     self.cooperation, bool(self.opt['dist']))
         self.guard = NonFiniteGuard(self.weight_params + self.quant_params, self.max_skipped_steps,
@@ -150,6 +164,19 @@ class ODMModel(SRModel):
                                + '; '.join(self._other_record()[:3]) + '): its quantizer ranges are calibrated again.')
             self.run_calibration()
             self.scale_range_learning_rates()
+
+    def build_teacher(self):
+        """The FP teacher (``FPTeacher``): network_g again, with the FP checkpoint the option file names (also when
+        resuming, where BasicSR points path.pretrain_network_g at the resumed net_g_<iter>.pth); never saved."""
+        path_opt = self.opt['path']
+        checkpoint = pretrain_before_resume(self.opt)
+        net = teacher_network(self.opt['network_g']).to(self.device)
+        self.load_network(net, checkpoint, path_opt.get('strict_load_g', True), path_opt.get('param_key_g', 'params'))
+        teacher = FPTeacher(net, self.opt['train']['distill_opt'])
+        get_root_logger().info(f'FP teacher: {checkpoint} with the quantizers off ({teacher.kind} on the output'
+                               + (f', features {", ".join(teacher.features)}' if teacher.features else '')
+                               + f', weight {teacher.loss_weight:g}).')
+        return teacher
 
     def _other_record(self):
         """How the quantization record of path.pretrain_network_g differs from net_g's ([] when it agrees or has
@@ -371,11 +398,14 @@ class ODMModel(SRModel):
             reuse = (current_iter - 1) % self.weight_clip_interval != 0
             for quantizer in self.weight_quantizers:
                 quantizer.reuse_clip_statistic = reuse
+        tap = self.teacher.student_tap(self.get_bare_model(self.net_g)) if self.teacher else nullcontext()
         try:
             with sync_context:
-                self.output = self._training_forward(self.lq)
+                with tap:
+                    self.output = self._training_forward(self.lq)
                 loss_dict = OrderedDict()
-                loss_dict.update(self.step.backward(self.task_loss(loss_dict)))
+                features = tap.features if self.teacher else ()
+                loss_dict.update(self.step.backward(self.task_loss(loss_dict, features)))
         finally:
             self.step.collect(False)
         self.guard.step(self.optimizer_g, loss_dict, current_iter)
@@ -383,12 +413,16 @@ class ODMModel(SRModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
-    def task_loss(self, loss_dict):
-        """The loss whose gradient trains every parameter: the pixel loss to HR (``l_pix``); each term is logged in
-        ``loss_dict``."""
-        l_pix = self.cri_pix(self.output, self.gt)
-        loss_dict['l_pix'] = l_pix
-        return l_pix
+    def task_loss(self, loss_dict, student_features=()):
+        """The loss whose gradient trains every parameter: the pixel loss to HR (``l_pix``) and the FP teacher's
+        distance (``l_distill``), each where configured and logged in ``loss_dict``."""
+        total = None
+        if self.cri_pix is not None:
+            total = loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
+        if self.teacher is not None:
+            loss_dict['l_distill'] = self.teacher.loss(self.output, self.lq, student_features)
+            total = loss_dict['l_distill'] if total is None else total + loss_dict['l_distill']
+        return total
 
     @property
     def compiled(self):

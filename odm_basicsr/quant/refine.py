@@ -41,7 +41,7 @@ class RefineConfig:
     drawn from the calibration crops), loss ('l1' | 'mse' on the output), feature_weight (of the normalised feature
     term at the blocks' outputs; 0: output only)."""
     iters: int = 200
-    lr: float = 1e-3
+    lr: float = 1e-2
     batch: int = 4
     loss: str = 'l1'
     feature_weight: float = 0.0
