@@ -12,7 +12,12 @@ Two parts, each printing a markdown table and writing JSON:
   per-layer weights, 8 calibration batches), w8a8 / w4a4 / w2a2, calibration seeds 0 and 1: held-out fidelity of
   ``auto`` with each judge. A SMALL PROXY (networks trained on the demo photos).
 
+- ``--part realsr``: both RealSR networks whole (23 blocks), w8a8 / w4a4 / w2a2, the depth part's setting: held-out
+  fidelity of each rule (min/max, P1/P99, mse), of ``auto`` and of ``auto`` + ``refine`` (the defaults of
+  ``basicsr calibrate``), with the times.
+
 Run:  .venv/bin/python benchmarks/calibration_depth.py --part depth --weights DIR [--json PATH]
+      .venv/bin/python benchmarks/calibration_depth.py --part realsr --weights DIR [--bits 8 4 2] [--nets ...]
       .venv/bin/python benchmarks/calibration_depth.py --part demo [--json PATH]
 """
 import argparse
@@ -100,6 +105,48 @@ def depth_part(args):
     return dict(part='depth', crops=crops, crop_lr=24, results=results)
 
 
+def realsr_part(args):
+    """PTQ of both RealSR networks (23 blocks) as basicsr calibrate does by default: every rule's fidelity from one
+    auto calibration (its candidates' ranges), then auto's, then after refine (the default RefineConfig)."""
+    from odm_basicsr.quant import quantized_layers
+    from odm_basicsr.quant.refine import RefineConfig, refine
+    paths = demo_data()
+    batches = calibration_batches(data_options(paths, 24 * SCALE, 4, 0), 4, torch.device('cpu'))
+    images = heldout_crops(paths)
+    rows, results = [], []
+    for weights in args.nets:
+        state = load_network_state(osp.join(args.weights, f'{weights}.pth'))
+        fp = RRDBNet(num_block=23, **REALSR).eval()
+        fp.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            fp_outs = [fp(lq) for lq in images]
+        for bits in args.bits:
+            net = ARCH_REGISTRY.get('ODMQuant')(arch=dict(type='RRDBNet', num_block=23, **REALSR), w_bit=bits,
+                                                a_bit=bits, scope='all', weight_granularity='channel')
+            net.load_state_dict(state, strict=True)
+            started = time.perf_counter()
+            report = calibrate(net.eval(), batches, progress=False)
+            seconds = time.perf_counter() - started
+            layers = dict(quantized_layers(net))
+            cell = {}
+            for method, ranges in list(report['candidate_ranges'].items()) + [('auto', report['ranges'])]:
+                for name, (low, high) in ranges.items():
+                    layers[name].act_quantizer.set_range(low, high)
+                cell[method] = fidelity(net, fp_outs, images)
+            config = RefineConfig(**(dict(iters=args.refine_iters) if args.refine_iters else {}))
+            refined = refine(net, batches, config, seed=0, progress=False)
+            cell['refine'] = fidelity(net, fp_outs, images)
+            results.append(dict(net=weights, bits=bits, calibrate_seconds=seconds, refine_seconds=refined['seconds'],
+                                refine=vars(config), judge=report['per_layer_judge'], chosen=report['chosen'],
+                                fidelity_db=cell))
+            rows.append([weights, f'w{bits}a{bits}'] + [f'{cell[m]:.2f}' for m in ('minmax', 'percentile', 'mse')]
+                        + [f'{cell["auto"]:.2f} ({seconds:.0f} s)', f'{cell["refine"]:.2f} (+{refined["seconds"]:.0f} s)'])
+            print(' | '.join(rows[-1]), flush=True)
+    print(markdown_table(['network', 'bits', 'minmax', 'percentile', 'mse', 'auto (calibration time)',
+                          'auto + refine (its time)'], rows))
+    return dict(part='realsr', crops=sum(b.shape[0] for b in batches), crop_lr=24, results=results)
+
+
 def demo_part(args):
     from ptq_fidelity import ARCHS, PRETRAINED, heldout, outputs
     paths = demo_data()
@@ -137,7 +184,7 @@ def demo_part(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--part', choices=('depth', 'demo'), required=True)
+    parser.add_argument('--part', choices=('depth', 'demo', 'realsr'), required=True)
     parser.add_argument('--weights', help='depth: the folder third_party_weights.py wrote')
     parser.add_argument('--depths', nargs='+', type=int, default=[6, 12, 23])
     parser.add_argument('--bits', nargs='+', type=int, default=None, help='default: 8 4 (depth), 8 4 2 (demo)')
@@ -147,11 +194,18 @@ def main():
                         help='depth: run the network judge only up to this depth (it is quadratic)')
     parser.add_argument('--archs', nargs='+', default=['EDSR', 'RRDBNet', 'SRVGGNetCompact', 'RCAN'])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1])
+    parser.add_argument('--nets', nargs='+', default=['realsr_df2k_x4', 'realsr_df2k_jpeg_x4'])
+    parser.add_argument('--refine-iters', type=int, default=None, help='realsr: default RefineConfig().iters')
     parser.add_argument('--json', default=None)
     args = parser.parse_args()
-    if args.part == 'depth':
+    if args.part == 'realsr':
         if not args.weights:
-            parser.error('--part depth needs --weights DIR (the shared tools' third_party_weights.py DIR)')
+            parser.error('--part realsr needs --weights DIR (the folder third_party_weights.py of the shared tools wrote)')
+        args.bits = args.bits or [8, 4, 2]
+        payload = realsr_part(args)
+    elif args.part == 'depth':
+        if not args.weights:
+            parser.error('--part depth needs --weights DIR (the folder third_party_weights.py of the shared tools wrote)')
         args.bits = args.bits or [8, 4]
         args.judges = args.judges or ['block']
         payload = depth_part(args)

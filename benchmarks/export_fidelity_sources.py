@@ -5,7 +5,7 @@ turned into the integer graph's PyTorch copy (``to_integer_module``), and its ou
 network's on the 3 held-out demo photos (PSNR, RGB 0-1), with one rounding of the integer graph taken out at a time:
 
     as exported          the integer graph as ``basicsr export --mode integer`` writes it
-    grids moved          the grids moved onto the integer grid instead of shifted (the export before issue 17's
+    grids moved          the grids moved onto the integer grid instead of shifted (the export before the integer zero points'
                          grid shift)
     no requantization    conv outputs that the graph requantizes to 8 bits (the residual branches' outputs) are
                          left in float

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks, for a session that is lent a CUDA machine (one call, well under 8 minutes on one H100/H200):
 #   1. benchmarks/train_speed.py on CUDA (paper-size EDSR-baseline x4 and the proxy; FP, QAT, ODM v1, ODM v2), each
-#      quantized variant eager (the step before issue 16) and compiled (ODMModel's CUDA default: the training
+#      quantized variant eager (the step before the compiled, sync-free one) and compiled (ODMModel's CUDA default: the training
 #      forward and backward through torch.compile, the non-finite guard on the device); one more step of each under
 #      torch.cuda.set_sync_debug_mode('error') says whether the step synchronizes the host (add compiled_wci to
 #      --modes for weight_clip_interval 16: about a minute more of compilation);

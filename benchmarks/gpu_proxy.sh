@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's larger proxy, for a session lent a CUDA machine: one call of about 8-9 minutes on one H100/H200 (not yet
+# The larger EDSR proxy, for a session lent a CUDA machine: one call of about 8-9 minutes on one H100/H200 (not yet
 # run on a GPU: the time is an estimate from the eager step times of benchmarks/results/gpu_h200_compiled_step/).
 #   benchmarks/proxy_accuracy.py --device cuda, the demo EDSR proxy at w2a2: WCC only, ODM v2 and plain QAT, seed 10
 #   then seed 11 (one file per seed, so a call cut short keeps whole seeds; each file is also rewritten after every

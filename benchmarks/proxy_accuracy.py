@@ -43,7 +43,7 @@ from common import REPO, SWINIR_FP_RECIPE, demo_data, load_yaml, markdown_table,
 from odm_basicsr.tools.option_grid import feature_scale_factor
 
 FP_CHECKPOINT = osp.join(REPO, 'odm_basicsr', 'pretrained', 'EDSR_demo_x4_f32b8_FP.pth')
-# the second proxy arch (issue 13): the demo SRVGGNetCompact of the PTQ proxy (the best trained of its FP
+# the second proxy arch: the demo SRVGGNetCompact of the PTQ proxy (the best trained of its FP
 # checkpoints), quantized by ODMQuant with that arch's body scope
 PROXY_ARCHS = {
     'EDSR': {'checkpoint': FP_CHECKPOINT, 'label': 'EDSR 32x8', 'ptq_file': None, 'feature_range': 255},
@@ -51,7 +51,7 @@ PROXY_ARCHS = {
         'checkpoint': osp.join(REPO, 'odm_basicsr', 'pretrained', 'SRVGGNetCompact_demo_x4_f32c8_FP.pth'),
         'label': 'SRVGGNetCompact 32x8', 'ptq_file': 'options/ptq/ptq_SRVGGNetCompact_demo_x4_w4a4.yml',
         'feature_range': 1},
-    # issue 14: the small SwinIR of the PTQ table through ODMSwinIR (the paper's scope: qkv, proj, fc1, fc2).
+    # the small SwinIR of the PTQ table through ODMSwinIR (the paper's scope: qkv, proj, fc1, fc2).
     # NOT SHIPPED (0.82 dB over bicubic, under the 1 dB bar); its recipe trains it in about 8 min on 2 CPU cores
     'SwinIR': {'checkpoint': swinir_fp_network()[1], 'label': 'SwinIR e30 2x2 (not shipped)',
                'fp_recipe': SWINIR_FP_RECIPE, 'feature_range': 1},
@@ -64,7 +64,7 @@ V2_WEIGHT = 1e-5 / 255      # the paper's EDSR lambda_M on 0-255 pixels, convert
 VARIANTS = {
     'plain QAT': ({'weight_clip': 'max', 'offsets': 'none'}, None, 'none'),
     'WCC only': ({'weight_clip': 'wcc', 'offsets': 'none'}, None, 'none'),
-    # issue 13, item 5: plain QAT with P99 weight clips instead of max (max nearly binarizes 2-bit weights)
+    # plain QAT with P99 weight clips instead of max (max nearly binarizes 2-bit weights)
     'plain QAT (P99 weights)': ({'weight_clip': 'percentile', 'offsets': 'none'}, None, 'none'),
     'ODM v1 (P99 weights)': ({'weight_clip': 'percentile', 'offsets': 'auto'},
                              {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'sign'),
@@ -79,34 +79,34 @@ VARIANTS = {
                {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'sign'),
     'ODM v2': ({'weight_clip': 'wcc', 'offsets': 'none'},
                {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
-    # issue 13, item 3: the cosine per weight tensor instead of once over all weights (an ablation, not a default)
+    # the cosine per weight tensor instead of once over all weights (an ablation, not a default)
     'ODM v2 (cosine per tensor)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                    {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine_tensor'),
-    # issue 13, item 6: activation ranges measured a second time with the quantizers on
+    # activation ranges measured a second time with the quantizers on
     'ODM v2 (sequential calibration)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                         {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
-    # issue 13, item 2: activation ranges learned in units of their own width (train.range_lr: relative)
+    # activation ranges learned in units of their own width (train.range_lr: relative)
     'ODM v2 (relative range lr)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                    {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
     'WCC only (relative range lr)': ({'weight_clip': 'wcc', 'offsets': 'none'}, None, 'none'),
-    # issue 13: ODM v2 with its regularizer counted in full (no cosine weighting): what cooperation adds on top of WCC
+    # ODM v2 with its regularizer counted in full (no cosine weighting): what cooperation adds on top of WCC
     'ODM v2 (no cooperation)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                 {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'none'),
-    # issue 13, item 6: offsets that keep zero on the grid (no shift on post-ReLU inputs) with half migration
+    # offsets that keep zero on the grid (no shift on post-ReLU inputs) with half migration
     'ODM v1 (zero-preserving offsets)': ({'weight_clip': 'max', 'offsets': 'auto'},
                                          {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT}, 'sign'),
-    # issue 17: activation grids kept on integer zero points (network_g.integer_zero_point), as integer ONNX runs them
+    # activation grids kept on integer zero points (network_g.integer_zero_point), as integer ONNX runs them
     'ODM v2 (integer zero point)': ({'weight_clip': 'wcc', 'offsets': 'none', 'integer_zero_point': True},
                                     {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
-    # issue 17: ODM v1 (the 2-bit files' P99 weight clips) with integer zero points: its offset layers pad first
+    # ODM v1 (the 2-bit files' P99 weight clips) with integer zero points: its offset layers pad first
     'ODM v1 (P99 weights, integer zero point)': ({'weight_clip': 'percentile', 'offsets': 'auto',
                                                   'integer_zero_point': True},
                                                  {'regularizer': 'variance', 'stat': 'var', 'loss_weight': V1_WEIGHT},
                                                  'sign'),
-    # issue 16: the weight clip statistic (P99 |W|) recomputed every 16 iterations instead of every one
+    # the weight clip statistic (P99 |W|) recomputed every 16 iterations instead of every one
     'ODM v2 (weight clip every 16)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                                       {'regularizer': 'mismatch', 'loss_weight': V2_WEIGHT}, 'cosine'),
-    # issue 13: the mismatch regularizer at 10x and 30x the paper's weight, over the full 1000 iterations (the
+    # the mismatch regularizer at 10x and 30x the paper's weight, over the full 1000 iterations (the
     # weight sweep runs at the quick length)
     'ODM v2 (mismatch x10)': ({'weight_clip': 'wcc', 'offsets': 'none'},
                               {'regularizer': 'mismatch', 'loss_weight': 10 * V2_WEIGHT}, 'cosine'),
@@ -198,7 +198,7 @@ class Evaluator:
     def objectives(self, model):
         """The two regularizers' objectives, unweighted (ODMLoss at weight 1), on the held-out photos (mean over
         photos): v1's variance sum_i mean_c Var(X_i) and v2's mismatch sum_i ||X_i - q(X_i)||. Their change over
-        fine-tuning is how far a variant moved the features toward what the quantizer represents (issue 13, item 4)."""
+        fine-tuning is how far a variant moved the features toward what the quantizer represents."""
         from odm_basicsr.losses.odm_loss import ODMLoss
         losses = {name: ODMLoss(regularizer=name, loss_weight=1.0) for name in ('variance', 'mismatch')}
         net = model.get_bare_model(model.net_g)

@@ -1,4 +1,4 @@
-"""One multi-seed table from the JSON files of ``proxy_accuracy.py`` runs (issue 13).
+"""One multi-seed table from the JSON files of ``proxy_accuracy.py`` runs.
 
 CPU training of the proxy is deterministic, so a variant, bit-width and seed found in several files is one run; the
 files must agree on it (checked) and it is counted once. Spreads are half the range over seeds, as in
@@ -13,7 +13,7 @@ together with another run of the same variant and seed.
 Prints:
 1. per bit-width, each variant's PSNR vs HR per seed, mean ± half-range, fidelity to the FP output;
 2. paired differences (same seed: same calibration and data order) for the comparisons ODM's claims rest on, with
-   the criterion of issue 13: a difference counts when its mean exceeds twice the seed spread (the larger
+   the criterion: a difference counts when its mean exceeds twice the seed spread (the larger
    half-range of the two variants);
 3. the regularizers' objectives on the held-out photos before and after fine-tuning, for runs that recorded them.
 
@@ -98,7 +98,7 @@ def half_range(values):
 
 
 def verdict(diffs, spread):
-    """Issue 13's criterion: the mean difference is more than twice the seed spread."""
+    """The criterion: the mean difference is more than twice the seed spread."""
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return 'one seed'

@@ -1,4 +1,4 @@
-"""How much of the small FP SwinIR's output its Swin blocks carry (issue 14): why its proxy rows cannot rank.
+"""How much of the small FP SwinIR's output its Swin blocks carry: why its proxy rows cannot rank.
 
 The network of the PTQ and proxy SwinIR rows (options/ptq/train_FP_SwinIR_demo_x4.yml; not shipped, train it first)
 is evaluated on the 3 held-out demo photos (PSNR vs HR, Y, border 4) as trained, with every Swin block (window

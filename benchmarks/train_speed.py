@@ -17,7 +17,7 @@ rounds). No memory column in this mode (the models live side by side).
 
 ``--modes``: how the quantized variants (QAT, ODM v1, ODM v2) run their step; FP is BasicSR's SRModel in every mode.
     eager:       eager network, non-finite guard read on the host every step (train.compile false,
-                 train.guard_on_device false: the step before issue 16)
+                 train.guard_on_device false: the step before the compiled, sync-free one)
     compiled:    the training forward and backward through torch.compile (train.compile true), ODMModel's default
                  guard (on the device on CUDA with Adam)
     compiled_wci: compiled, plus train.weight_clip_interval --weight-clip-interval (the clip statistic reused)

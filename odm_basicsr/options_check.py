@@ -67,7 +67,8 @@ def _check_network(opt, errors):
             _check_inner_arch(net, errors, 'network_g')
         return False
     cls = ARCH_REGISTRY.get(arch)
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [p for p, v in params.items() if p != 'self' and v.kind != v.VAR_KEYWORD] + list(QuantConfig.keys())
     unknown_keys('network_g', [k for k in net if k != 'type'], allowed, errors)
     if arch == 'ODMQuant' and not _check_inner_arch(net.get('arch'), errors):
         return True

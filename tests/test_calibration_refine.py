@@ -119,7 +119,7 @@ def test_refine_brings_the_quantized_output_closer_to_the_fp_output(crops, featu
     calibrate(net, crops, progress=False)
     weights = {n: p.detach().clone() for n, p in net.named_parameters() if 'quantizer' not in n}
     before = {n: p.detach().clone() for n, p in net.named_parameters() if 'act_quantizer' in n}
-    report = refine(net, crops, RefineConfig(iters=20, lr=1e-2, batch=2, feature_weight=feature_weight),
+    report = refine(net, crops, RefineConfig(iters=20, batch=2, feature_weight=feature_weight),
                     progress=False)
     assert report['iters'] == 20 and report['mse_after'] < 0.95 * report['mse_before']
     with torch.no_grad():  # the reported error is the real one

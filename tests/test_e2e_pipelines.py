@@ -38,7 +38,7 @@ def test_help_and_version(tmp_path):
 
 
 def test_fp_edsr_train_auto_resume_and_test(tiny_data, tmp_path):
-    """Issue 2: FP EDSR trains, --auto_resume continues to a larger total_iter on CPU, basicsr test reports PSNR."""
+    """FP EDSR trains, --auto_resume continues to a larger total_iter on CPU, basicsr test reports PSNR."""
     opt = base_options(tiny_data, 'fp_edsr', dict(TINY_EDSR, type='EDSR'), model_type='SRModel', total_iter=3)
     path = write_options(tmp_path / 'fp.yml', opt)
     run_cli(['train', '-opt', path], tmp_path)
@@ -87,7 +87,7 @@ def fp_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize('variant', list(PRESETS))
 def test_preset_calibrates_trains_resumes_exactly_and_tests(variant, tiny_data, fp_checkpoint, tmp_path):
-    """Issue 4: each preset, shrunk, runs calibration, cooperative training with its statistic in the log, and
+    """Each preset, shrunk, runs calibration, cooperative training with its statistic in the log, and
     validation; a run stopped at a checkpoint and resumed with --auto_resume ends bit-identical to an
     uninterrupted one; basicsr test reproduces the validation PSNR from the checkpoint."""
     preset_file, stat_key = PRESETS[variant]

@@ -1,4 +1,4 @@
-"""Integer export (issue #7): folded integer mappings, ONNX QDQ parity in onnxruntime, bit-packed checkpoints, CLI.
+"""Integer export: folded integer mappings, ONNX QDQ parity in onnxruntime, bit-packed checkpoints, CLI.
 
 Networks are small ODMEDSR / ODMRDN with random weights, calibrated on crops of a real photo (astronaut); the parity
 input is another real photo (chelsea), downscaled. Run with -s to see the PSNR and size lines.

@@ -1,4 +1,4 @@
-"""Integer ONNX export (issue #17): integer zero points, every quantized conv / linear fused into an onnxruntime
+"""Integer ONNX export: integer zero points, every quantized conv / linear fused into an onnxruntime
 integer kernel, fidelity to the fake-quant network on a real photo, exactness for networks trained with integer zero
 points, and the CLI's two modes.
 

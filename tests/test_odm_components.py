@@ -303,7 +303,7 @@ def test_regularizer_gradient_reaches_weights_only_through_model_split(regulariz
 
 @pytest.mark.parametrize('regularizer', ['variance', 'mismatch'])
 def test_regularizer_weights_transfer_across_feature_ranges(regularizer):
-    """Issue 13, bug 7: the same function computed on 0-255 or on 0-1 features (EDSR with img_range 255, and with
+    """The same function computed on 0-255 or on 0-1 features (EDSR with img_range 255, and with
     img_range 1 and every bias / 255) must see the same regularizer strength lambda |g_reg| / |g_R| over the body
     weights with the weights the option grid derives for each feature range."""
     from basicsr.utils.registry import ARCH_REGISTRY

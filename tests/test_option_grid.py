@@ -110,7 +110,7 @@ def test_file_parses_and_is_consistent(path):
     else:
         assert net['type'] == ODM_TYPE[m['arch']] and opt['model_type'] == 'ODMModel'
         assert net['w_bit'] == net['a_bit'] == m['bits'] == m['a']
-        clip = 'percentile' if m['bits'] == 2 else 'max'  # v1 and plain QAT: P99 at 2 bits (issue 13)
+        clip = 'percentile' if m['bits'] == 2 else 'max'  # v1 and plain QAT: P99 at 2 bits
         expected_quant = {'ODM': (clip, 'auto'), 'ODMv2': ('wcc', 'none'), 'QAT': (clip, 'none')}[m['variant']]
         assert (net['weight_clip'], net['offsets']) == expected_quant
         assert net.get('scope', 'body') == 'body'

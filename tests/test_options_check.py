@@ -342,7 +342,7 @@ def test_a_checkpoint_inside_the_experiment_folder_the_run_archives_is_refused(t
     check_options(opt)
 
 
-# -- silent mistakes that used to start a full run (issue 18) --------------------------------------------------------
+# -- silent mistakes that used to start a full run ---------------------------------------------------------------------
 def _errors(opt, **kwargs):
     with pytest.raises(OptionError) as info:
         check_options(opt, **kwargs)

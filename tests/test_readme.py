@@ -13,6 +13,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
 
 from conftest import REPO, base_options
 from odm_basicsr.data.calibration import calibration_dataset_opt, calibration_settings, refine_settings
+from odm_basicsr.quant import QuantConfig
 from odm_basicsr.quant.refine import RefineConfig
 from odm_basicsr.models.odm_model import default_cooperation
 from odm_basicsr.options_check import OptionError, check_options
@@ -38,15 +39,20 @@ def test_readme_is_short_and_links_the_docs():
     assert osp.isfile(osp.join(REPO, 'docs', 'METHOD.md'))
 
 
-@pytest.mark.parametrize('arch', ['ODMEDSR', 'ODMMSRResNet', 'ODMRDN'])
-def test_network_defaults_are_the_constructors(arch):
+@pytest.mark.parametrize('arch', ['ODMEDSR', 'ODMMSRResNet', 'ODMRDN', 'ODMQuant'])
+def test_network_defaults_are_the_quant_config(arch):
+    """The README's network_g keys are QuantConfig's, with its defaults, and every ODM arch takes them."""
+    assert list(REFERENCE['network_g']) == list(QuantConfig.keys())
+    assert REFERENCE['network_g'] == QuantConfig().as_dict()
     params = inspect.signature(ARCH_REGISTRY.get(arch).__init__).parameters
-    for key, value in REFERENCE['network_g'].items():
-        assert params[key].default == value, (arch, key)
-    quant_params = inspect.signature(ARCH_REGISTRY.get('ODMQuant').__init__).parameters
-    for key, value in REFERENCE['network_g'].items():
-        if key != 'scope':  # ODMQuant: the arch's body scope, else all (README says so)
-            assert quant_params[key].default == value, key
+    assert any(p.kind == p.VAR_KEYWORD for p in params.values())  # **quantization
+    fp_arch = {'ODMQuant': dict(arch=dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=4, num_block=1,
+                                          upscale=2))}.get(arch, dict(num_in_ch=3, num_out_ch=3, num_feat=4, num_block=1))
+    built = ARCH_REGISTRY.get(arch)(**fp_arch)
+    expected = QuantConfig() if arch != 'ODMQuant' else QuantConfig(scope='body')  # ODMQuant: the arch's body scope
+    assert built.quant_config == expected
+    with pytest.raises(TypeError, match="unexpected keyword argument 'w_bits' \\(did you mean 'w_bit'\\?\\)"):
+        ARCH_REGISTRY.get(arch)(w_bits=4, **fp_arch)
 
 
 def test_loss_defaults_and_the_required_keys():
@@ -97,7 +103,7 @@ def test_calibration_defaults():
                             per_layer_judge=ref['per_layer'])
     assert ref['refine'] is False and refine_settings({}, default=False) is None  # training: off unless set
     assert refine_settings({'train': {'calibration': {'refine': True}}}, default=False) == RefineConfig()
-    assert RefineConfig() == RefineConfig(iters=200, lr=1e-2, batch=4, loss='l1', feature_weight=0.0)
+    assert RefineConfig() == RefineConfig(iters=200, lr=0.03, batch=4, loss='l1', feature_weight=0.0)
     assert REFERENCE['train']['distill_opt'] is None
     train_set = {'name': 'train'}
     assert ref['dataset'] is None

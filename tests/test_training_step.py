@@ -1,4 +1,4 @@
-"""The training step of issue 16: the compiled step equals the eager one, the device-side non-finite guard (no host
+"""The training step: the compiled step equals the eager one, the device-side non-finite guard (no host
 read), gradients as views into one flat buffer, and the weight-clip statistic refreshed every N iterations."""
 import odm_basicsr  # noqa: F401  (must precede any basicsr import)
 import contextlib

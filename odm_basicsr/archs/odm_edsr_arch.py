@@ -12,22 +12,14 @@ class ODMEDSR(QuantizedArchMixin, EDSR):
 
     Args:
         num_in_ch, num_out_ch, num_feat, num_block, upscale, res_scale, img_range, rgb_mean: as BasicSR's EDSR.
-        w_bit, a_bit (int): weight / activation bit-width, 2-8.
-        weight_clip (str): 'max' | 'percentile' | 'wcc'.
-        scope (str | list[str]): 'body' (2 convs x num_block, the paper's scope), 'all', or name patterns.
-        outer_bit (int | None): bit-width of the layers outside the body when scope is wider.
-        offsets (str): 'none' | 'shift' | 'scale' | 'auto': distribution offsets calibration may enable (v1).
-        weight_granularity (str): 'layer' (the paper's) | 'channel': one weight clip value per layer or per output
-            channel.
-        integer_zero_point (bool): keep activation grids on integer zero points, so that the integer ONNX export runs
-            exactly this network (docs/EXPORT.md); false (the paper's): free ranges.
+        **quantization: the keys of ``odm_basicsr.quant.QuantConfig`` (w_bit, a_bit, weight_clip, scope, outer_bit,
+            offsets, weight_granularity, integer_zero_point), with its defaults; scope 'body' is the paper's 2 convs
+            x num_block.
     """
 
     fp_arch = 'EDSR'
 
     def __init__(self, num_in_ch, num_out_ch, num_feat=64, num_block=16, upscale=4, res_scale=1, img_range=255.,
-                 rgb_mean=(0.4488, 0.4371, 0.4040), w_bit=4, a_bit=4, weight_clip='max', scope='body', outer_bit=None,
-                 offsets='none', weight_granularity='layer',
-                 integer_zero_point=False):
+                 rgb_mean=(0.4488, 0.4371, 0.4040), **quantization):
         EDSR.__init__(self, num_in_ch, num_out_ch, num_feat, num_block, upscale, res_scale, img_range, rgb_mean)
-        self.quantize(locals())  # the QuantConfig of the quantization arguments above
+        self.quantize(quantization)

@@ -12,14 +12,11 @@ class ODMMSRResNet(QuantizedArchMixin, MSRResNet):
 
     Args:
         num_in_ch, num_out_ch, num_feat, num_block, upscale: as BasicSR's MSRResNet.
-        w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity,
-            integer_zero_point: see ODMEDSR.
+        **quantization: the keys of ``odm_basicsr.quant.QuantConfig``.
     """
 
     fp_arch = 'MSRResNet'
 
-    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4, w_bit=4, a_bit=4,
-                 weight_clip='max', scope='body', outer_bit=None, offsets='none', weight_granularity='layer',
-                 integer_zero_point=False):
+    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4, **quantization):
         MSRResNet.__init__(self, num_in_ch, num_out_ch, num_feat, num_block, upscale)
-        self.quantize(locals())  # the QuantConfig of the quantization arguments above
+        self.quantize(quantization)

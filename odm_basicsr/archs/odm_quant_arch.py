@@ -29,18 +29,11 @@ class ODMQuant:
 
     Args:
         arch (dict): the FP arch as a network_g block: ``type`` plus its constructor arguments.
-        w_bit, a_bit (int): weight / activation bit-width, 2-8.
-        weight_clip (str): 'max' | 'percentile' | 'wcc'.
-        scope (str | list[str] | None): 'body' (the arch's default scope, see ``BODY_SCOPES``), 'all' (every
-            conv/linear), or layer-name patterns. None: 'body' for an arch with a default scope, else 'all'.
-        outer_bit (int | None): bit-width of the layers outside the body when the scope is wider.
-        offsets (str): 'none' | 'shift' | 'scale' | 'auto': distribution offsets calibration may enable (v1).
-        weight_granularity (str): 'layer' | 'channel'.
-        integer_zero_point (bool): activation grids on integer zero points (integer ONNX export runs it exactly).
+        **quantization: the keys of ``odm_basicsr.quant.QuantConfig``; scope absent or None: 'body' for an arch with a
+            default scope (``BODY_SCOPES``), else 'all'.
     """
 
-    def __new__(cls, arch, w_bit=4, a_bit=4, weight_clip='max', scope=None, outer_bit=None, offsets='none',
-                weight_granularity='layer', integer_zero_point=False):
+    def __new__(cls, arch, **quantization):
         if not isinstance(arch, dict) or 'type' not in arch:
             raise ValueError(f'ODMQuant: arch must be a mapping with a type (a BasicSR arch), got {arch!r}.')
         arch = dict(arch)
@@ -48,12 +41,11 @@ class ODMQuant:
         if issubclass(arch_cls, (QuantizedArchMixin, ODMQuant)):
             raise ValueError(f'ODMQuant: arch {arch_cls.__name__} is already quantized; give its FP arch.')
         net = quantized_arch_class(arch_cls)(**arch)
-        if scope is None:
-            scope = 'body' if arch_cls.__name__ in BODY_SCOPES else 'all'
-        net.quantize(locals())  # the QuantConfig of the quantization arguments above
+        if quantization.get('scope') is None:
+            quantization['scope'] = 'body' if arch_cls.__name__ in BODY_SCOPES else 'all'
+        net.quantize(quantization)
         return net
 
     # for introspection (option checks, docs): the keyword arguments __new__ takes
-    def __init__(self, arch, w_bit=4, a_bit=4, weight_clip='max', scope=None, outer_bit=None, offsets='none',
-                 weight_granularity='layer', integer_zero_point=False):
+    def __init__(self, arch, **quantization):
         raise AssertionError('unreachable: ODMQuant.__new__ returns a quantized instance of the FP arch')

@@ -11,15 +11,12 @@ class ODMRDN(QuantizedArchMixin, RDN):
 
     Args:
         num_in_ch, num_out_ch, num_feat, num_block, num_layer, growth, upscale, img_range, rgb_mean: as RDN.
-        w_bit, a_bit, weight_clip, scope, outer_bit, offsets, weight_granularity,
-            integer_zero_point: see ODMEDSR.
+        **quantization: the keys of ``odm_basicsr.quant.QuantConfig``.
     """
 
     fp_arch = 'RDN'
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, num_layer=8, growth=64, upscale=4,
-                 img_range=255., rgb_mean=(0., 0., 0.), w_bit=4, a_bit=4, weight_clip='max', scope='body',
-                 outer_bit=None, offsets='none', weight_granularity='layer',
-                 integer_zero_point=False):
+                 img_range=255., rgb_mean=(0., 0., 0.), **quantization):
         RDN.__init__(self, num_in_ch, num_out_ch, num_feat, num_block, num_layer, growth, upscale, img_range, rgb_mean)
-        self.quantize(locals())  # the QuantConfig of the quantization arguments above
+        self.quantize(quantization)

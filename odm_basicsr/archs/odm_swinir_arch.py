@@ -58,15 +58,10 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
         img_size, patch_size, in_chans, embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias, qk_scale,
             drop_rate, attn_drop_rate, drop_path_rate, ape, patch_norm, use_checkpoint, upscale, img_range,
             upsampler, resi_connection: as BasicSR's SwinIR (LayerNorm is fixed).
-        w_bit, a_bit (int): weight / activation bit-width, 2-8.
-        weight_clip (str): 'max' | 'percentile' | 'wcc'.
-        scope (str | list[str]): 'body' (4 Linear layers per Swin block, the paper's), 'all', or name patterns.
-        outer_bit (int | None): bit-width of the layers outside the body when scope is wider.
-        offsets (str): 'none' only: distribution offsets are implemented for conv layers, and the body is Linear.
-        weight_granularity (str): 'layer' (the paper's) | 'channel'.
         quantize_attention (bool): also quantize both operands of q·kᵀ and attn·v to a_bit with static ranges.
             Default false: the paper's scope names the Linear layers only (README, SwinIR).
-        integer_zero_point (bool): activation grids on integer zero points (see ODMEDSR).
+        **quantization: the keys of ``odm_basicsr.quant.QuantConfig``; scope 'body' is the paper's 4 Linear layers
+            per Swin block, and offsets must stay 'none' (they are implemented for conv layers; the body is Linear).
     """
 
     fp_arch = 'SwinIR'
@@ -75,22 +70,20 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
     def __init__(self, img_size=64, patch_size=1, in_chans=3, embed_dim=96, depths=(6, 6, 6, 6), num_heads=(6, 6, 6, 6),
                  window_size=7, mlp_ratio=4., qkv_bias=True, qk_scale=None, drop_rate=0., attn_drop_rate=0.,
                  drop_path_rate=0.1, ape=False, patch_norm=True, use_checkpoint=False, upscale=2, img_range=1.,
-                 upsampler='', resi_connection='1conv', w_bit=4, a_bit=4, weight_clip='max', scope='body',
-                 outer_bit=None, offsets='none', weight_granularity='layer', quantize_attention=False,
-                 integer_zero_point=False):
+                 upsampler='', resi_connection='1conv', quantize_attention=False, **quantization):
         SwinIR.__init__(self, img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
                         depths=depths, num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio,
                         qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                         drop_path_rate=drop_path_rate, ape=ape, patch_norm=patch_norm, use_checkpoint=use_checkpoint,
                         upscale=upscale, img_range=img_range, upsampler=upsampler, resi_connection=resi_connection)
         self.window_size = window_size  # inputs are padded to a multiple of it
-        if offsets != 'none':
+        if quantization.get('offsets', 'none') != 'none':
             raise ValueError('ODMSwinIR: offsets must be none (distribution offsets are implemented for conv layers, '
                              'and the quantized body of SwinIR is Linear).')
-        self.quantize(locals())  # the QuantConfig of the quantization arguments above
+        self.quantize(quantization)
         for name, module in list(self.named_modules()):
             if isinstance(module, WindowAttention):
-                QuantWindowAttention.convert(module, a_bit if quantize_attention else None).name_operands(name)
+                QuantWindowAttention.convert(module, self.quant_config.a_bit if quantize_attention else None).name_operands(name)
         self.quantize_attention = bool(quantize_attention)
         set_integer_zero_point(self, self.quant_config.integer_zero_point)  # the attention operands too
 

@@ -40,8 +40,8 @@ class QuantizedArchMixin(CheckedLoadMixin):
     def quantize(self, config):
         """Swap the layers of ``config.scope`` for quantized ones (``odm_basicsr.quant.quantize_network``); with
         ``config.integer_zero_point`` their activation grids stay on integer zero points (``set_integer_zero_point``).
-        ``config``: a QuantConfig, or a dict of its keys (a constructor's arguments; other keys are ignored)."""
-        config = config if isinstance(config, QuantConfig) else QuantConfig.from_options(config)
+        ``config``: a QuantConfig, or a dict of its keys (a constructor's ``**quantization``)."""
+        config = config if isinstance(config, QuantConfig) else QuantConfig.from_arguments(type(self).__name__, config)
         self.quant_config = config
         body = body_scope(self.fp_arch, self)
         if body is None and (config.scope == 'body' or config.outer_bit is not None):

@@ -69,20 +69,20 @@ class QuantConfig:
     Attributes:
         w_bit, a_bit (int): weight / activation bit-width of the quantized layers, 2 to 8.
         weight_clip (str): 'max' (max|W|), 'percentile' (P99|W|) or 'wcc' (ODM v2's learned layer-wise correction).
-        weight_granularity (str): 'layer' or 'channel': one weight clip per layer or per output channel.
-        offsets (str): 'none' | 'shift' | 'scale' | 'auto': which distribution offsets (ODM v1) calibration may enable.
         scope (str | tuple[str]): 'body' (the paper's: the convs of the residual / dense blocks), 'all', or fnmatch
             patterns of layer names.
         outer_bit (int | None): with scope 'all' or patterns, the bit-width of the layers outside the body.
+        offsets (str): 'none' | 'shift' | 'scale' | 'auto': which distribution offsets (ODM v1) calibration may enable.
+        weight_granularity (str): 'layer' or 'channel': one weight clip per layer or per output channel.
         integer_zero_point (bool): activation grids on integer zero points, as integer runtimes compute.
     """
     w_bit: int = 4
     a_bit: int = 4
     weight_clip: str = 'max'
-    weight_granularity: str = 'layer'
-    offsets: str = 'none'
     scope: object = 'body'
     outer_bit: object = None
+    offsets: str = 'none'
+    weight_granularity: str = 'layer'
     integer_zero_point: bool = False
 
     def __post_init__(self):
@@ -123,6 +123,16 @@ class QuantConfig:
     def from_options(cls, network_opt):
         """The config of a ``network_g`` block: its knobs, defaults for the rest (other keys are ignored)."""
         return cls(**{k: network_opt[k] for k in cls.keys() if k in network_opt})
+
+    @classmethod
+    def from_arguments(cls, owner, arguments):
+        """The config of an arch's ``**quantization`` arguments: unknown keys are a TypeError naming ``owner`` and
+        the nearest knob, as a misspelt keyword argument would be."""
+        unknown = [k for k in arguments if k not in cls.keys()]
+        if unknown:
+            raise TypeError(f'{owner}() got an unexpected keyword argument {unknown[0]!r}'
+                            f'{did_you_mean(unknown[0], cls.keys())}; its quantization keys are {", ".join(cls.keys())}.')
+        return cls(**arguments)
 
     def for_outer_layers(self):
         """The config of the layers outside the body (``outer_bit``): that bit-width, no offsets."""

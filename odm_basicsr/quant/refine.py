@@ -3,8 +3,10 @@
 After ``calibrate`` has set the ranges, ``refine`` trains the quantizer parameters alone (activation bounds, and
 WCC's gamma or the offsets where the network has them; the weights stay frozen) end to end with Adam, to minimise
 the distance (``distance.py``) between the quantized output and the FP output of the same network on the
-calibration crops. Each activation bound learns at ``lr`` x its calibrated width (the bounds of every layer move by
-the same fraction of their range per step, whatever the features' scale); the other quantizer parameters at ``lr``.
+calibration crops. Each activation bound learns at ``lr`` x its calibrated quantization step (width / (2^b - 1)): the
+bounds of every layer move by about the same fraction of a grid step per iteration, whatever the features' scale
+and the bit-width (a rate relative to the width that suits 2 bits overshoots at 8, where the step is 85 times
+finer); the other quantizer parameters (WCC's gamma, offsets) learn at ``lr`` x 1e-2.
 
 End to end rather than block by block: the per-layer range choice judged on block outputs misses how an error in
 one block grows through the ones after it (benchmarks/calibration_depth.py measured up to 0.75 dB lost on the demo
@@ -37,11 +39,11 @@ def _number(key, value, minimum, inclusive):
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """``train.calibration.refine``: iters (Adam steps), lr (relative to each bound's width), batch (crops per step,
+    """``train.calibration.refine``: iters (Adam steps), lr (in quantization steps per iteration), batch (crops per step,
     drawn from the calibration crops), loss ('l1' | 'mse' on the output), feature_weight (of the normalised feature
     term at the blocks' outputs; 0: output only)."""
     iters: int = 200
-    lr: float = 1e-2
+    lr: float = 0.03
     batch: int = 4
     loss: str = 'l1'
     feature_weight: float = 0.0
@@ -108,12 +110,13 @@ def refine(net, batches, config, seed=0, progress=True):
     frozen = [p for n, p in model.named_parameters() if not is_quantizer_param(n) and p.requires_grad]
     bounds = {}
     for _, point in activation_points(model):
-        width = float((point.act_quantizer.upper - point.act_quantizer.lower).detach().abs().clamp_min(1e-6))
-        bounds[id(point.act_quantizer.lower)] = bounds[id(point.act_quantizer.upper)] = width
+        quantizer = point.act_quantizer
+        step = float((quantizer.upper - quantizer.lower).detach().abs().clamp_min(1e-6)) / (2**quantizer.bits - 1)
+        bounds[id(quantizer.lower)] = bounds[id(quantizer.upper)] = step
     groups = [{'params': [p], 'lr': config.lr * bounds[id(p)]} for _, p in trained if id(p) in bounds]
     others = [p for _, p in trained if id(p) not in bounds]
     if others:
-        groups.append({'params': others, 'lr': config.lr})
+        groups.append({'params': others, 'lr': config.lr * 1e-2})
     generator = torch.Generator().manual_seed(seed)
     started, first, last, done = time.perf_counter(), None, None, 0
     for p in frozen:

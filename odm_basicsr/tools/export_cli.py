@@ -21,7 +21,7 @@ ONNX_MODES = ('integer', 'exact')
 def fidelity_note(lowest_db, free_grids):
     """The line ``basicsr export`` adds when the integer graph is under its bar from PyTorch on a real image (None
     otherwise): why, and what to do. ``free_grids``: the network was not built with integer_zero_point. The bars are
-    issue 17's: 40 dB for free grids, 60 dB (exact) for integer zero points."""
+    the export's: 40 dB for free grids, 60 dB (exact) for integer zero points."""
     if free_grids:
         if lowest_db >= 40:
             return None

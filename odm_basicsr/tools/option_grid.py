@@ -245,7 +245,7 @@ VARIANT_DIRS = {'v1': 'options', 'v2': 'options/v2', 'qat': 'options/qat'}
 
 def weight_clip_for(variant, b):
     """The variant's weight clip at ``b`` bits: v1 and plain QAT clip at max|W| except at 2 bits, where max nearly
-    binarizes the weights and P99 measured +0.24-0.30 dB on the proxy (issue 13, docs/RESULTS.md)."""
+    binarizes the weights and P99 measured +0.24-0.30 dB on the proxy (docs/RESULTS.md)."""
     clip = VARIANTS[variant][1]
     return 'percentile' if clip == 'max' and b == 2 else clip
 
