@@ -16,6 +16,9 @@ Two parts, each printing a markdown table and writing JSON:
   fidelity of each rule (min/max, P1/P99, mse), of ``auto`` and of ``auto`` + ``refine`` (the defaults of
   ``basicsr calibrate``), with the times.
 
+- ``--part demo_refine``: the demo FP networks (a SMALL PROXY), w4a4 / w2a2, seeds 0 and 1: fidelity and PSNR-Y to HR
+  on the held-out photos after auto, and after auto + refine.
+
 Run:  .venv/bin/python benchmarks/calibration_depth.py --part depth --weights DIR [--json PATH]
       .venv/bin/python benchmarks/calibration_depth.py --part realsr --weights DIR [--bits 8 4 2] [--nets ...]
       .venv/bin/python benchmarks/calibration_depth.py --part demo [--json PATH]
@@ -147,6 +150,50 @@ def realsr_part(args):
     return dict(part='realsr', crops=sum(b.shape[0] for b in batches), crop_lr=24, results=results)
 
 
+def demo_refine_part(args):
+    """The demo EDSR (PSNR to HR is meaningful there): auto, then auto + refine (the defaults of basicsr calibrate),
+    per calibration seed; fidelity to FP and PSNR (Y, border 4) to HR on the held-out photos."""
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import tensor2img
+    from ptq_fidelity import ARCHS, PRETRAINED, heldout, outputs
+
+    from odm_basicsr.quant.refine import RefineConfig, refine
+    paths = demo_data()
+    images = heldout(paths)
+    rows, results = [], []
+    for arch in args.archs:
+        net_opt, ckpt = ARCHS[arch]
+        state = load_network_state(osp.join(PRETRAINED, ckpt))
+        fp_opt = dict(net_opt)
+        fp = ARCH_REGISTRY.get(fp_opt.pop('type'))(**fp_opt).eval()
+        fp.load_state_dict(state, strict=True)
+        fp_outs = outputs(fp, images)
+
+        def scores(outs):
+            fid = sum(fidelity_psnr(o, f, SCALE) for o, f in zip(outs, fp_outs)) / len(outs)
+            psnr = sum(calculate_psnr(tensor2img(o), tensor2img(gt), SCALE, test_y_channel=True)
+                       for o, (_, gt) in zip(outs, images)) / len(outs)
+            return fid, psnr
+
+        fp_psnr = scores(fp_outs)[1]
+        for bits in args.bits:
+            for seed in args.seeds:
+                batches = calibration_batches(data_options(paths, 128, 4, seed), 8, torch.device('cpu'))
+                net = ARCH_REGISTRY.get('ODMQuant')(arch=net_opt, w_bit=bits, a_bit=bits)
+                net.load_state_dict(state, strict=True)
+                calibrate(net.eval(), batches, progress=False)
+                calibrated = scores(outputs(net, images))
+                refined_report = refine(net, batches, RefineConfig(), seed=seed, progress=False)
+                refined = scores(outputs(net, images))
+                results.append(dict(arch=arch, bits=bits, seed=seed, fp_psnr_y=fp_psnr, calibrated=calibrated,
+                                    refined=refined, refine_seconds=refined_report['seconds']))
+                rows.append([arch, f'w{bits}a{bits}', seed, f'{calibrated[0]:.2f} / {calibrated[1]:.2f}',
+                             f'{refined[0]:.2f} / {refined[1]:.2f}'])
+                print(' | '.join(map(str, rows[-1])), flush=True)
+    print(markdown_table(['arch', 'bits', 'seed', 'auto: fidelity / PSNR-Y', 'auto + refine: fidelity / PSNR-Y'], rows))
+    return dict(part='demo_refine', results=results)
+
+
 def demo_part(args):
     from ptq_fidelity import ARCHS, PRETRAINED, heldout, outputs
     paths = demo_data()
@@ -184,7 +231,7 @@ def demo_part(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--part', choices=('depth', 'demo', 'realsr'), required=True)
+    parser.add_argument('--part', choices=('depth', 'demo', 'realsr', 'demo_refine'), required=True)
     parser.add_argument('--weights', help='depth: the folder third_party_weights.py wrote')
     parser.add_argument('--depths', nargs='+', type=int, default=[6, 12, 23])
     parser.add_argument('--bits', nargs='+', type=int, default=None, help='default: 8 4 (depth), 8 4 2 (demo)')
@@ -198,7 +245,10 @@ def main():
     parser.add_argument('--refine-iters', type=int, default=None, help='realsr: default RefineConfig().iters')
     parser.add_argument('--json', default=None)
     args = parser.parse_args()
-    if args.part == 'realsr':
+    if args.part == 'demo_refine':
+        args.bits = args.bits or [4, 2]
+        payload = demo_refine_part(args)
+    elif args.part == 'realsr':
         if not args.weights:
             parser.error('--part realsr needs --weights DIR (the folder third_party_weights.py of the shared tools wrote)')
         args.bits = args.bits or [8, 4, 2]
