@@ -150,23 +150,30 @@ def realsr_part(args):
     return dict(part='realsr', crops=sum(b.shape[0] for b in batches), crop_lr=24, results=results)
 
 
+def demo_fp(arch):
+    """(network_g of the demo FP ``arch``, its state dict, the FP network in eval mode)."""
+    from ptq_fidelity import ARCHS, PRETRAINED
+    net_opt, ckpt = ARCHS[arch]
+    state = load_network_state(osp.join(PRETRAINED, ckpt))
+    fp_opt = dict(net_opt)
+    fp = ARCH_REGISTRY.get(fp_opt.pop('type'))(**fp_opt).eval()
+    fp.load_state_dict(state, strict=True)
+    return net_opt, state, fp
+
+
 def demo_refine_part(args):
     """The demo EDSR (PSNR to HR is meaningful there): auto, then auto + refine (the defaults of basicsr calibrate),
     per calibration seed; fidelity to FP and PSNR (Y, border 4) to HR on the held-out photos."""
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import tensor2img
-    from ptq_fidelity import ARCHS, PRETRAINED, heldout, outputs
+    from ptq_fidelity import heldout, outputs
 
     from odm_basicsr.quant.refine import RefineConfig, refine
     paths = demo_data()
     images = heldout(paths)
     rows, results = [], []
     for arch in args.archs:
-        net_opt, ckpt = ARCHS[arch]
-        state = load_network_state(osp.join(PRETRAINED, ckpt))
-        fp_opt = dict(net_opt)
-        fp = ARCH_REGISTRY.get(fp_opt.pop('type'))(**fp_opt).eval()
-        fp.load_state_dict(state, strict=True)
+        net_opt, state, fp = demo_fp(arch)
         fp_outs = outputs(fp, images)
 
         def scores(outs):
@@ -195,16 +202,12 @@ def demo_refine_part(args):
 
 
 def demo_part(args):
-    from ptq_fidelity import ARCHS, PRETRAINED, heldout, outputs
+    from ptq_fidelity import heldout, outputs
     paths = demo_data()
     images = heldout(paths)
     rows, results = [], []
     for arch in args.archs:
-        net_opt, ckpt = ARCHS[arch]
-        state = load_network_state(osp.join(PRETRAINED, ckpt))
-        fp_opt = dict(net_opt)
-        fp = ARCH_REGISTRY.get(fp_opt.pop('type'))(**fp_opt).eval()
-        fp.load_state_dict(state, strict=True)
+        net_opt, state, fp = demo_fp(arch)
         fp_outs = outputs(fp, images)
         for bits in args.bits:
             for seed in args.seeds:
