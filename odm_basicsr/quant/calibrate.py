@@ -418,7 +418,7 @@ def _tensors(value):
     return []
 
 
-def _stack_batches(batches):
+def stack_batches(batches):
     """All calibration batches as one (sum N, C, h, w) tensor, centre-cropped to the smallest height and width
     among them, and their sizes along dim 0."""
     height = min(b.shape[-2] for b in batches)
@@ -449,7 +449,7 @@ def _refine_per_layer_locally(net, batches, layers, candidates, chosen, reduce_f
     layer's choice judged on the output of its unit (``judging_units``: its block, or the layer itself) instead of
     the network's.
 
-    One FP pass over all calibration batches at once (``_stack_batches``) records every unit's output. Then one
+    One FP pass over all calibration batches at once (``stack_batches``) records every unit's output. Then one
     quantized pass decides unit by unit, in network order: when a unit runs, each of its layers tries the other
     candidates' range on the unit's actual input (which carries the choices made upstream), and keeps it where the
     unit's output error against its FP output falls significantly over the batches; the pass then goes on with the
@@ -457,7 +457,7 @@ def _refine_per_layer_locally(net, batches, layers, candidates, chosen, reduce_f
     Returns {layer: method}."""
     root = getattr(net, 'module', net)
     units = judging_units(root, list(layers))
-    stacked, sizes = _stack_batches(batches)
+    stacked, sizes = stack_batches(batches)
     references = {u: [] for u in units}
 
     def record(unit):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 from tqdm import tqdm
 
-from .calibrate import judging_units
+from .calibrate import judging_units, stack_batches
 from .convert import activation_points, is_quantizer_param, quantized_layers, set_quantization
 from .distance import DISTANCES, FeatureTap, feature_distance, output_distance
 from .export_integer import calibrate_output_requantizers
@@ -82,13 +82,6 @@ def block_outputs(net):
     return list(judging_units(net, [n for n, _ in quantized_layers(net)]))
 
 
-def _stack(batches):
-    height = min(b.shape[-2] for b in batches)
-    width = min(b.shape[-1] for b in batches)
-    return torch.cat([b[..., (b.shape[-2] - height) // 2:(b.shape[-2] - height) // 2 + height,
-                        (b.shape[-1] - width) // 2:(b.shape[-1] - width) // 2 + width] for b in batches])
-
-
 def refine(net, batches, config, seed=0, progress=True):
     """Learn the quantizers of the calibrated ``net`` from its FP function, in place (see the module docstring).
 
@@ -102,7 +95,7 @@ def refine(net, batches, config, seed=0, progress=True):
         mse_before / mse_after (mean squared error of the output against the FP output over all calibration crops).
     """
     model = getattr(net, 'module', net)
-    crops = _stack(list(batches))
+    crops, _ = stack_batches(list(batches))
     features = block_outputs(model) if config.feature_weight > 0 else []
     was_training = model.training
     model.eval()
