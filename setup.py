@@ -1,22 +1,42 @@
 """odm-basicsr: ODM quantization-aware training as a BasicSR plugin."""
+import os
 import os.path as osp
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
+HERE = osp.dirname(osp.abspath(__file__))
 STARTUP_HOOK = 'odm_basicsr_boot.pth'  # runs odm_basicsr_boot.py at startup: `import basicsr` works first (README)
+OPTION_FILES = 'option_files'  # options/ of the checkout, inside the installed package (odm_basicsr/utils/shipped.py)
+
+
+def option_file_paths():
+    """(source, path inside the package) of every option file under options/."""
+    found = []
+    for root, _, files in os.walk(osp.join(HERE, 'options')):
+        for name in sorted(files):
+            if name.endswith('.yml'):
+                rel = osp.relpath(osp.join(root, name), osp.join(HERE, 'options'))
+                found.append((osp.join(root, name), osp.join('odm_basicsr', OPTION_FILES, rel)))
+    return found
 
 
 class BuildWithStartupHook(build_py):
-    """build_py that also puts the startup .pth at the root of site-packages (wheel and editable installs)."""
+    """build_py that also puts the startup .pth at the root of site-packages (wheel and editable installs) and the
+    option files into the package (wheels; an editable install reads the checkout's options/)."""
 
     def run(self):
         super().run()
-        self.copy_file(osp.join(osp.dirname(osp.abspath(__file__)), STARTUP_HOOK), osp.join(self.build_lib, STARTUP_HOOK))
+        self.copy_file(osp.join(HERE, STARTUP_HOOK), osp.join(self.build_lib, STARTUP_HOOK))
+        if not self.editable_mode:
+            for source, target in option_file_paths():
+                self.mkpath(osp.dirname(osp.join(self.build_lib, target)))
+                self.copy_file(source, osp.join(self.build_lib, target))
 
     def get_outputs(self, include_bytecode=True):
-        return super().get_outputs(include_bytecode) + [osp.join(self.build_lib, STARTUP_HOOK)]
+        extra = [] if self.editable_mode else [osp.join(self.build_lib, t) for _, t in option_file_paths()]
+        return super().get_outputs(include_bytecode) + [osp.join(self.build_lib, STARTUP_HOOK)] + extra
 
 
 class EditableWithStartupHook(editable_wheel):
@@ -26,7 +46,7 @@ class EditableWithStartupHook(editable_wheel):
 
     def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
         outputs = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
-        self.copy_file(osp.join(osp.dirname(osp.abspath(__file__)), STARTUP_HOOK), osp.join(unpacked_wheel, STARTUP_HOOK))
+        self.copy_file(osp.join(HERE, STARTUP_HOOK), osp.join(unpacked_wheel, STARTUP_HOOK))
         return outputs
 
 

@@ -135,6 +135,19 @@ def _load_network(self, net, load_path, strict=True, param_key='params'):
         raise ValueError(unreadable_message(load_path, err)) from err
 
 
+def _with_shipped_paths(parse_options):
+    """``parse_options`` of ``basicsr.train`` / ``basicsr.test``, then the shipped checkpoints' paths
+    (``odm_basicsr/pretrained/...``) resolved to the installed package when the working directory has no such file
+    (``utils/shipped.py``): an option file works from any folder."""
+
+    def parse(root_path, is_train=True):
+        from odm_basicsr.utils.shipped import resolve_shipped_paths
+        opt, args = parse_options(root_path, is_train=is_train)
+        return resolve_shipped_paths(opt), args
+
+    return parse
+
+
 _ORIGINAL_LOAD_NETWORK = None
 _ORIGINAL_CREATE_LOADERS = None
 
@@ -172,12 +185,15 @@ def apply_runtime_fixes():
     global _RUNTIME_FIXED, _ORIGINAL_LOAD_NETWORK, _ORIGINAL_CREATE_LOADERS
     if _RUNTIME_FIXED:
         return
+    import basicsr.test
     import basicsr.train
     import basicsr.utils.dist_util
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
 
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.parse_options = _with_shipped_paths(basicsr.train.parse_options)
+    basicsr.test.parse_options = _with_shipped_paths(basicsr.test.parse_options)
     _ORIGINAL_CREATE_LOADERS = basicsr.train.create_train_val_dataloader
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch

@@ -22,15 +22,21 @@ def subcommand(name, help_text):
     return decorator
 
 
+HYPHEN_SPELLINGS = {'--local-rank': '--local_rank', '--force-yml': '--force_yml', '--auto-resume': '--auto_resume'}
+PIPELINE_USAGE = {
+    'train': 'usage: {prog} train -opt OPTION_FILE [--launcher {{none,pytorch,slurm}}] [--auto-resume] [--debug] '
+             '[--force-yml KEY=VALUE ...]',
+    'test': 'usage: {prog} test -opt OPTION_FILE [--launcher {{none,pytorch,slurm}}] [--force-yml KEY=VALUE ...]',
+}
+
+
 def _normalise_basicsr_argv(argv):
-    """``torch.distributed.launch`` passes ``--local-rank`` (hyphen); BasicSR 1.4.2 only knows ``--local_rank``."""
+    """BasicSR 1.4.2 spells its flags with underscores (--local_rank, --force_yml, --auto_resume); the hyphen
+    spellings of the other commands (and torch.distributed.launch's --local-rank) are accepted too."""
     out = []
     for arg in argv:
-        if arg == '--local-rank':
-            arg = '--local_rank'
-        elif arg.startswith('--local-rank='):
-            arg = '--local_rank=' + arg.split('=', 1)[1]
-        out.append(arg)
+        flag, sep, value = arg.partition('=')
+        out.append(HYPHEN_SPELLINGS.get(flag, flag) + sep + value if flag in HYPHEN_SPELLINGS else arg)
     return out
 
 
@@ -46,12 +52,17 @@ def _option_path(argv):
 def _run_pipeline(argv, is_train):
     argv = _normalise_basicsr_argv(argv)
     opt_path = _option_path(argv)
-    if opt_path is not None and not os.path.isfile(opt_path):
-        raise SystemExit(f'error: option file {opt_path!r} does not exist.')
+    if opt_path is None:
+        usage = PIPELINE_USAGE['train' if is_train else 'test'].format(prog=_prog())
+        raise SystemExit(f'{usage}\nerror: -opt OPTION_FILE is required (copy the shipped ones with "{_prog()} '
+                         'options").')
+    if not os.path.isfile(opt_path):
+        raise SystemExit(f'error: option file {opt_path!r} does not exist.' + (
+            f' The shipped option files are copied into options/ by "{_prog()} options".'
+            if opt_path.replace(os.sep, '/').startswith('options/') else ''))
     import odm_basicsr  # noqa: F401  (applies the compat fixes and registers archs, losses and models)
     from .options_check import check_option_file
-    if opt_path is not None:
-        check_option_file(opt_path, is_train=is_train, argv=argv)
+    check_option_file(opt_path, is_train=is_train, argv=argv)
     sys.argv = [sys.argv[0]] + argv
     root_path = os.getcwd()
     if is_train:
@@ -62,12 +73,12 @@ def _run_pipeline(argv, is_train):
         test_pipeline(root_path)
 
 
-@subcommand('train', 'train with BasicSR\'s train_pipeline (flags: -opt, --launcher, --auto_resume, --debug, ...)')
+@subcommand('train', 'train with BasicSR\'s train_pipeline (flags: -opt, --launcher, --auto-resume, --debug, ...)')
 def _train(argv):
     _run_pipeline(argv, is_train=True)
 
 
-@subcommand('test', 'test with BasicSR\'s test_pipeline (flags: -opt, --launcher, --force_yml, ...)')
+@subcommand('test', 'test with BasicSR\'s test_pipeline (flags: -opt, --launcher, --force-yml, ...)')
 def _test(argv):
     _run_pipeline(argv, is_train=False)
 
@@ -95,6 +106,12 @@ def _convert(argv):
 def _prepare(argv):
     from .tools.prepare import main as prepare_main
     prepare_main(argv)
+
+
+@subcommand('options', 'copy the shipped option files (grid, demo, PTQ, distillation, comparison) into a folder')
+def _options(argv):
+    from .tools.options_cli import main as options_main
+    options_main(argv)
 
 
 @subcommand('demo', 'the main job end to end on photos scikit-image ships: FP, w4a4, w2a2, ODM vs plain QAT')
@@ -132,11 +149,15 @@ def _print_help(prog):
     print('\n'.join(lines))
 
 
+def _prog():
+    """The command's name as the user typed it: basicsr or odm-basicsr (python -m odm_basicsr: odm-basicsr)."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'basicsr'
+    return 'odm-basicsr' if prog in ('__main__.py', '-m', '-c') else prog
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'basicsr'
-    if prog in ('__main__.py', '-m', '-c'):
-        prog = 'odm-basicsr'
+    prog = _prog()
     if not argv or argv[0] in ('-h', '--help'):
         _print_help(prog)
         return 0 if argv else 2
@@ -150,9 +171,8 @@ def main(argv=None):
         print(f'{prog}: unknown command {name!r}.{hint} Commands: {", ".join(SUBCOMMANDS)}.', file=sys.stderr)
         return 2
     if name in ('train', 'test') and rest and rest[0] in ('-h', '--help'):
-        print(f'usage: {prog} {name} -opt OPTION_FILE [--launcher {{none,pytorch,slurm}}] [--auto_resume] '
-              '[--debug] [--local_rank N] [--force_yml KEY=VALUE ...]\n\nAll flags are BasicSR\'s own and are '
-              'passed through unchanged.')
+        print(PIPELINE_USAGE[name].format(prog=prog) + '\n\nAll flags are BasicSR\'s own, passed through to its '
+              f'{name}_pipeline; BasicSR\'s underscore spellings (--auto_resume, --force_yml, --local_rank) work too.')
         return 0
     SUBCOMMANDS[name][1](rest)
     return 0

@@ -3,9 +3,11 @@
 Every problem found is reported at once, each naming its key, as an ``OptionError``; a warning is printed for
 settings that work but are probably not what was meant.
 """
+import difflib
 import inspect
 import os
 import os.path as osp
+import re
 import sys
 
 import yaml
@@ -15,6 +17,7 @@ from .options_sections import check_sections, did_you_mean, registry_has, unknow
 from .quant import COOPERATION_MODES, RANGE_METHODS, REGULARIZERS, VARIANCE_STATS, QuantConfig
 from .quant.calibrate import PER_LAYER_JUDGES
 from .quant.refine import RefineConfig
+from .utils.shipped import resolve_shipped, resolve_shipped_paths
 
 ODM_TRAIN_KEYS = ('odm_opt', 'distill_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
                   'guard_on_device', 'weight_clip_interval')
@@ -305,7 +308,7 @@ def _check_train(opt, odm_arch, errors, warn):
                           ('loss_weight', 'the option grid\'s values: 1e-6 for v1, 3.92e-8 for v2 on EDSR')):
             if key not in odm_opt:
                 errors.append(f'train.odm_opt.{key}: missing. ODMLoss has no safe default for it: set it explicitly '
-                              f'({hint}; README, option reference).')
+                              f'({hint}; docs/OPTIONS.md).')
         if 'regularizer' in odm_opt:
             _choice('train.odm_opt.regularizer', odm_opt['regularizer'], REGULARIZERS, errors)
         if 'stat' in odm_opt:
@@ -384,7 +387,8 @@ def checkpoint_hint(path):
     name = osp.basename(str(path))
     parts = osp.normpath(str(path)).split(os.sep)
     if 'pretrained' in parts and 'odm_basicsr' in parts:
-        return 'It ships with the odm-basicsr repository: run the command from the repository root.'
+        return (f'It ships inside the odm-basicsr package ({resolve_shipped(str(path))}); reinstall odm-basicsr if it '
+                'is missing there.')
     if len(parts) >= 3 and parts[-2] == 'models' and 'experiments' in parts:
         return (f'It is written by training experiment {parts[-3]!r}: run "basicsr train" with its training option '
                 'file first.')
@@ -629,6 +633,27 @@ def _check_top_level(opt, errors):
             errors.append(f'{key}: unknown top-level key{did_you_mean(str(key), BASICSR_TOP_KEYS)}.')
 
 
+def _misspelt_sections(opt):
+    """{missing top-level key: the misspelt key that stands for it} (``netwrok_g`` for a missing ``network_g``)."""
+    found = {}
+    for key in opt:
+        if key not in BASICSR_TOP_KEYS:
+            close = difflib.get_close_matches(str(key).lower(), [k for k in BASICSR_TOP_KEYS if k not in opt], n=1,
+                                              cutoff=0.6)
+            if close:
+                found[close[0]] = str(key)
+    return found
+
+
+def _one_error_per_cause(opt, errors):
+    """``errors`` without those that only follow from a misspelt top-level key: with ``netwrok_g``, the typo is
+    reported, not also every check that needs a network_g."""
+    for section, typo in _misspelt_sections(opt).items():
+        follows = re.compile(rf'(?<![\w.]){re.escape(section)}\b')
+        errors = [e for e in errors if e.startswith(f'{typo}:') or not follows.search(e)]
+    return errors
+
+
 def _default_scope(net):
     """The scope of a network_g block without one: ODMQuant's is 'all' for an arch without a default body scope;
     None where ODMQuant's arch is not a registered arch (reported by the network checks)."""
@@ -675,6 +700,7 @@ def check_options(opt, is_train=True, warn=None, calibrating=False):
         _check_train(opt, odm_arch, errors, warn_fn)
     _check_paths(opt, is_train, errors, calibrating, warn_fn)
     _check_consistency(opt, errors)
+    errors = _one_error_per_cause(opt, errors)
     if errors:
         raise OptionError('Invalid options:\n  - ' + '\n  - '.join(errors))
     return warnings_found
@@ -718,7 +744,7 @@ def load_option_file(path):
         raise SystemExit(f'error: {path} is not valid YAML: {err}')
     if not isinstance(opt, dict):
         raise SystemExit(f'error: {path} does not hold a mapping of options.')
-    return opt
+    return resolve_shipped_paths(opt)
 
 
 def check_option_file(path, is_train=True, argv=(), sections=None, calibrating=False):

@@ -207,7 +207,10 @@ def check_datasets(opt, is_train, errors):
         if is_train and phase.split('_')[0] == 'train' and block.get('type') == 'PairedImageDataset':
             for name in PAIRED_TRAIN_KEYS:
                 if name not in block:
-                    errors.append(f'{key}.{name}: missing (PairedImageDataset reads it when training).')
+                    typo = next((k for k in block if k not in PAIRED_TRAIN_KEYS and did_you_mean(k, [name])), None)
+                    errors.append(f'{key}.{typo}: unknown key (did you mean {name!r}? PairedImageDataset reads '
+                                  f'{name} when training).' if typo else
+                                  f'{key}.{name}: missing (PairedImageDataset reads it when training).')
 
 
 def check_train_basics(opt, errors):

@@ -116,7 +116,7 @@ def cost_and_export_in_process(test_file, cwd):
     os.chdir(cwd)
     try:
         cli_main(['cost', '-opt', test_file, '--size', '16x16', '--json', 'cost.json'])
-        cli_main(['export', '-opt', test_file, '--format', 'onnx', '--out', 'net.onnx', '--input-size', '16x16'])
+        cli_main(['export', '-opt', test_file, '--format', 'onnx', '--out', 'net.onnx', '--size', '16x16'])
         cli_main(['export', '-opt', test_file, '--format', 'packed', '--out', 'net.packed.pth'])
     finally:
         os.chdir(before)

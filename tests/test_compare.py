@@ -75,7 +75,7 @@ def test_bad_crops_and_a_wrong_upscale_are_errors_before_computing(tiny_data, ch
     opt['compare']['entries'][1]['network_g']['upscale'] = 4
     entries, _ = check_compare(opt)
     with pytest.raises(CompareError, match=r"entry 'ODM v2 w4a4' \(ODMEDSR\): upscale 4 but the compare file's scale is 2"):
-        load_entries(entries, REPO, torch.device('cpu'), 2)
+        load_entries(entries, torch.device('cpu'), 2)
 
 
 def test_an_entry_that_does_not_fit_its_checkpoint_is_named_before_computing(tiny_data, checkpoints):
@@ -83,7 +83,7 @@ def test_an_entry_that_does_not_fit_its_checkpoint_is_named_before_computing(tin
     opt['compare']['entries'][1]['network_g']['num_feat'] = 16  # the checkpoint has 8
     entries, _ = check_compare(opt)
     with pytest.raises(CompareError, match=r"entry 'ODM v2 w4a4' \(ODMEDSR\): .*odm.pth does not fit"):
-        load_entries(entries, REPO, torch.device('cpu'), 2)
+        load_entries(entries, torch.device('cpu'), 2)
 
 
 def test_an_entry_whose_checkpoint_records_other_bits_is_named_before_computing(tiny_data, checkpoints, tmp_path):
@@ -96,22 +96,22 @@ def test_an_entry_whose_checkpoint_records_other_bits_is_named_before_computing(
     torch.save(dict(state, quantization=quantization_record(build_network(dict(ODM_NET)))), recorded)
     opt = compare_options(tiny_data, (checkpoints[0], str(recorded)))
     entries, _ = check_compare(opt)
-    load_entries(entries, REPO, torch.device('cpu'), 2)  # the record agrees
+    load_entries(entries, torch.device('cpu'), 2)  # the record agrees
     opt['compare']['entries'][1]['network_g'].update(w_bit=2, a_bit=2)
     entries, _ = check_compare(opt)
     with pytest.raises(CompareError, match=r"entry 'ODM v2 w4a4' \(ODMEDSR\): .*another quantization than its "
                                            r"network_g \(4 layer\(s\) .*checkpoint 'w4 a4 wcc layer', network_g 'w2 a2"):
-        load_entries(entries, REPO, torch.device('cpu'), 2)
+        load_entries(entries, torch.device('cpu'), 2)
 
 
 def test_missing_checkpoints_name_the_training_run_and_all_missing_is_an_error(tiny_data, checkpoints):
     opt = compare_options(tiny_data, checkpoints)
     entries, _ = check_compare(opt)
-    nets, missing = load_entries(entries, REPO, torch.device('cpu'), 2)
+    nets, missing = load_entries(entries, torch.device('cpu'), 2)
     assert set(nets) == {'FP', 'ODM v2 w4a4'}
     assert missing['not yet'] == 'not trained yet: basicsr train -opt options/v2/train_ODMv2_EDSR_x4_w4a4.yml'
     with pytest.raises(CompareError, match='no entry has a checkpoint yet'):
-        load_entries(entries[2:], REPO, torch.device('cpu'), 2)
+        load_entries(entries[2:], torch.device('cpu'), 2)
 
 
 def test_grid_compare_file_without_checkpoints_says_what_to_run(tmp_path):
@@ -176,7 +176,7 @@ def test_published_rows_of_the_matching_arch_and_set_are_marked_as_published(tin
     monkeypatch.setitem(published.PUBLISHED, ('EDSR', 2), [('ODM', 4, {'Set5': (37.5, 0.95), 'Set14': (33.0, None)}),
                                                           ('DAQ', 4, {'Urban100': (30.0, 0.9)}),
                                                           ('ODM', 2, {'Set5': (36.0, 0.94)})])  # no w2 entry
-    result = run(compare_options(tiny_data, checkpoints), (16, 16), torch.device('cpu'), REPO, log=lambda line: None)
+    result = run(compare_options(tiny_data, checkpoints), (16, 16), torch.device('cpu'), log=lambda line: None)
     assert result['published'] == [dict(dataset='Set5', method='ODM', bits=4, psnr=37.5, ssim=0.95)]
     md = format_markdown(result)
     assert 'not measured here' in md and '| ODM | 4 | 37.50 | 0.950 |' in md

@@ -190,7 +190,7 @@ def test_cli_export_onnx_and_packed(nets, photos, tmp_path):
            'path': {'pretrain_network_g': ckpt, 'strict_load_g': True, 'param_key_g': 'params'}}
     opt_path = write_options(tmp_path / 'test_export.yml', opt)
     proc = run_cli(['export', '-opt', opt_path, '--format', 'onnx', '--mode', 'exact', '--out', 'out/model.onnx',
-                    '--input-size', '24x32'], cwd=tmp_path)
+                    '--size', '24x32'], cwd=tmp_path)
     assert 'QuantizeLinear' in proc.stdout and 'float32 checkpoint' in proc.stdout, proc.stdout
     session = ort.InferenceSession(str(tmp_path / 'out' / 'model.onnx'), providers=['CPUExecutionProvider'])
     with torch.no_grad():
@@ -238,7 +238,7 @@ def test_cli_export_of_the_grid_option_files_runs_in_onnxruntime(arch, photos, t
     save_basicsr_checkpoint(net, ckpt)
     test = photos[1][..., :20, :28]
     proc = run_cli(['export', '-opt', option_file, '--format', 'onnx', '--mode', 'exact', '--out', 'model.onnx',
-                    '--input-size', '16x16'], cwd=tmp_path)
+                    '--size', '16x16'], cwd=tmp_path)
     assert 'QuantizeLinear' in proc.stdout, proc.stdout
     session = ort.InferenceSession(str(tmp_path / 'model.onnx'), providers=['CPUExecutionProvider'])
     with torch.no_grad():

@@ -383,7 +383,7 @@ def test_cli_modes_and_calibration_folder(photos, tmp_path):
     opt = {'name': 'integer_test', 'model_type': 'ODMModel', 'scale': 2, 'num_gpu': 0, 'network_g': dict(CASES[case]),
            'path': {'pretrain_network_g': ckpt, 'strict_load_g': True, 'param_key_g': 'params'}}
     opt_path = write_options(tmp_path / 'test.yml', opt)
-    proc = run_cli(['export', '-opt', opt_path, '--format', 'onnx', '--input-size', '24x32'], cwd=tmp_path)
+    proc = run_cli(['export', '-opt', opt_path, '--format', 'onnx', '--size', '24x32'], cwd=tmp_path)
     assert 'onnx model (integer)' in proc.stdout and 'integer kernels' in proc.stdout, proc.stdout
     assert '4 integer kernels' in proc.stdout and '0 quantized layers left in float' in proc.stdout, proc.stdout
     assert 'onnxruntime vs PyTorch on the 8 calibration images: PSNR mean' in proc.stdout, proc.stdout
@@ -449,7 +449,7 @@ def test_trained_with_integer_zero_points_through_basicsr_exports_exactly(tiny_d
     else:
         assert float(state['body.0.conv1.output_quantizer.active']) == 0.0
     test_file = write_options(tmp_path / 'test.yml', make_test_options(opt, 'izp_test', ckpt))
-    proc = run_cli(['export', '-opt', test_file, '--out', 'net.onnx', '--input-size', '24x24'], tmp_path)
+    proc = run_cli(['export', '-opt', test_file, '--out', 'net.onnx', '--size', '24x24'], tmp_path)
     assert 'all activation grids have integer zero points' in proc.stdout and '0 quantized layers left in float' in proc.stdout, proc.stdout
     net = build_network(dict(network)).eval()
     net.load_state_dict(state)

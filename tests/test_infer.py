@@ -81,8 +81,8 @@ def _psnr(a, b):
 def test_infer_upscales_a_folder_through_pytorch_and_onnx(trained, tmp_path):
     pytest.importorskip('onnxruntime')
     folder = trained['folder']
-    proc = run_cli(['infer', '-opt', trained['opt'], '--input', str(folder), '--output', 'sr_torch', '--tile', '24',
-                    '--tile_overlap', '8'], cwd=tmp_path)
+    proc = run_cli(['infer', '-opt', trained['opt'], '--input', str(folder), '--out', 'sr_torch', '--tile', '24',
+                    '--tile-overlap', '8'], cwd=tmp_path)
     assert 'wrote 4 PNG(s)' in proc.stdout, proc.stdout
     assert 'tile' in proc.stdout  # the progress bars
     names = sorted(os.listdir(tmp_path / 'sr_torch'))
@@ -98,10 +98,10 @@ def test_infer_upscales_a_folder_through_pytorch_and_onnx(trained, tmp_path):
     grey = cv2.imread(str(tmp_path / 'sr_torch' / 'grey.png'), cv2.IMREAD_UNCHANGED)
     assert grey.shape == (80, 112)
 
-    run_cli(['export', '-opt', trained['opt'], '--format', 'onnx', '--out', 'net.onnx', '--input-size', '16x16'],
+    run_cli(['export', '-opt', trained['opt'], '--format', 'onnx', '--out', 'net.onnx', '--size', '16x16'],
             cwd=tmp_path)
-    proc = run_cli(['infer', '--onnx', 'net.onnx', '--input', str(folder), '--output', 'sr_onnx', '--tile', '24',
-                    '--tile_overlap', '8'], cwd=tmp_path)
+    proc = run_cli(['infer', '--onnx', 'net.onnx', '--input', str(folder), '--out', 'sr_onnx', '--tile', '24',
+                    '--tile-overlap', '8'], cwd=tmp_path)
     assert 'wrote 4 PNG(s)' in proc.stdout, proc.stdout
     for name in names:
         a = cv2.imread(str(tmp_path / 'sr_onnx' / name), cv2.IMREAD_UNCHANGED)
@@ -113,13 +113,14 @@ def test_infer_upscales_a_folder_through_pytorch_and_onnx(trained, tmp_path):
     ('missing_input', 'does not exist'),
     ('empty_folder', 'holds no image'),
     ('output_is_input', 'would overwrite the inputs'),
-    ('negative_tile', '--tile and --tile_overlap must be >= 0'),
+    ('negative_tile', '--tile and --tile-overlap must be >= 0'),
     ('uncalibrated', 'never calibrated'),
     ('missing_onnx', 'basicsr export'),
+    ('not_an_image', '1 of 1 input(s) are not images OpenCV can read (nothing was loaded or written)'),
 ])
 def test_bad_input_is_one_error_and_nothing_is_written(trained, tmp_path, case, expected):
     from odm_basicsr.tools.infer_cli import main
-    args = ['-opt', trained['opt'], '--input', str(trained['folder']), '--output', str(tmp_path / 'out')]
+    args = ['-opt', trained['opt'], '--input', str(trained['folder']), '--out', str(tmp_path / 'out')]
     if case == 'missing_input':
         args[3] = str(tmp_path / 'nowhere')
     elif case == 'empty_folder':
@@ -137,6 +138,11 @@ def test_bad_input_is_one_error_and_nothing_is_written(trained, tmp_path, case, 
         args[1] = write_options(tmp_path / 'fresh.yml', opt)
     elif case == 'missing_onnx':
         args[:2] = ['--onnx', str(tmp_path / 'none.onnx')]
+    elif case == 'not_an_image':  # checked before the network: its checkpoint does not even exist
+        (tmp_path / 'fake.png').write_text('not a PNG')
+        opt = {'name': 'gone', 'model_type': 'ODMModel', 'scale': 2, 'num_gpu': 0, 'network_g': dict(NET),
+               'path': {'pretrain_network_g': str(tmp_path / 'gone.pth')}}
+        args[1], args[3] = write_options(tmp_path / 'gone.yml', opt), str(tmp_path / 'fake.png')
     before = sorted(os.listdir(tmp_path)), sorted(os.listdir(trained['folder']))
     with pytest.raises(SystemExit) as info:
         main(args)

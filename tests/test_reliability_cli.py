@@ -313,7 +313,7 @@ MISMATCH_HINTS = {
     'other-scale': ('does not fit network_g (ODMEDSR)', 'missing keys (2): upsample.2.weight, upsample.2.bias',
                     'the upsampler differs: check upscale (the checkpoint may be for another scale)'),
     'other-arch': ('does not fit network_g (ODMRDN)', 'unexpected keys (12): conv_first.weight',
-                   'likely cause: the checkpoint belongs to another architecture.'),
+                   'likely cause: the checkpoint belongs to another architecture'),
 }
 
 

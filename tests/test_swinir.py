@@ -196,7 +196,7 @@ def test_train_test_cost_export_through_the_cli(tiny_data, fp_state, tmp_path):
     assert (tmp_path / 'net.onnx').is_file() and (tmp_path / 'net.packed.pth').is_file()
     # basicsr infer through the fixed-size ONNX model: tiles that fit 16x16 with their context, output 2x the input
     lr_dir = opt['datasets']['val']['dataroot_lq']
-    proc = run_cli(['infer', '--onnx', 'net.onnx', '--input', lr_dir, '--output', 'sr_onnx', '--tile_overlap', '4'],
+    proc = run_cli(['infer', '--onnx', 'net.onnx', '--input', lr_dir, '--out', 'sr_onnx', '--tile-overlap', '4'],
                    tmp_path)
     assert 'input fixed at 16x16' in proc.stdout and 'tile 8' in proc.stdout, proc.stdout
     for name in os.listdir(lr_dir):
@@ -205,9 +205,9 @@ def test_train_test_cost_export_through_the_cli(tiny_data, fp_state, tmp_path):
     # on an image of exactly the model's size (one tile, no padding) ONNX and PyTorch give the same PNG
     os.makedirs(tmp_path / 'lr16')
     cv2.imwrite(str(tmp_path / 'lr16' / 'patch.png'), lr[:16, :16])
-    run_cli(['infer', '--onnx', 'net.onnx', '--input', 'lr16', '--output', 'sr16_onnx', '--tile_overlap', '0'],
+    run_cli(['infer', '--onnx', 'net.onnx', '--input', 'lr16', '--out', 'sr16_onnx', '--tile-overlap', '0'],
             tmp_path)
-    run_cli(['infer', '-opt', test_file, '--input', 'lr16', '--output', 'sr16_torch', '--tile', '0'], tmp_path)
+    run_cli(['infer', '-opt', test_file, '--input', 'lr16', '--out', 'sr16_torch', '--tile', '0'], tmp_path)
     onnx_out = cv2.imread(str(tmp_path / 'sr16_onnx' / 'patch.png')).astype(int)
     torch_out = cv2.imread(str(tmp_path / 'sr16_torch' / 'patch.png')).astype(int)
     assert onnx_out.shape == (32, 32, 3) and np.abs(onnx_out - torch_out).max() <= 1

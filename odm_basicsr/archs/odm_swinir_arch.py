@@ -59,7 +59,7 @@ class ODMSwinIR(QuantizedArchMixin, SwinIR):
             drop_rate, attn_drop_rate, drop_path_rate, ape, patch_norm, use_checkpoint, upscale, img_range,
             upsampler, resi_connection: as BasicSR's SwinIR (LayerNorm is fixed).
         quantize_attention (bool): also quantize both operands of q·kᵀ and attn·v to a_bit with static ranges.
-            Default false: the paper's scope names the Linear layers only (README, SwinIR).
+            Default false: the paper's scope names the Linear layers only (docs/SWINIR.md).
         **quantization: the keys of ``odm_basicsr.quant.QuantConfig``; scope 'body' is the paper's 4 Linear layers
             per Swin block, and offsets must stay 'none' (they are implemented for conv layers; the body is Linear).
     """

@@ -365,6 +365,21 @@ class ODMModel(SRModel):
         get_root_logger().info(f'Resumed ODM training at iter {resume_state["iter"]}, epoch {resume_state["epoch"]}; '
                                'generator states restored, calibration not repeated.')
 
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        """SRModel.validation, once per iteration. BasicSR's train_pipeline validates again after its loop, with
+        the iteration counter past total_iter (a 300-iteration run reported '@ 302 iter'): that call is labelled
+        total_iter, and skipped when iteration total_iter was just validated (the weights are the same)."""
+        total = self.opt['train'].get('total_iter')
+        if isinstance(total, int) and current_iter > total:
+            current_iter = total
+        name = dataloader.dataset.opt.get('name')
+        validated = getattr(self, '_validated_iters', {})
+        if validated.get(name) == current_iter:
+            get_root_logger().info(f'Validation of {name} at iter {current_iter} already done: not repeated.')
+            return
+        self._validated_iters = dict(validated, **{name: current_iter})
+        super().validation(dataloader, current_iter, tb_logger, save_img)
+
     def test(self):
         """SRModel.test through the bare network. BasicSR validates on rank 0 alone (``dist_validation``); a forward
         through the DDP wrapper there would broadcast the quantizers' buffers to ranks that are not listening, and

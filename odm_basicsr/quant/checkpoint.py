@@ -34,6 +34,12 @@ def _likely_cause(missing, unexpected, mismatched):
     if any(k.startswith(('head.', 'tail.', 'RDBs.', 'SFENet')) for k in unexpected):
         hints.append('this looks like an EDSR-PyTorch checkpoint: convert it first with '
                      '"basicsr convert-checkpoint --arch <EDSR|RDN> IN OUT"')
+    layout = lambda keys: {'.'.join(p for p in k.split('.') if not p.isdigit()) for k in keys}  # noqa: E731
+    if not hints and missing and unexpected and not layout(missing) & layout(unexpected):
+        # no layer of one is a renumbered layer of the other: not a depth or scale difference
+        names = lambda keys: ', '.join(sorted({k.split('.')[0] for k in keys})[:4])  # noqa: E731
+        return (f'the checkpoint belongs to another architecture (its layers {names(unexpected)} are not '
+                f'network_g\'s {names(missing)})')
     if missing and unexpected and block_ids(missing) != block_ids(unexpected):
         hints.append('the number of blocks (num_block) differs between the network and the checkpoint')
     elif unexpected and not missing:

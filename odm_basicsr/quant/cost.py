@@ -109,16 +109,19 @@ def cost_report(net, input_shape):
 
 
 def _fmt(value, unit):
-    for scale, prefix in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'K')):
+    """A count with a decimal prefix (G, M, K: BitOPs, MACs); bytes (unit 'B') in binary ones (GiB, MiB, KiB)."""
+    prefixes = ((2**30, 'Gi'), (2**20, 'Mi'), (2**10, 'Ki')) if unit == 'B' else (
+        (1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'K'))
+    for scale, prefix in prefixes:
         if abs(value) >= scale:
-            return f'{value / scale:.3f}{prefix}{unit}'
-    return f'{value:.0f}{unit}'
+            return f'{value / scale:.3f} {prefix}{unit}' if unit == 'B' else f'{value / scale:.3f}{prefix}{unit}'
+    return f'{value:.0f} {unit}' if unit == 'B' else f'{value:.0f}{unit}'
 
 
 def format_cost_report(report, per_layer=True):
     """Markdown table: per layer (optional) and totals, quantized next to FP."""
     c, h, w = report['input_shape']
-    lines = [f'Cost for one {c}x{h}x{w} input (BitOPs = MACs x b_w x b_a; storage in bytes):', '',
+    lines = [f'Cost for one {c}x{h}x{w} input (BitOPs = MACs x b_w x b_a; storage in bytes, KiB = 1024 B):', '',
              '| layer | W/A bits | offset | MACs | BitOPs | FP BitOPs | storage | FP storage |',
              '|---|---|---|---|---|---|---|---|']
     rows = report['layers'] if per_layer else []

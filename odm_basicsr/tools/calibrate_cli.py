@@ -8,7 +8,6 @@ first: a training run of the same name archives that folder). With a ``datasets.
 PSNR / SSIM (val.metrics, as BasicSR computes them) of the FP and the quantized network, and the fidelity of the
 quantized output to the FP output: PSNR in dB of the [0, 1] outputs, border of ``scale`` pixels cropped.
 """
-import argparse
 import json
 import math
 import os
@@ -21,7 +20,8 @@ from odm_basicsr.data.calibration import (calibration_batches, calibration_datas
 from odm_basicsr.quant import QUANTIZATION_KEY, calibrate, quantization_record, quantized_layers, set_quantization
 from odm_basicsr.quant.refine import refine
 
-from .cli_io import fidelity_psnr, load_network
+from .cli_io import InferError, fidelity_psnr, load_network, resolve_device
+from .cli_text import add_device, add_force_yml, add_out, command_parser
 
 
 def evaluate(net, dataset_opt, metrics_opt, scale, device):
@@ -62,11 +62,11 @@ def evaluate(net, dataset_opt, metrics_opt, scale, device):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog='basicsr calibrate', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser('calibrate', __doc__)
     parser.add_argument('-opt', required=True, help='training option file: network_g, path.pretrain_network_g, data')
-    parser.add_argument('--out', help='output checkpoint (default experiments/<name>/models/net_g_calibrated.pth)')
-    parser.add_argument('--force_yml', nargs='+', default=None, help='BasicSR-style overrides: key1:key2=value')
+    add_out(parser, 'output checkpoint (default experiments/<name>/models/net_g_calibrated.pth)')
+    add_force_yml(parser)
+    add_device(parser)
     args = parser.parse_args(argv)
     from odm_basicsr.options_check import check_option_file  # (the package import registered the ODM archs)
     forced = ['--force_yml'] + args.force_yml if args.force_yml else []
@@ -85,8 +85,10 @@ def main(argv):
     if not quantized_layers(net):
         raise SystemExit(f'error: network_g of {args.opt} ({opt["network_g"]["type"]}) has no quantized layers: '
                          'use an ODM arch (ODMEDSR, ODMRDN, ODMMSRResNet) or ODMQuant.')
-    use_cuda = opt.get('num_gpu', 'auto') != 0 and torch.cuda.is_available()
-    device = torch.device('cuda' if use_cuda else 'cpu')
+    try:
+        device = resolve_device(args.device, opt)
+    except InferError as err:
+        raise SystemExit(f'error: {err}')
     net = net.to(device)
     torch.manual_seed(int(opt.get('manual_seed') or 0))
     offset_mode = net.quant_config.offsets if hasattr(net, 'quant_config') else 'none'

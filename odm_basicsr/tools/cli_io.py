@@ -149,3 +149,22 @@ def parse_size(text):
         raise argparse.ArgumentTypeError(f'size must look like 180x320 (H x W of the LR input, both >= 1), got '
                                          f'{text!r}')
     return h, w
+
+
+def resolve_device(choice, opt=None):
+    """torch.device of a --device choice: 'auto' is CUDA when torch sees it and the option file's num_gpu is not 0;
+    'cuda' without a CUDA device is an InferError."""
+    if choice == 'cuda' and not torch.cuda.is_available():
+        raise InferError('--device cuda, but torch sees no CUDA device.')
+    if choice == 'auto':
+        choice = 'cuda' if torch.cuda.is_available() and (opt or {}).get('num_gpu', 'auto') != 0 else 'cpu'
+    return torch.device(choice)
+
+
+def onnx_session(path):
+    """An onnxruntime CPU session of the ONNX file ``path``, with onnxruntime's own log at errors only: its graph
+    optimizer otherwise prints a warning per initializer it drops (unused weights, harmless)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])

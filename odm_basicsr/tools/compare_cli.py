@@ -24,7 +24,6 @@ reference, fidelity to the reference output in dB, BitOPs and storage of the cos
 crops_<set>_<image>.png (HR, bicubic, then every entry on one zoomed region, labelled with the image's PSNR), and
 psnr_vs_bitops.png (needs matplotlib: pip install "odm-basicsr[plot]").
 """
-import argparse
 import csv
 import glob
 import json
@@ -34,7 +33,8 @@ import os.path as osp
 import re
 import sys
 
-from .cli_io import REPO, fidelity_psnr, forward_padded, input_channels, parse_size
+from .cli_io import InferError, fidelity_psnr, forward_padded, input_channels, parse_size, resolve_device
+from .cli_text import add_device, add_out, add_size, command_parser
 
 BICUBIC = 'bicubic'
 CROP_LR = 24  # side of the automatic crop, in LR pixels
@@ -45,22 +45,25 @@ class CompareError(ValueError):
     """Bad compare file; the message names the entry, arch or path."""
 
 
-def _training_file_for(experiment, repo):
-    """The training option file under options/ whose name is ``experiment``, or None."""
+def _training_file_for(experiment):
+    """The shipped training option file whose name is ``experiment``, as ``options/...`` (where ``basicsr options``
+    copies it), or None."""
+    from odm_basicsr.utils.shipped import option_files_dir
+    folder = option_files_dir()
     pattern = re.compile(rf'^name:\s*{re.escape(experiment)}\s*$', re.M)
-    for path in sorted(glob.glob(osp.join(repo, 'options', '**', 'train_*.yml'), recursive=True)):
+    for path in sorted(glob.glob(osp.join(folder, '**', 'train_*.yml'), recursive=True)) if folder else ():
         with open(path) as f:
             if pattern.search(f.read()):
-                return osp.relpath(path, repo)
+                return osp.join('options', osp.relpath(path, folder))
     return None
 
 
-def missing_hint(path, repo):
+def missing_hint(path):
     """How to produce a missing checkpoint: the training run that writes it, or where to download it."""
     from odm_basicsr.options_check import checkpoint_hint
     parts = osp.normpath(str(path)).split(os.sep)
     if len(parts) >= 3 and parts[-2] == 'models' and 'experiments' in parts:
-        train = _training_file_for(parts[-3], repo)
+        train = _training_file_for(parts[-3])
         if train:
             return f'not trained yet: basicsr train -opt {train}'
     return 'missing: ' + checkpoint_hint(path)
@@ -158,7 +161,7 @@ def _crop_problem(crop, datasets):
     return f'image {crop["image"]!r} is in no test set{" " + repr(crop["dataset"]) if crop.get("dataset") else ""}.'
 
 
-def load_entries(entries, repo, device, scale):
+def load_entries(entries, device, scale):
     """{label: network} for the entries whose checkpoint exists, and {label: hint} for the others. Every present
     checkpoint is loaded and checked against its network_g (and the upscale against ``scale``) before anything is
     computed. The checkpoint entry is ``param_key`` (default params, then params_ema if there is no params)."""
@@ -173,7 +176,7 @@ def load_entries(entries, repo, device, scale):
         net_opt = dict(entry['network_g'])
         arch = net_opt.pop('type')
         if not osp.isfile(path):
-            missing[label] = missing_hint(path, repo)
+            missing[label] = missing_hint(path)
             continue
         upscale = net_opt.get('upscale', net_opt.get('scale', (net_opt.get('arch') or {}).get('upscale')))
         if upscale is not None and upscale != scale:
@@ -267,40 +270,44 @@ def crop_grid(panels, box):
 
 
 def plot_psnr_vs_bitops(table, datasets, path):
-    """PSNR vs BitOPs (log x), one panel per test set; returns False if matplotlib is missing."""
+    """psnr_bitops_figure saved to ``path``; returns False if matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-    for ax, name in zip(axes[0], datasets):
-        rows = [r for r in table if r['dataset'] == name]
-        taken = {}
-        for r in rows:
-            if r['bitops'] is None:
-                ax.axhline(r['psnr'], linestyle='--', color='gray', linewidth=1)
-                ax.annotate(r['label'], (0.01, r['psnr']), xycoords=('axes fraction', 'data'), fontsize=8,
-                            color='gray', va='bottom')
-                continue
-            ax.scatter(r['bitops'], r['psnr'], s=25)
-            spot = (round(math.log10(r['bitops']), 2), round(r['psnr'], 1))  # labels of coinciding points stack
-            taken[spot] = taken.get(spot, -1) + 1
-            ax.annotate(r['label'], (r['bitops'], r['psnr']), fontsize=8, xytext=(3, 3 - 10 * taken[spot]),
-                        textcoords='offset points')
-        ax.set_xscale('log')
-        ax.set_xlabel('BitOPs (one LR input, see compare.md)')
-        ax.set_ylabel('PSNR (dB, Y)')
-        ax.set_title(name)
-        ax.grid(True, which='both', alpha=0.3)
-    fig.tight_layout()
+    fig = psnr_bitops_figure(table, datasets, plt)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
 
-def run(opt, size, device, repo, log=print):
+def psnr_bitops_figure(table, datasets, plt):
+    """PSNR vs BitOPs (linear x, in G), one panel per test set; each entry has its own marker and colour and is named
+    in the legend (with its PSNR), so labels never collide, even where points coincide."""
+    markers = 'osD^v<>Ph*X'
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        rows = [r for r in table if r['dataset'] == name]
+        for i, r in enumerate(rows):
+            label = f'{r["label"]}: {r["psnr"]:.2f} dB'
+            if r['bitops'] is None:  # bicubic: no network
+                ax.axhline(r['psnr'], linestyle='--', color='gray', linewidth=1, label=label)
+                continue
+            ax.scatter(r['bitops'] / 1e9, r['psnr'], s=36, marker=markers[i % len(markers)], label=label,
+                       color=f'C{i % 10}', alpha=0.8)
+        ax.set_xlim(left=0)
+        ax.set_xlabel('GBitOPs (one LR input, see compare.md)')
+        ax.set_ylabel('PSNR (dB, Y)')
+        ax.set_title(name)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    return fig
+
+
+def run(opt, size, device, log=print):
     """Compute the comparison of a checked option dict; returns the result dict (nothing written)."""
     import torch
     from basicsr.data import build_dataset
@@ -312,7 +319,7 @@ def run(opt, size, device, repo, log=print):
     from tqdm import tqdm
     entries, reference = check_compare(opt)
     scale = opt['scale']
-    nets, missing = load_entries(entries, repo, device, scale)
+    nets, missing = load_entries(entries, device, scale)
     labels = [BICUBIC] + [e['label'] for e in entries if e['label'] in nets]
     if reference not in nets:
         log(f'reference {reference!r} has no checkpoint yet: Δ and fidelity are taken against bicubic')
@@ -474,26 +481,22 @@ def write_results(result, out_dir, log=print):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog='basicsr compare', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser('compare', __doc__)
     parser.add_argument('-opt', required=True, help='compare option file (options/compare_<ARCH>_x<S>.yml)')
-    parser.add_argument('--size', type=parse_size, default=(180, 320),
-                        help='LR H x W for the BitOPs / storage columns (default 180x320, a 720x1280 x4 output)')
-    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
-    parser.add_argument('--out', help='output folder (default results/<name>)')
+    add_size(parser, (180, 320), 'LR input for the BitOPs / storage columns (default 180x320, a 720x1280 x4 output)',
+             parse_size)
+    add_device(parser)
+    add_out(parser, 'output folder (default results/<name>)')
     args = parser.parse_args(argv)
-    import torch
-
     import odm_basicsr  # noqa: F401  (registers the archs)
     from odm_basicsr.options_check import load_option_file
     opt = load_option_file(args.opt)
-    device = args.device
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() and opt.get('num_gpu', 1) != 0 else 'cpu'
-    elif device == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('error: --device cuda, but torch sees no CUDA device.')
     try:
-        result = run(opt, args.size, torch.device(device), REPO)
+        device = resolve_device(args.device, opt)
+    except InferError as err:
+        raise SystemExit(f'error: {err}')
+    try:
+        result = run(opt, args.size, device)
         out_dir = args.out or osp.join('results', opt['name'])
         written = write_results(result, out_dir)
     except CompareError as err:

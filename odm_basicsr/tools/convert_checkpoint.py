@@ -3,14 +3,15 @@
 The output is ``{'params': state_dict}``, loadable with ``path.pretrain_network_g`` into EDSR / ODMEDSR or
 RDN / ODMRDN.
 """
-import argparse
 import os.path as osp
 
 import torch
 
+from .cli_text import command_parser
+
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog='basicsr convert-checkpoint', description=__doc__)
+    parser = command_parser('convert-checkpoint', __doc__, raw=False)
     parser.add_argument('--arch', required=True, choices=('EDSR', 'RDN'), help='architecture of the checkpoint')
     parser.add_argument('input', help='EDSR-PyTorch .pt/.pth file (head.*, body.<i>.body.*, tail.* / SFENet*, RDBs.*)')
     parser.add_argument('output', help='BasicSR checkpoint to write')

@@ -1,15 +1,14 @@
 """``basicsr cost -opt <file>``: BitOPs and storage of an option file's network, quantized next to FP."""
-import argparse
 import json
 
 from .cli_io import parse_size
+from .cli_text import add_size, command_parser
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog='basicsr cost', description=__doc__)
+    parser = command_parser('cost', __doc__, raw=False)
     parser.add_argument('-opt', required=True, help='option file (train or test) whose network_g is measured')
-    parser.add_argument('--size', type=parse_size, default=(180, 320),
-                        help='LR input H x W (default 180x320: a 720x1280 output at x4)')
+    add_size(parser, (180, 320), 'LR input (default 180x320: a 720x1280 output at x4)', parse_size)
     parser.add_argument('--totals-only', action='store_true', help='print only the totals')
     parser.add_argument('--json', help='also write the report to this JSON file')
     args = parser.parse_args(argv)

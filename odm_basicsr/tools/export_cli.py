@@ -10,11 +10,12 @@ packed: the weights as b-bit codes, bit-packed; every other tensor as it is. ``o
         rebuilds a network whose output is bit-identical to the exported one.
 The mappings are described in ``odm_basicsr/quant/export.py``.
 """
-import argparse
 import os
 import os.path as osp
 
-from .cli_io import CALIBRATION_COUNT, calibration_images, input_channels, load_network, network_scale, parse_size, psnr
+from .cli_io import (CALIBRATION_COUNT, calibration_images, input_channels, load_network, network_scale, onnx_session,
+                     parse_size, psnr)
+from .cli_text import add_out, add_size, command_parser
 
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
 ONNX_MODES = ('integer', 'exact')
@@ -27,8 +28,8 @@ def fidelity_note(lowest_db, free_grids):
             return None
         return ('note: under 40 dB on a real image. With the paper\'s free activation grids, the integer kernels '
                 'round the residual outputs, the int32 bias and the image border differently from the fake-quant '
-                'network, and a 2- or 4-bit network carries each flipped code on (docs/EXPORT.md). This is usual for '
-                'a network that is only calibrated. For an exact export, fine-tune or calibrate with '
+                'network, and a 2- or 4-bit network carries each flipped code on (docs/EXPORT.md), whether the '
+                'network was calibrated or fine-tuned. For an exact export, calibrate or fine-tune with '
                 'network_g.integer_zero_point: true.')
     if lowest_db >= 60:
         return None
@@ -43,11 +44,10 @@ def _mib(n):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog='basicsr export', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser('export', __doc__)
     parser.add_argument('-opt', required=True, help='test option file: network_g and path.pretrain_network_g')
     parser.add_argument('--format', choices=sorted(EXTENSIONS), default='onnx', help='output format (default onnx)')
-    parser.add_argument('--out', help='output file (default: <name><.onnx|.packed.pth> in the current folder)')
+    add_out(parser, 'output file (default: <name><.onnx|.packed.pth> in the current folder)')
     parser.add_argument('--mode', choices=ONNX_MODES, default='integer',
                         help='onnx: integer (default; integer kernels in onnxruntime, faster; exact for networks built '
                              'with integer_zero_point: true) or exact (the fake-quant network to float rounding, float '
@@ -55,9 +55,8 @@ def main(argv):
     parser.add_argument('--calibration', metavar='DIR',
                         help='--mode integer: LR images whose conv outputs set the requantization ranges (the centres '
                              f'of the first {CALIBRATION_COUNT}); default: photos that scikit-image ships, downscaled')
-    parser.add_argument('--input-size', type=parse_size, default=(64, 64),
-                        help='LR H x W of the tracing input for onnx (height and width stay dynamic, except for '
-                             'SwinIR, whose model keeps this size; default 64x64)')
+    add_size(parser, (64, 64), 'LR input of the trace for onnx (height and width stay dynamic, except for SwinIR, '
+             'whose model keeps this size; default 64x64)', parse_size)
     args = parser.parse_args(argv)
     if args.calibration and not (osp.isdir(args.calibration) or osp.isfile(args.calibration)):
         raise SystemExit(f'error: --calibration {args.calibration}: no such folder or image.')
@@ -101,7 +100,7 @@ def main(argv):
     except ImportError:
         raise SystemExit('error: ONNX export needs onnx and onnxruntime: pip install "odm-basicsr[export]"')
     channels = input_channels(opt['network_g'])
-    example = torch.rand(1, channels, *args.input_size, generator=torch.Generator().manual_seed(0))
+    example = torch.rand(1, channels, *args.size, generator=torch.Generator().manual_seed(0))
     if args.mode == 'exact':
         info = qexport.export_onnx(net, example, out)
     else:
@@ -132,11 +131,11 @@ def main(argv):
                   f'requantization than the graph needs ({", ".join(info["requantization_mismatches"][:4])}): '
                   'recalibrate (basicsr calibrate) so that the export is exact')
     if not getattr(net, 'onnx_dynamic_size', True):
-        print(f'input size fixed at {args.input_size[0]}x{args.input_size[1]} ({type(net).__name__} traces its '
+        print(f'input size fixed at {args.size[0]}x{args.size[1]} ({type(net).__name__} traces its '
               'window masks for one size); basicsr infer --onnx tiles images to it')
     print(f'float32 checkpoint of the same network: {_mib(sizes["float_checkpoint_bytes"])}')
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return
     import numpy as np
@@ -147,11 +146,11 @@ def main(argv):
             kernels = onnx_integer_ops(out, osp.join(tmp, 'optimized.onnx'))
         print(f'onnxruntime runs {kernels["integer_kernels"]} integer kernels (QLinearConv / QLinearMatMul) for '
               f'{len(layers)} quantized layers; {kernels["float_convs"]} quantized layers left in float')
-    session = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
+    session = onnx_session(out)
     got = session.run(None, {'lr': example.numpy()})[0]
     with torch.no_grad():
         want = net(example).numpy()
-    print(f'onnxruntime vs PyTorch on a random {args.input_size[0]}x{args.input_size[1]} input: '
+    print(f'onnxruntime vs PyTorch on a random {args.size[0]}x{args.size[1]} input: '
           f'max |diff| {np.abs(got - want).max():.3g}, PSNR {psnr(got, want):.1f} dB')
     if args.mode == 'integer' and getattr(net, 'onnx_dynamic_size', True):  # real images: where the roundings show
         values = []

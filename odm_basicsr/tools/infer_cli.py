@@ -19,12 +19,15 @@ Output: ``OUT_DIR/<image name>.png`` (8-bit, or 16-bit for 16-bit inputs), RGB i
 (grey inputs are run as three equal channels and written grey; an alpha channel is dropped, with a warning).
 Each file is written under a temporary name and renamed, so an interrupted run leaves no truncated PNG.
 """
-import argparse
 import os
 import os.path as osp
 import sys
 
-from .cli_io import IMAGE_EXTENSIONS, InferError, forward_padded, input_channels, load_network, read_image
+import cv2
+
+from .cli_io import (IMAGE_EXTENSIONS, InferError, forward_padded, input_channels, load_network, onnx_session,
+                     read_image, resolve_device)
+from .cli_text import add_device, add_out, command_parser
 
 
 def list_images(path):
@@ -94,18 +97,12 @@ class TorchRunner:
     """network_g of a test option file, loaded as ``basicsr test`` / ``basicsr export`` load it."""
 
     def __init__(self, opt_path, device):
-        import torch
-
         import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
         from odm_basicsr.options_check import check_option_file
         opt = check_option_file(opt_path, is_train=False, sections=('model_type', 'network_g', 'path'))
         if not isinstance(opt.get('network_g'), dict):
             raise InferError(f'{opt_path} has no network_g mapping.')
-        if device == 'auto':
-            device = 'cuda' if torch.cuda.is_available() and opt.get('num_gpu', 1) != 0 else 'cpu'
-        if device == 'cuda' and not torch.cuda.is_available():
-            raise InferError('--device cuda, but torch sees no CUDA device.')
-        self.device = torch.device(device)
+        self.device = resolve_device(device, opt)
         self.net = load_network(opt, opt_path).to(self.device)
         self.channels = input_channels(opt['network_g'])
         self.window = opt['network_g'].get('window_size')
@@ -126,11 +123,11 @@ class OnnxRunner:
             raise InferError(f'--onnx {model_path!r} does not exist (write one with "basicsr export -opt TEST_FILE '
                              '--format onnx").')
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise InferError('--onnx needs onnxruntime: pip install "odm-basicsr[export]" (or onnxruntime).')
         try:
-            self.session = ort.InferenceSession(model_path, providers=['CPUExecutionProvider'])
+            self.session = onnx_session(model_path)
         except Exception as err:  # onnxruntime raises its own exception types
             raise InferError(f'--onnx {model_path!r} is not a loadable ONNX model: {err}')
         inputs = self.session.get_inputs()
@@ -164,19 +161,17 @@ class OnnxRunner:
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog='basicsr infer', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser('infer', __doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('-opt', help='test option file (network_g, path.pretrain_network_g)')
     source.add_argument('--onnx', help='ONNX model written by basicsr export --format onnx')
     parser.add_argument('--input', required=True, help='an LR image, or a folder of LR images')
-    parser.add_argument('--output', required=True, help='folder for the upscaled PNGs (created if needed)')
+    add_out(parser, 'folder for the upscaled PNGs (created if needed)', required=True)
     parser.add_argument('--tile', type=int, default=256,
                         help='tile side in LR pixels for large images; 0: whole images (default 256)')
-    parser.add_argument('--tile_overlap', type=int, default=16,
+    parser.add_argument('--tile-overlap', '--tile_overlap', dest='tile_overlap', type=int, default=16,
                         help='context in LR pixels around each tile (default 16)')
-    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
-                        help='for -opt: where the network runs (default: cuda if available and num_gpu != 0)')
+    add_device(parser)
     args = parser.parse_args(argv)
     try:
         run(args)
@@ -188,15 +183,19 @@ def run(args):
     from tqdm import tqdm
     # everything is checked before anything is written
     if args.tile < 0 or args.tile_overlap < 0:
-        raise InferError(f'--tile and --tile_overlap must be >= 0 (got {args.tile}, {args.tile_overlap}).')
+        raise InferError(f'--tile and --tile-overlap must be >= 0 (got {args.tile}, {args.tile_overlap}).')
     if args.onnx and args.device == 'cuda':
         raise InferError('--device applies to -opt; --onnx runs on onnxruntime\'s CPU provider.')
     images = list_images(args.input)
+    unreadable = [p for p in images if not cv2.haveImageReader(p)]
+    if unreadable:
+        raise InferError(f'{len(unreadable)} of {len(images)} input(s) are not images OpenCV can read (nothing was '
+                         'loaded or written): ' + ', '.join(unreadable[:5]) + (', ...' if len(unreadable) > 5 else ''))
     in_dir = osp.realpath(args.input if osp.isdir(args.input) else osp.dirname(args.input) or '.')
-    if osp.realpath(args.output) == in_dir:
-        raise InferError(f'--output {args.output!r} is the input folder: the PNGs would overwrite the inputs.')
-    if osp.exists(args.output) and not osp.isdir(args.output):
-        raise InferError(f'--output {args.output!r} exists and is not a folder.')
+    if osp.realpath(args.out) == in_dir:
+        raise InferError(f'--out {args.out!r} is the input folder: the PNGs would overwrite the inputs.')
+    if osp.exists(args.out) and not osp.isdir(args.out):
+        raise InferError(f'--out {args.out!r} exists and is not a folder.')
     names = [osp.splitext(osp.basename(p))[0] for p in images]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
@@ -207,10 +206,10 @@ def run(args):
         # tiles plus their context must fit the fixed input
         tile = min(runner.fixed_size) - 2 * args.tile_overlap
         if tile < 1:
-            raise InferError(f'--tile_overlap {args.tile_overlap} leaves no room in the ONNX model\'s fixed '
+            raise InferError(f'--tile-overlap {args.tile_overlap} leaves no room in the ONNX model\'s fixed '
                              f'{runner.fixed_size[0]}x{runner.fixed_size[1]} input: lower it.')
         args.tile = tile if args.tile <= 0 else min(args.tile, tile)
-    os.makedirs(args.output, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
     print(f'{len(images)} image(s) with {runner.name}; tile {args.tile or "off"}, overlap {args.tile_overlap}',
           flush=True)
     failures = []
@@ -231,9 +230,9 @@ def run(args):
             finally:
                 if tile_bar is not None:
                     tile_bar.close()
-            write_image(osp.join(args.output, f'{name}.png'), out, **how)
+            write_image(osp.join(args.out, f'{name}.png'), out, **how)
             bar.update(1)
     written = len(images) - len(failures)
-    print(f'wrote {written} PNG(s) to {args.output}', flush=True)
+    print(f'wrote {written} PNG(s) to {args.out}', flush=True)
     if failures:
         raise InferError(f'{len(failures)} input(s) could not be read:\n  ' + '\n  '.join(failures))

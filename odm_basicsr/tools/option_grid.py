@@ -98,7 +98,7 @@ ARCHS = {
         'variants': ('v2', 'qat'),
         'gt_size': {2: 128, 4: 256},  # SwinIR's own: LR patches of 64 (img_size)
         'scope_note': 'the paper\'s scope: qkv, proj, fc1, fc2 of every Swin block; `all` quantizes every layer',
-        'extra_network': ['quantize_attention: false  # true: q·kᵀ and attn·v operands at a_bit too (README: SwinIR)'],
+        'extra_network': ['quantize_attention: false  # true: q·kᵀ and attn·v operands at a_bit too (docs/SWINIR.md)'],
     },
 }
 DEFAULT_VARIANTS = ('v1', 'v2', 'qat')
@@ -287,7 +287,7 @@ def train_file(arch, s, b, variant='v1'):
 name: {train_name(arch, s, b, variant)}
 model_type: ODMModel
 scale: {s}
-num_gpu: 1  # set 0 for CPU
+num_gpu: auto  # the visible GPUs; 0 on a CPU-only machine
 manual_seed: 10
 
 # dataset and data loader settings
@@ -372,7 +372,7 @@ def test_file(arch, s, b, variant='v1'):
 name: test_{prefix}_{a['exp']}x{s}_w{b}a{b}
 model_type: ODMModel
 scale: {s}
-num_gpu: 1  # set 0 for CPU
+num_gpu: auto  # the visible GPUs; 0 on a CPU-only machine
 manual_seed: 10
 
 datasets:
@@ -522,7 +522,7 @@ def _compare_file(title, name, scale, datasets_text, fp_entry, entries, publishe
 # Entries whose checkpoint does not exist yet are listed with the command that trains them.
 name: {name}
 scale: {scale}
-num_gpu: 1  # set 0 for CPU
+num_gpu: auto  # the visible GPUs; 0 on a CPU-only machine
 
 {datasets_text}
 compare:

@@ -7,7 +7,6 @@ Every step can be re-run or resumed: finished images and complete LMDBs are kept
 are written under temporary names and renamed when complete. Folders that exist and were not made by an
 interrupted run (e.g. downloaded LR images) are checked and used as they are, never overwritten.
 """
-import argparse
 import os
 import os.path as osp
 import shutil
@@ -19,6 +18,8 @@ from tqdm import tqdm
 
 import odm_basicsr  # noqa: F401  (compat fixes before any basicsr import)
 from odm_basicsr.data.photos import bicubic_downscale, mod_crop, tile_origins, write_png
+
+from .cli_text import command_parser, plain
 
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 DIV2K_URL = 'https://data.vision.ee.ethz.ch/cvl/DIV2K/'
@@ -324,11 +325,10 @@ COMMANDS = {
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog='basicsr prepare', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser('prepare', __doc__)
     sub = parser.add_subparsers(dest='dataset', required=True, metavar='{' + ','.join(COMMANDS) + '}')
     for name, (add_arguments, run) in COMMANDS.items():
-        parser_of_name = sub.add_parser(name, help=run.__doc__.splitlines()[0], description=run.__doc__)
+        parser_of_name = sub.add_parser(name, help=plain(run.__doc__.splitlines()[0]), description=plain(run.__doc__))
         add_arguments(parser_of_name)
         parser_of_name.set_defaults(run=run)
     args = parser.parse_args(argv)
