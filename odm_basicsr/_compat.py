@@ -9,6 +9,8 @@ import os
 import os.path as osp
 import sys
 
+from odm_basicsr.utils.shipped import resolve_shipped_paths
+
 _RUNTIME_FIXED = False
 _RESUMED = {}  # id(opt) -> the resumed state's epoch, iter, epoch length, generators: load_resume_state -> loaders
 RESUMED_FROM_PRETRAIN = 'pretrain_network_g_before_resume'  # opt key: the file's path.pretrain_network_g
@@ -141,7 +143,6 @@ def _with_shipped_paths(parse_options):
     (``utils/shipped.py``): an option file works from any folder."""
 
     def parse(root_path, is_train=True):
-        from odm_basicsr.utils.shipped import resolve_shipped_paths
         opt, args = parse_options(root_path, is_train=is_train)
         return resolve_shipped_paths(opt), args
 

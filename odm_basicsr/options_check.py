@@ -514,7 +514,7 @@ def _check_paths(opt, is_train, errors, calibrating=False, warn=None):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} does not exist.')
     elif path_opt.get('resume_state') and not str(path_opt['resume_state']).endswith('.state'):
         errors.append(f'path.resume_state: {path_opt["resume_state"]!r} is not a training state: BasicSR resumes from '
-                      'experiments/<name>/training_states/<iter>.state (or use --auto_resume); a network checkpoint '
+                      'experiments/<name>/training_states/<iter>.state (or use --auto-resume); a network checkpoint '
                       'goes in path.pretrain_network_g.')
     elif is_train and not calibrating and not errors:
         resumed = _resumed_network_file(opt)
@@ -627,8 +627,8 @@ def _check_top_level(opt, errors):
             continue
         if '.' in str(key) and str(key).split('.')[0] in BASICSR_TOP_KEYS:
             fixed = str(key).replace('.', ':')
-            errors.append(f'{key}: not a key. --force_yml separates keys with ":" as BasicSR reads them '
-                          f'(--force_yml {fixed}=...), not ".".')
+            errors.append(f'{key}: not a key. --force-yml separates keys with ":" as BasicSR reads them '
+                          f'(--force-yml {fixed}=...), not ".".')
         else:
             errors.append(f'{key}: unknown top-level key{did_you_mean(str(key), BASICSR_TOP_KEYS)}.')
 
@@ -726,7 +726,7 @@ def apply_force_yml(opt, argv):
         for depth, key in enumerate(keys[:-1]):
             if not isinstance(node.get(key), dict):  # BasicSR sets a key of an existing mapping only
                 where = ':'.join(keys[:depth + 1])
-                raise ForceYmlError(f'--force_yml {entry}: the option file has no section {where} (--force_yml '
+                raise ForceYmlError(f'--force-yml {entry}: the option file has no section {where} (--force-yml '
                                     'sets a key inside an existing section; add the section to the file).')
             node = node[key]
         node[keys[-1]] = force_yml_value(value)

@@ -387,6 +387,7 @@ def test_cli_modes_and_calibration_folder(photos, tmp_path):
     assert 'onnx model (integer)' in proc.stdout and 'integer kernels' in proc.stdout, proc.stdout
     assert '4 integer kernels' in proc.stdout and '0 quantized layers left in float' in proc.stdout, proc.stdout
     assert 'onnxruntime vs PyTorch on the 8 calibration images: PSNR mean' in proc.stdout, proc.stdout
+    assert 'Removing initializer' not in proc.stderr and '[W:onnxruntime' not in proc.stderr, proc.stderr[-2000:]
     session = ort.InferenceSession(str(tmp_path / 'integer_test.onnx'), providers=['CPUExecutionProvider'])
     with torch.no_grad():
         assert psnr(session.run(None, {'lr': test.numpy()})[0], net(test).numpy()) >= 40

@@ -209,9 +209,9 @@ def test_force_yml_values_are_read_as_basicsr_reads_them(tiny_data, tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:  # a key under a section the file does not have: BasicSR cannot set it (KeyError after the folders)
-        with pytest.raises(SystemExit, match='--force_yml train:calibration:dataset:name=x: the option file has no '
+        with pytest.raises(SystemExit, match='--force-yml train:calibration:dataset:name=x: the option file has no '
                                              'section train:calibration:dataset'):
-            main(['train', '-opt', path, '--force_yml', 'train:calibration:dataset:name=x'])
+            main(['train', '-opt', path, '--force-yml', 'train:calibration:dataset:name=x'])  # the hyphen spelling
         with pytest.raises(SystemExit, match='train.odm_opt.loss_weight: must be a number >= 0, got -1'):
             main(['train', '-opt', path, '--force_yml', 'train:odm_opt:loss_weight=-1'])
     finally:
@@ -376,7 +376,7 @@ def test_odm_loss_alone_is_not_a_silent_hybrid(tiny_data):
 
 def test_force_yml_with_dots_is_refused_with_the_colon_form(tiny_data, tmp_path):
     path = write_options(tmp_path / 'opt.yml', good(tiny_data))
-    with pytest.raises(SystemExit, match='--force_yml network_g:w_bit=') as info:
+    with pytest.raises(SystemExit, match='--force-yml network_g:w_bit=') as info:
         main(['train', '-opt', path, '--force_yml', 'network_g.w_bit=3'])
     assert 'not ":"' not in str(info.value)
     assert os.listdir(tmp_path) == ['opt.yml']  # nothing written

@@ -102,5 +102,6 @@ def test_pip_install_works_from_an_empty_folder(installed, tmp_path):
     assert any(f.startswith('experiments/demo_ODM_EDSR_x4_w4a4/models/') for f in written), written
     assert 'results/compare_EDSR_demo_x4/compare.md' in written
     assert out.count('| entry | bits | PSNR |') == 1  # one table
+    assert '@ 3 iter' not in out  # no validation labelled past total_iter
     assert tree(site) == before  # nothing written into the installed package
     assert sorted(os.listdir(work)) == ['options']  # the demo wrote nothing where it was started

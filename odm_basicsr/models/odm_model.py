@@ -369,15 +369,15 @@ class ODMModel(SRModel):
         """SRModel.validation, once per iteration. BasicSR's train_pipeline validates again after its loop, with
         the iteration counter past total_iter (a 300-iteration run reported '@ 302 iter'): that call is labelled
         total_iter, and skipped when iteration total_iter was just validated (the weights are the same)."""
-        total = self.opt['train'].get('total_iter')
-        if isinstance(total, int) and current_iter > total:
-            current_iter = total
-        name = dataloader.dataset.opt.get('name')
-        validated = getattr(self, '_validated_iters', {})
-        if validated.get(name) == current_iter:
-            get_root_logger().info(f'Validation of {name} at iter {current_iter} already done: not repeated.')
-            return
-        self._validated_iters = dict(validated, **{name: current_iter})
+        if self.is_train and isinstance(current_iter, int):  # basicsr test passes the run's name instead
+            total = self.opt['train'].get('total_iter')
+            if isinstance(total, int) and current_iter > total:
+                current_iter = total
+            name = dataloader.dataset.opt.get('name')
+            validated = getattr(self, '_validated_iters', {})
+            if validated.get(name) == current_iter:
+                return
+            self._validated_iters = dict(validated, **{name: current_iter})
         super().validation(dataloader, current_iter, tb_logger, save_img)
 
     def test(self):

@@ -33,6 +33,8 @@ import os.path as osp
 import re
 import sys
 
+from odm_basicsr.utils.shipped import option_files_dir
+
 from .cli_io import InferError, fidelity_psnr, forward_padded, input_channels, parse_size, resolve_device
 from .cli_text import add_device, add_out, add_size, command_parser
 
@@ -48,7 +50,6 @@ class CompareError(ValueError):
 def _training_file_for(experiment):
     """The shipped training option file whose name is ``experiment``, as ``options/...`` (where ``basicsr options``
     copies it), or None."""
-    from odm_basicsr.utils.shipped import option_files_dir
     folder = option_files_dir()
     pattern = re.compile(rf'^name:\s*{re.escape(experiment)}\s*$', re.M)
     for path in sorted(glob.glob(osp.join(folder, '**', 'train_*.yml'), recursive=True)) if folder else ():
@@ -422,7 +423,11 @@ def _fmt(value, digits):
 def format_markdown(result):
     h, w = result['size']
     lines = [f'# {result["name"]}: x{result["scale"]}, PSNR / SSIM on Y (BasicSR metrics); Δ and fidelity against '
-             f'{result["reference"]!r}; BitOPs and storage for one {h}x{w} LR input', '']
+             f'{result["reference"]!r}; BitOPs and storage for one {h}x{w} LR input', '',
+             f'fidelity: PSNR (dB) of each output against {result["reference"]!r}\'s output (RGB on 0-1, border '
+             f'{result["scale"]}), the mean over the images: how far quantization moved the output, not its quality. '
+             'Equal fidelity does not mean equal PSNR to HR: a change of the same size can point along the '
+             'reference\'s own error or against it (docs/RESULTS.md, Demo).', '']
     for name in dict.fromkeys(r['dataset'] for r in result['rows']):
         rows = [r for r in result['rows'] if r['dataset'] == name]
         lines += [f'## {name} ({rows[0]["images"]} images)', '',

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from odm_basicsr.utils.shipped import PACKAGE_DIR, option_files_dir, resolve_shipped
+
 from .cli_text import command_parser
 
 DEMO_RUNS = (  # (method, bits, option file)
@@ -104,7 +106,6 @@ def main(argv=None):
         args.iters = args.iters or QUICK_ITERS
     import odm_basicsr  # noqa: F401
     from odm_basicsr.data.demo import DEMO_FP_CHECKPOINT, prepare_demo
-    from odm_basicsr.utils.shipped import PACKAGE_DIR, option_files_dir, resolve_shipped
     options = option_files_dir()
     if options is None:
         raise SystemExit('error: this installation of odm-basicsr has no option files; reinstall it.')

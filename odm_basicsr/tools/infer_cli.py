@@ -1,7 +1,7 @@
 """``basicsr infer``: upscale an image or a folder of images with a trained network, and write PNGs.
 
-    basicsr infer -opt TEST_FILE --input LR_IMAGE_OR_FOLDER --output OUT_DIR [--tile 256] [--tile_overlap 16]
-    basicsr infer --onnx NET.onnx --input LR_IMAGE_OR_FOLDER --output OUT_DIR [--tile 256] [--tile_overlap 16]
+    basicsr infer -opt TEST_FILE --input LR_IMAGE_OR_FOLDER --out OUT_DIR [--tile 256] [--tile-overlap 16]
+    basicsr infer --onnx NET.onnx --input LR_IMAGE_OR_FOLDER --out OUT_DIR [--tile 256] [--tile-overlap 16]
 
 ``-opt`` takes a test option file: its network_g and path.pretrain_network_g, checked as ``basicsr test`` checks
 them (a quantized network needs a trained or calibrated checkpoint); its datasets are not read. ``--onnx`` runs a
@@ -9,7 +9,7 @@ model written by ``basicsr export --format onnx`` through onnxruntime (CPU). A m
 (SwinIR) gets tiles that fit it, each padded to that size and its output cropped.
 
 Images larger than ``--tile`` LR pixels on a side are cut into tiles of that size; each tile is run with
-``--tile_overlap`` LR pixels of context on every side (cut at the image border), and only its own region of the
+``--tile-overlap`` LR pixels of context on every side (cut at the image border), and only its own region of the
 output is kept. For a conv net with an overlap at least its receptive-field radius the result equals the untiled
 one (the static quantization ranges of an ODM network do not depend on the tile). With less (EDSR-baseline's radius
 is about 34 LR pixels), pixels next to the seams differ slightly, and so do SwinIR's, whose windows start at each
