@@ -388,6 +388,8 @@ def test_cli_modes_and_calibration_folder(photos, tmp_path):
     assert '4 integer kernels' in proc.stdout and '0 quantized layers left in float' in proc.stdout, proc.stdout
     assert 'onnxruntime vs PyTorch on the 8 calibration images: PSNR mean' in proc.stdout, proc.stdout
     assert 'Removing initializer' not in proc.stderr and '[W:onnxruntime' not in proc.stderr, proc.stderr[-2000:]
+    nodes = next(line for line in proc.stdout.splitlines() if line.startswith('optimized graph nodes: '))
+    assert 'integer: 4 QLinearConv' in nodes and '; float: ' in nodes, nodes
     session = ort.InferenceSession(str(tmp_path / 'integer_test.onnx'), providers=['CPUExecutionProvider'])
     with torch.no_grad():
         assert psnr(session.run(None, {'lr': test.numpy()})[0], net(test).numpy()) >= 40
@@ -462,3 +464,11 @@ def test_trained_with_integer_zero_points_through_basicsr_exports_exactly(tiny_d
         assert net.body[0].conv1.output_quantizer.consumer is net.body[0].conv2  # the chain, from the checkpoint
     with torch.no_grad():
         assert psnr(session.run(None, {'lr': lr.numpy()})[0], net(lr).numpy()) >= 90
+
+
+def test_node_summary_separates_integer_kernels_boundaries_and_float_ops():
+    from odm_basicsr.quant.export_integer import node_summary
+    line = node_summary({'QLinearConv': 16, 'DequantizeLinear': 3, 'QuantizeLinear': 2, 'Conv': 3, 'DepthToSpace': 2,
+                         'QLinearAdd': 1, 'Add': 1})
+    assert line == ('integer: 16 QLinearConv, 1 QLinearAdd; quantize / dequantize: 3 DequantizeLinear, 2 QuantizeLinear; '
+                    'float: 3 Conv, 2 DepthToSpace, 1 Add')

@@ -491,3 +491,18 @@ def onnx_integer_ops(path, optimized_path):
                       and len(n.input) > 1 and getattr(producers.get(n.input[1]), 'op_type', '') == 'DequantizeLinear')
     integer = sum(ops.get(k, 0) for k in ('QLinearConv', 'QLinearMatMul', 'ConvInteger', 'MatMulInteger'))
     return dict(ops=ops, integer_kernels=integer, float_convs=float_convs)
+
+
+INTEGER_OPS = ('QLinear', 'ConvInteger', 'MatMulInteger')  # op-type prefixes of onnxruntime's integer kernels
+BOUNDARY_OPS = ('QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear')
+
+
+def node_summary(ops):
+    """One line of an optimized graph's node counts ({op type: count}): integer kernels, the float <-> integer
+    boundaries, and the ops left in float, most frequent first."""
+    def listed(kinds):
+        return ', '.join(f'{n} {k}' for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))) or 'none'
+    integer = {k: n for k, n in ops.items() if k.startswith(INTEGER_OPS)}
+    boundary = {k: n for k, n in ops.items() if k in BOUNDARY_OPS}
+    floats = {k: n for k, n in ops.items() if k not in integer and k not in boundary}
+    return f'integer: {listed(integer)}; quantize / dequantize: {listed(boundary)}; float: {listed(floats)}'

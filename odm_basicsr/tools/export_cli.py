@@ -140,12 +140,13 @@ def main(argv):
         return
     import numpy as np
     if args.mode == 'integer':
-        from odm_basicsr.quant.export_integer import onnx_integer_ops
+        from odm_basicsr.quant.export_integer import node_summary, onnx_integer_ops
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:
             kernels = onnx_integer_ops(out, osp.join(tmp, 'optimized.onnx'))
         print(f'onnxruntime runs {kernels["integer_kernels"]} integer kernels (QLinearConv / QLinearMatMul) for '
               f'{len(layers)} quantized layers; {kernels["float_convs"]} quantized layers left in float')
+        print(f'optimized graph nodes: {node_summary(kernels["ops"])}')
     session = onnx_session(out)
     got = session.run(None, {'lr': example.numpy()})[0]
     with torch.no_grad():
