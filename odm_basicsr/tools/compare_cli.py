@@ -424,7 +424,7 @@ def format_markdown(result):
     h, w = result['size']
     lines = [f'# {result["name"]}: x{result["scale"]}, PSNR / SSIM on Y (BasicSR metrics); Δ and fidelity against '
              f'{result["reference"]!r}; BitOPs and storage for one {h}x{w} LR input', '',
-             f'fidelity: PSNR (dB) of each output against {result["reference"]!r}\'s output (RGB on 0-1, border '
+             f'fidelity: PSNR (dB) of each output against the output of {result["reference"]} (RGB on 0-1, border '
              f'{result["scale"]}), the mean over the images: how far quantization moved the output, not its quality. '
              'Equal fidelity does not mean equal PSNR to HR: a change of the same size can point along the '
              'reference\'s own error or against it (docs/RESULTS.md, Demo).', '']

@@ -38,7 +38,7 @@ QUICK_ITERS = 2
 FP_TEST = 'options/demo/test_FP_EDSR_demo_x4.yml'
 COMPARE = 'options/demo/compare_EDSR_demo_x4.yml'
 ECHO = re.compile(r'(\[epoch:|# psnr|# ssim|Validation|Calibrating|calibration is skipped|ODM variant|layers got an '
-                  r'offset|Testing|End of training|error|Error)')
+                  r'offset|Testing|End of training|\berror:|Error)')
 METRIC = re.compile(r'# (psnr|ssim): ([0-9.]+)')
 
 
