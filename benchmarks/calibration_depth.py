@@ -161,73 +161,64 @@ def demo_fp(arch):
     return net_opt, state, fp
 
 
-def demo_refine_part(args):
-    """The demo EDSR (PSNR to HR is meaningful there): auto, then auto + refine (the defaults of basicsr calibrate),
-    per calibration seed; fidelity to FP and PSNR (Y, border 4) to HR on the held-out photos."""
-    from basicsr.metrics import calculate_psnr
-    from basicsr.utils import tensor2img
+def demo_cases(args):
+    """(arch, its network_g, FP state dict, held-out images, FP outputs on them, bits, seed, calibration batches) for
+    every demo arch, bit-width and calibration seed of ``args`` (8 batches of 4 HR-128 crops)."""
     from ptq_fidelity import heldout, outputs
-
-    from odm_basicsr.quant.refine import RefineConfig, refine
     paths = demo_data()
     images = heldout(paths)
-    rows, results = [], []
     for arch in args.archs:
         net_opt, state, fp = demo_fp(arch)
         fp_outs = outputs(fp, images)
-
-        def scores(outs):
-            fid = sum(fidelity_psnr(o, f, SCALE) for o, f in zip(outs, fp_outs)) / len(outs)
-            psnr = sum(calculate_psnr(tensor2img(o), tensor2img(gt), SCALE, test_y_channel=True)
-                       for o, (_, gt) in zip(outs, images)) / len(outs)
-            return fid, psnr
-
-        fp_psnr = scores(fp_outs)[1]
         for bits in args.bits:
             for seed in args.seeds:
                 batches = calibration_batches(data_options(paths, 128, 4, seed), 8, torch.device('cpu'))
-                net = ARCH_REGISTRY.get('ODMQuant')(arch=net_opt, w_bit=bits, a_bit=bits)
-                net.load_state_dict(state, strict=True)
-                calibrate(net.eval(), batches, progress=False)
-                calibrated = scores(outputs(net, images))
-                refined_report = refine(net, batches, RefineConfig(), seed=seed, progress=False)
-                refined = scores(outputs(net, images))
-                results.append(dict(arch=arch, bits=bits, seed=seed, fp_psnr_y=fp_psnr, calibrated=calibrated,
-                                    refined=refined, refine_seconds=refined_report['seconds']))
-                rows.append([arch, f'w{bits}a{bits}', seed, f'{calibrated[0]:.2f} / {calibrated[1]:.2f}',
-                             f'{refined[0]:.2f} / {refined[1]:.2f}'])
-                print(' | '.join(map(str, rows[-1])), flush=True)
+                yield arch, net_opt, state, images, fp_outs, bits, seed, batches
+
+
+def demo_refine_part(args):
+    """The demo EDSR (PSNR to HR is meaningful there): auto, then auto + refine (the defaults of basicsr calibrate),
+    per calibration seed; fidelity to FP and PSNR (Y, border 4) to HR on the held-out photos."""
+    from ptq_fidelity import outputs, scores
+
+    from odm_basicsr.quant.refine import RefineConfig, refine
+    rows, results = [], []
+    for arch, net_opt, state, images, fp_outs, bits, seed, batches in demo_cases(args):
+        fp_psnr = scores(fp_outs, fp_outs, images)[1]
+        net = ARCH_REGISTRY.get('ODMQuant')(arch=net_opt, w_bit=bits, a_bit=bits)
+        net.load_state_dict(state, strict=True)
+        calibrate(net.eval(), batches, progress=False)
+        calibrated = scores(outputs(net, images), fp_outs, images)
+        refined_report = refine(net, batches, RefineConfig(), seed=seed, progress=False)
+        refined = scores(outputs(net, images), fp_outs, images)
+        results.append(dict(arch=arch, bits=bits, seed=seed, fp_psnr_y=fp_psnr, calibrated=calibrated,
+                            refined=refined, refine_seconds=refined_report['seconds']))
+        rows.append([arch, f'w{bits}a{bits}', seed, f'{calibrated[0]:.2f} / {calibrated[1]:.2f}',
+                     f'{refined[0]:.2f} / {refined[1]:.2f}'])
+        print(' | '.join(map(str, rows[-1])), flush=True)
     print(markdown_table(['arch', 'bits', 'seed', 'auto: fidelity / PSNR-Y', 'auto + refine: fidelity / PSNR-Y'], rows))
     return dict(part='demo_refine', results=results)
 
 
 def demo_part(args):
-    from ptq_fidelity import heldout, outputs
-    paths = demo_data()
-    images = heldout(paths)
+    from ptq_fidelity import outputs
     rows, results = [], []
-    for arch in args.archs:
-        net_opt, state, fp = demo_fp(arch)
-        fp_outs = outputs(fp, images)
-        for bits in args.bits:
-            for seed in args.seeds:
-                batches = calibration_batches(data_options(paths, 128, 4, seed), 8, torch.device('cpu'))
-                cell = {}
-                for judge in args.judges:
-                    net = ARCH_REGISTRY.get('ODMQuant')(arch=net_opt, w_bit=bits, a_bit=bits)
-                    net.load_state_dict(state, strict=True)
-                    started = time.perf_counter()
-                    report = calibrate(net.eval(), batches, progress=False, per_layer_judge=judge)
-                    seconds = time.perf_counter() - started
-                    set_quantization(net, True)
-                    db = sum(fidelity_psnr(o, f, SCALE) for o, f in zip(outputs(net, images), fp_outs)) / len(images)
-                    cell[judge] = (db, seconds)
-                    results.append(dict(arch=arch, bits=bits, seed=seed, judge=judge, seconds=seconds,
-                                        chosen=report['chosen'], fidelity_db=db,
-                                        switched_layers=sum(m != report['chosen'] for m in report['per_layer'].values())))
-                rows.append([arch, f'w{bits}a{bits}', seed] + [f'{cell[j][0]:.2f} ({cell[j][1]:.1f} s)'
-                                                                for j in args.judges])
-                print(' | '.join(map(str, rows[-1])), flush=True)
+    for arch, net_opt, state, images, fp_outs, bits, seed, batches in demo_cases(args):
+        cell = {}
+        for judge in args.judges:
+            net = ARCH_REGISTRY.get('ODMQuant')(arch=net_opt, w_bit=bits, a_bit=bits)
+            net.load_state_dict(state, strict=True)
+            started = time.perf_counter()
+            report = calibrate(net.eval(), batches, progress=False, per_layer_judge=judge)
+            seconds = time.perf_counter() - started
+            set_quantization(net, True)
+            db = sum(fidelity_psnr(o, f, SCALE) for o, f in zip(outputs(net, images), fp_outs)) / len(images)
+            cell[judge] = (db, seconds)
+            results.append(dict(arch=arch, bits=bits, seed=seed, judge=judge, seconds=seconds,
+                                chosen=report['chosen'], fidelity_db=db,
+                                switched_layers=sum(m != report['chosen'] for m in report['per_layer'].values())))
+        rows.append([arch, f'w{bits}a{bits}', seed] + [f'{cell[j][0]:.2f} ({cell[j][1]:.1f} s)' for j in args.judges])
+        print(' | '.join(map(str, rows[-1])), flush=True)
     print(markdown_table(['arch', 'bits', 'seed'] + [f'auto, {j} judge: fidelity dB (time)' for j in args.judges], rows))
     return dict(part='demo', results=results)
 

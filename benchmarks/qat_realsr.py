@@ -29,10 +29,9 @@ import sys
 import time
 
 import torch
-import yaml
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from common import REPO, demo_data, machine_description, markdown_table, write_json  # noqa: E402
+from common import REPO, demo_data, load_yaml, machine_description, markdown_table, write_json  # noqa: E402
 
 from basicsr.archs.rrdbnet_arch import RRDBNet  # noqa: E402
 from basicsr.data import build_dataset  # noqa: E402
@@ -49,11 +48,6 @@ from calibration_depth import REALSR, SCALE, data_options  # noqa: E402
 PRESET = 'options/distill/train_QAT_teacher_RealSR_RRDBNet_x4_w4a4.yml'
 V2_PRESET = 'options/v2/train_ODMv2_EDSR_x4_w4a4.yml'
 VARIANTS = ('L1 to HR', 'teacher', 'teacher + ODM v2')
-
-
-def load_yaml(path):
-    with open(osp.join(REPO, path)) as f:
-        return yaml.safe_load(f)
 
 
 def ptq_checkpoint(args, paths, bits):

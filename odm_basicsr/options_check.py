@@ -3,7 +3,6 @@
 Every problem found is reported at once, each naming its key, as an ``OptionError``; a warning is printed for
 settings that work but are probably not what was meant.
 """
-import difflib
 import inspect
 import os
 import os.path as osp
@@ -16,6 +15,7 @@ from ._compat import force_yml_value
 from .options_sections import check_sections, did_you_mean, registry_has, unknown_keys
 from .quant import COOPERATION_MODES, RANGE_METHODS, REGULARIZERS, VARIANCE_STATS, QuantConfig
 from .quant.calibrate import PER_LAYER_JUDGES
+from .quant.config import closest_match
 from .quant.refine import RefineConfig
 from .utils.shipped import resolve_shipped, resolve_shipped_paths
 
@@ -637,11 +637,9 @@ def _misspelt_sections(opt):
     """{missing top-level key: the misspelt key that stands for it} (``netwrok_g`` for a missing ``network_g``)."""
     found = {}
     for key in opt:
-        if key not in BASICSR_TOP_KEYS:
-            close = difflib.get_close_matches(str(key).lower(), [k for k in BASICSR_TOP_KEYS if k not in opt], n=1,
-                                              cutoff=0.6)
-            if close:
-                found[close[0]] = str(key)
+        close = None if key in BASICSR_TOP_KEYS else closest_match(key, [k for k in BASICSR_TOP_KEYS if k not in opt])
+        if close:
+            found[close] = str(key)
     return found
 
 

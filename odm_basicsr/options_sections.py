@@ -9,7 +9,7 @@ of another toolbox keeps its own keys.
 import inspect
 import math
 
-from .quant.config import did_you_mean
+from .quant.config import closest_match, did_you_mean
 
 # path keys BasicSR reads or sets (options.py, train.py, the models); any other key would become a folder
 PATH_KEYS = ('pretrain_network_g', 'param_key_g', 'strict_load_g', 'pretrain_network_d', 'param_key_d',
@@ -207,7 +207,7 @@ def check_datasets(opt, is_train, errors):
         if is_train and phase.split('_')[0] == 'train' and block.get('type') == 'PairedImageDataset':
             for name in PAIRED_TRAIN_KEYS:
                 if name not in block:
-                    typo = next((k for k in block if k not in PAIRED_TRAIN_KEYS and did_you_mean(k, [name])), None)
+                    typo = next((k for k in block if k not in PAIRED_TRAIN_KEYS and closest_match(k, [name])), None)
                     errors.append(f'{key}.{typo}: unknown key (did you mean {name!r}? PairedImageDataset reads '
                                   f'{name} when training).' if typo else
                                   f'{key}.{name}: missing (PairedImageDataset reads it when training).')

@@ -191,6 +191,7 @@ def test_results_proxy_tables_match_the_benchmark_json():
     """docs/RESULTS.md's final PSNR (mean ± half-range over seeds) of each variant in the EDSR w4a4 / w2a2 and the
     SRVGGNetCompact w2a2 tables is what benchmarks/proxy_table.py reads from the 1000-iteration proxy JSONs."""
     import glob
+    import statistics
     import sys
     sys.path.insert(0, osp.join(REPO, 'benchmarks'))
     import proxy_table
@@ -206,11 +207,6 @@ def test_results_proxy_tables_match_the_benchmark_json():
             values = [r['psnr'] for (v, b, _), r in runs.items() if v == variant and b == bits]
             assert len(values) == int(cells[0]['seeds']), (arch, bits, variant, len(values))
             assert cells[0]['final: mean ± half-range'] == (
-                f'{statistics_mean(values):.2f} ± {proxy_table.half_range(values):.2f}'), (arch, bits, variant)
+                f'{statistics.mean(values):.2f} ± {proxy_table.half_range(values):.2f}'), (arch, bits, variant)
             checked += 1
     assert checked >= 30
-
-
-def statistics_mean(values):
-    import statistics
-    return statistics.mean(values)

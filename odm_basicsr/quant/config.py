@@ -14,11 +14,17 @@ OFFSET_MODES = ('none', 'shift', 'scale', 'auto')
 SCOPES = ('body', 'all')
 
 
-def did_you_mean(key, choices):
-    """' (did you mean 'x'?)' for the choice closest to ``key``, case ignored; '' if none is close."""
+def closest_match(key, choices):
+    """The choice closest to ``key``, case ignored, or None if none is close."""
     lowered = {str(c).lower(): str(c) for c in choices}
     close = difflib.get_close_matches(str(key).lower(), list(lowered), n=1, cutoff=0.6)
-    return f' (did you mean {lowered[close[0]]!r}?)' if close else ''
+    return lowered[close[0]] if close else None
+
+
+def did_you_mean(key, choices):
+    """' (did you mean 'x'?)' for the choice closest to ``key``, case ignored; '' if none is close."""
+    close = closest_match(key, choices)
+    return f' (did you mean {close!r}?)' if close else ''
 
 
 def bits_problem(key, value):

@@ -110,12 +110,14 @@ def cost_report(net, input_shape):
 
 def _fmt(value, unit):
     """A count with a decimal prefix (G, M, K: BitOPs, MACs); bytes (unit 'B') in binary ones (GiB, MiB, KiB)."""
-    prefixes = ((2**30, 'Gi'), (2**20, 'Mi'), (2**10, 'Ki')) if unit == 'B' else (
+    binary = unit == 'B'
+    prefixes = ((2**30, 'Gi'), (2**20, 'Mi'), (2**10, 'Ki')) if binary else (
         (1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'K'))
+    space = ' ' if binary else ''
     for scale, prefix in prefixes:
         if abs(value) >= scale:
-            return f'{value / scale:.3f} {prefix}{unit}' if unit == 'B' else f'{value / scale:.3f}{prefix}{unit}'
-    return f'{value:.0f} {unit}' if unit == 'B' else f'{value:.0f}{unit}'
+            return f'{value / scale:.3f}{space}{prefix}{unit}'
+    return f'{value:.0f}{space}{unit}'
 
 
 def format_cost_report(report, per_layer=True):
