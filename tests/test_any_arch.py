@@ -383,10 +383,11 @@ def test_calibrate_then_test_cost_and_export_through_the_cli(name, tiny_data, tm
     test_file = write_options(tmp_path / 'test.yml', make_test_options(opt, f'ptq_{name}_test', calibrated))
     run_cli(['test', '-opt', test_file], tmp_path)
     assert '# psnr:' in read_log(tmp_path / 'results' / f'ptq_{name}_test', prefix='test_')
-    refused = write_options(tmp_path / 'test_fp.yml', make_test_options(opt, f'ptq_{name}_fp', fp_path))
-    proc = run_cli(['test', '-opt', refused], tmp_path, check=False)
-    assert proc.returncode != 0 and 'basicsr calibrate' in proc.stderr + proc.stdout
-    assert not (tmp_path / 'results' / f'ptq_{name}_fp').exists()
+    if name == next(iter(ARCHS)):  # the refusal does not depend on the arch: one process for it
+        refused = write_options(tmp_path / 'test_fp.yml', make_test_options(opt, f'ptq_{name}_fp', fp_path))
+        proc = run_cli(['test', '-opt', refused], tmp_path, check=False)
+        assert proc.returncode != 0 and 'basicsr calibrate' in proc.stderr + proc.stdout
+        assert not (tmp_path / 'results' / f'ptq_{name}_fp').exists()
     # cost and export, in process
     cost_and_export_in_process(test_file, tmp_path)
     cost = json.loads((tmp_path / 'cost.json').read_text())
