@@ -472,3 +472,30 @@ def test_node_summary_separates_integer_kernels_boundaries_and_float_ops():
                          'QLinearAdd': 1, 'Add': 1})
     assert line == ('integer: 16 QLinearConv, 1 QLinearAdd; quantize / dequantize: 3 DequantizeLinear, 2 QuantizeLinear; '
                     'float: 3 Conv, 2 DepthToSpace, 1 Add')
+
+
+def test_residual_scaling_stays_a_float_mul_and_the_rrdbnet_export_is_bit_exact(photos, tmp_path):
+    """RRDBNet scales each dense block's output by 0.2 before its residual add. Folded into the requantization's
+    DequantizeLinear scale, (c - zp)·(s·0.2) differs from the network's ((c - zp)·s)·0.2 in the last bit, which
+    flips codes of the next grid; over the 23 blocks of the RealSR RRDBNet that cost 20-60 dB of parity. The graph
+    keeps the Mul (one per dense block, one per RRDB), and onnxruntime then computes the network built with
+    integer zero points bit for bit."""
+    import onnx
+    batches, test = photos
+    case = dict(MORE_CASES['rrdb_w8a8_channel'], integer_zero_point=True, scope='all')  # every conv quantized
+    case['arch'] = dict(case['arch'], num_block=2)
+    torch.manual_seed(0)
+    net = build_network(case).eval()
+    calibrate(net, batches, progress=False)
+    info, kernels, got, want = export_and_run(net, batches, test, tmp_path)
+    graph = onnx.load(str(tmp_path / 'net.onnx')).graph
+    values = {t.name: t for t in graph.initializer}
+    constants = {n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == 'Constant'}
+    factors = []
+    for node in graph.node:
+        if node.op_type == 'Mul':
+            tensor = values.get(node.input[1]) or constants.get(node.input[1])
+            factors.append(float(onnx.numpy_helper.to_array(tensor)))
+    assert factors == [pytest.approx(0.2)] * (2 * 3 + 2), factors  # 3 dense blocks + 1 RRDB, per block
+    assert kernels['ops'].get('Mul') == len(factors), kernels['ops']
+    assert np.array_equal(got, want), float(np.abs(got - want).max())

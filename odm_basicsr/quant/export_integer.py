@@ -25,8 +25,9 @@ What it changes against the fake-quant network, each step named in the export re
    straight onto that layer's input grid (the ReLU becomes the uint8 Clip's lower bound, the code of 0; no Clip
    where that code is 0 and the grid is all of uint8, as for a post-ReLU 8-bit grid from 0): the
    same codes as the fake-quant network. Any other output (a residual add, a concat, the tail) is requantized to
-   uint8 on its 8-bit min/max range observed on calibration images; a scalar Mul after it (res_scale) folds into
-   the requantization's scale.
+   uint8 on its 8-bit min/max range observed on calibration images; a scalar Mul after it (res_scale) stays a
+   float Mul, as the network computes it (folded into the DequantizeLinear scale it would differ in the last bit,
+   enough to flip codes of the next grid).
 5. **Offsets (ODM v1)**, X' = (X - o)/a: X is zero-padded first, then shifted and scaled, and the conv runs
    unpadded with bias b + W_q·(o/a); border pixels see q(-o/a) + o/a instead of 0.
 6. **Linear layers**: MatMul -> requantize -> DequantizeLinear -> Add(bias) (QLinearMatMul has no bias input).
@@ -277,7 +278,7 @@ class _Graph:
 def chain_requantizations(model):
     """Rewrite ``conv -> Q_out -> DQ_out [-> Relu] [-> Sub(δ)] -> Q_in [-> Clip] -> DQ_in`` into
     ``conv(bias - δ) -> Q_in -> Clip -> DQ_in`` in place (the Sub is the consumer's ``grid_shift``); a scalar Mul
-    after a requantization folds into its DQ scale (and the output is then not chained unless the Mul is by 1).
+    by 1 after a requantization is dropped, and an output scaled by anything else is not chained (its Mul stays).
 
     Returns:
         dict[str, str | None]: {layer: consumer} for the layers whose output now goes straight onto their consumer's
@@ -296,19 +297,18 @@ def chain_requantizations(model):
             continue
         nxt = g.only_consumer(dq_out.output[0])
         factor = None
-        if nxt is not None and nxt.op_type == 'Mul':  # res_scale: fold into the requantization scale
+        if nxt is not None and nxt.op_type == 'Mul':  # res_scale
             other = nxt.input[1] if nxt.input[0] == dq_out.output[0] else nxt.input[0]
             factor = g.value(other)
-            if factor is not None and factor.size == 1:
-                scale = g.value(dq_out.input[1]) * np.float32(factor.reshape(()))
-                counter += 1
-                dq_out.input[1] = g.add_constant(f'odm_requant_scale_{counter}', scale.astype(np.float32))
-                _rewire(graph, nxt.output[0], dq_out.output[0])
-                graph.node.remove(nxt)
-                g = _Graph(graph)
-                nxt = g.only_consumer(dq_out.output[0])
-        if factor is not None and not np.all(factor == 1):
-            continue  # conv·r onto the next grid would need r in the conv's scales: requantized instead
+            if factor is None or factor.size != 1 or factor.reshape(()) != 1:
+                # conv·r onto the next grid would need r in the conv's scales: requantized instead. The Mul stays:
+                # folded into the DQ scale, (c - zp)·(s·r) differs from the network's ((c - zp)·s)·r in the last
+                # bit, enough to flip a code of the next grid, and flips compound over a deep network
+                continue
+            _rewire(graph, nxt.output[0], dq_out.output[0])  # by 1: nothing to compute
+            graph.node.remove(nxt)
+            g = _Graph(graph)
+            nxt = g.only_consumer(dq_out.output[0])
         relu = shift = None
         if nxt is not None and nxt.op_type == 'Relu':
             relu, nxt = nxt, g.only_consumer(nxt.output[0])
