@@ -13,7 +13,9 @@ Measured on centre crops (64x64 LR) of the 3 held-out demo photos, not used for 
 - fidelity: PSNR of the PyTorch network, and of the ONNX file, against the FP network;
 - latency: onnxruntime CPU, all graph optimizations, ``--threads`` threads, one 64x64 LR input, every model and the
   FP32 ONNX graph timed in one process, interleaved; medians, and the ratio to FP32;
-- the optimized graph's node counts (integer kernels, Q/DQ boundaries, float ops).
+- the optimized graph's node counts (integer kernels and ops on uint8 codes, Q/DQ boundaries, float ops), and
+  onnxruntime's profile (each op type's share of the summed kernel time, 3 runs): the QLinearConv kernels' own
+  time against FP32 is the floor of a graph made only of integer convolutions.
 
 Run:  .venv/bin/python benchmarks/export_realsr.py --weights DIR [--runs 7] [--threads 2] [--json PATH]
 """
@@ -79,7 +81,7 @@ def case(name, state, bits, integer_zero_point, batches, crops, tmp):
                fidelity_pytorch_db=[round(p, 2) for p in torch_fidelity],
                fidelity_onnx_db=[round(p, 2) for p in onnx_fidelity], onnx_bytes=info['bytes'],
                chained=info['chained'], requantized=info['requantized'], ops=kernels['ops'],
-               nodes=qint.node_summary(kernels['ops']))
+               nodes=qint.node_summary(kernels['ops'], kernels['uint8_ops']))
     print(f'{name} w{bits}a{bits} integer_zero_point={integer_zero_point}: parity {row["parity_db"]}, fidelity '
           f'{row["fidelity_pytorch_db"]} (PyTorch) {row["fidelity_onnx_db"]} (ONNX), {calibrate_s:.0f} s calibration',
           flush=True)
@@ -133,6 +135,9 @@ def main():
                     rows.append(row)
                     files.append(path)
         seconds = time_interleaved(files, crops[0], args.runs, args.warmup, args.threads)
+        for row, path in zip(rows, files[1:]):  # where the time goes, after the timing (the profiler slows runs)
+            shares = qint.operator_time_shares(path, {'lr': crops[0].numpy()}, runs=3, threads=args.threads)
+            row['time_shares'] = [[op, round(share, 4), round(ms, 2), nodes] for op, share, ms, nodes in shares]
     fp_ms = seconds[0] * 1e3
     for row, s in zip(rows, seconds[1:]):
         row.update(latency_ms=round(s * 1e3, 1), vs_fp32=round(s * 1e3 / fp_ms, 3))
@@ -146,6 +151,9 @@ def main():
     print(f'FP32 ONNX: {fp_ms:.1f} ms ({CROP}x{CROP} LR)\n{table}')
     for r in rows:
         print(f'{r["network"]} {r["bits"]} {"izp" if r["integer_zero_point"] else "free"}: {r["nodes"]}')
+        convs = sum(ms for op, _, ms, _ in r['time_shares'] if op == 'QLinearConv')
+        print('  time: ' + ', '.join(f'{op} {share:.1%}' for op, share, _, _ in r['time_shares'][:8])
+              + f'; QLinearConv kernels alone {convs:.0f} ms = {convs / fp_ms:.2f}x FP32')
     write_json(args.json, dict(machine=cpu_description(), threads=args.threads, lr_size=[CROP, CROP],
                                fp32_ms=round(fp_ms, 1), runs=args.runs, rows=rows,
                                command=f'python benchmarks/export_realsr.py --weights DIR --runs {args.runs} '

@@ -383,8 +383,12 @@ def test_cli_modes_and_calibration_folder(photos, tmp_path):
     opt = {'name': 'integer_test', 'model_type': 'ODMModel', 'scale': 2, 'num_gpu': 0, 'network_g': dict(CASES[case]),
            'path': {'pretrain_network_g': ckpt, 'strict_load_g': True, 'param_key_g': 'params'}}
     opt_path = write_options(tmp_path / 'test.yml', opt)
-    proc = run_cli(['export', '-opt', opt_path, '--format', 'onnx', '--size', '24x32'], cwd=tmp_path)
+    proc = run_cli(['export', '-opt', opt_path, '--format', 'onnx', '--size', '24x32', '--profile'], cwd=tmp_path)
     assert 'onnx model (integer)' in proc.stdout and 'integer kernels' in proc.stdout, proc.stdout
+    profile = proc.stdout.split('onnxruntime profile, 24x32 input, 5 runs')[1].splitlines()[1:]
+    assert any(line.split()[:1] == ['QLinearConv'] and line.endswith(' 4 nodes') for line in profile), profile
+    assert profile[-1].startswith('in float (no integer kernel in this graph): '), profile  # ODM v1's offsets: Sub, Div
+    assert 'Sub ' in profile[-1] and 'QLinearConv' not in profile[-1], profile[-1]
     assert '4 integer kernels' in proc.stdout and '0 quantized layers left in float' in proc.stdout, proc.stdout
     assert 'onnxruntime vs PyTorch on the 8 calibration images: PSNR mean' in proc.stdout, proc.stdout
     assert 'Removing initializer' not in proc.stderr and '[W:onnxruntime' not in proc.stderr, proc.stderr[-2000:]
@@ -472,12 +476,16 @@ def test_node_summary_separates_integer_kernels_boundaries_and_float_ops():
                          'QLinearAdd': 1, 'Add': 1})
     assert line == ('integer: 16 QLinearConv, 1 QLinearAdd; quantize / dequantize: 3 DequantizeLinear, 2 QuantizeLinear; '
                     'float: 3 Conv, 2 DepthToSpace, 1 Add')
+    line = node_summary({'QLinearConv': 4, 'QuantizeLinear': 4, 'Clip': 5, 'Add': 1}, {'Clip': 4})
+    assert line == ('integer: 4 QLinearConv, 4 Clip on uint8; quantize / dequantize: 4 QuantizeLinear; '
+                    'float: 1 Add, 1 Clip')
 
 
 def test_residual_scaling_stays_a_float_mul_and_the_rrdbnet_export_is_bit_exact(photos, tmp_path):
     """RRDBNet scales each dense block's output by 0.2 before its residual add. Folded into the requantization's
     DequantizeLinear scale, (c - zp)·(s·0.2) differs from the network's ((c - zp)·s)·0.2 in the last bit, which
-    flips codes of the next grid; over the 23 blocks of the RealSR RRDBNet that cost 20-60 dB of parity. The graph
+    flips codes of the next grid; over the 23 blocks of the RealSR RRDBNet (w8a8, integer zero points) parity fell to
+    38.6-41.0 dB on three photos. The graph
     keeps the Mul (one per dense block, one per RRDB), and onnxruntime then computes the network built with
     integer zero points bit for bit."""
     import onnx
@@ -499,3 +507,38 @@ def test_residual_scaling_stays_a_float_mul_and_the_rrdbnet_export_is_bit_exact(
     assert factors == [pytest.approx(0.2)] * (2 * 3 + 2), factors  # 3 dense blocks + 1 RRDB, per block
     assert kernels['ops'].get('Mul') == len(factors), kernels['ops']
     assert np.array_equal(got, want), float(np.abs(got - want).max())
+
+
+def test_operator_time_shares_sum_to_one_and_count_the_optimized_nodes(photos, tmp_path):
+    batches, test = photos
+    net = build('edsr_w4a4_offsets', batches)
+    path = str(tmp_path / 'net.onnx')
+    qint.export_onnx_integer(net, test, path, batches)
+    shares = qint.operator_time_shares(path, {'lr': test.numpy()}, runs=2)
+    import onnx
+    options = ort.SessionOptions()  # the graph as a default session runs it: all optimizations, layout included
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
+    ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    ops = {}
+    for node in onnx.load(str(tmp_path / 'optimized.onnx')).graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    counted = {}
+    for op, _, _, nodes in shares:  # every node of the deployed graph, once per run
+        counted[op.replace(' on uint8', '')] = counted.get(op.replace(' on uint8', ''), 0) + nodes
+    assert counted == ops, (counted, ops)
+    assert math.isclose(sum(share for _, share, _, _ in shares), 1.0, rel_tol=1e-9)
+    assert all(ms >= 0 for _, _, ms, _ in shares) and [s[1] for s in shares] == sorted((s[1] for s in shares),
+                                                                                        reverse=True)
+    lines = qint.time_share_lines(shares)
+    floats = {op for op, _, _, _ in shares if not op.startswith(qint.INTEGER_OPS) and op not in qint.BOUNDARY_OPS
+              and not op.endswith('on uint8')}
+    assert floats and lines[-1].startswith('in float'), lines
+    assert set(lines[-1].split(': ', 2)[2].replace(',', '').split()[::2]) == floats, (lines[-1], floats)
+
+
+def test_profile_needs_an_onnx_graph(capsys):
+    from odm_basicsr.tools import export_cli
+    with pytest.raises(SystemExit) as stop:
+        export_cli.main(['-opt', 'whatever.yml', '--format', 'packed', '--profile'])
+    assert stop.value.code == 2 and '--profile times an ONNX graph' in capsys.readouterr().err

@@ -490,19 +490,88 @@ def onnx_integer_ops(path, optimized_path):
     float_convs = sum(1 for n in graph.node if n.op_type in ('Conv', 'FusedConv', 'MatMul', 'Gemm', 'FusedMatMul')
                       and len(n.input) > 1 and getattr(producers.get(n.input[1]), 'op_type', '') == 'DequantizeLinear')
     integer = sum(ops.get(k, 0) for k in ('QLinearConv', 'QLinearMatMul', 'ConvInteger', 'MatMulInteger'))
-    return dict(ops=ops, integer_kernels=integer, float_convs=float_convs)
+    uint8_tensors, uint8_ops = set(), {}  # ops that move or clip codes (Clip, DepthToSpace, Transpose on uint8)
+    for node in graph.node:
+        if node.op_type == 'QuantizeLinear' or node.op_type.startswith(INTEGER_OPS):
+            uint8_tensors.update(node.output)
+        elif node.op_type not in BOUNDARY_OPS and node.input and node.input[0] in uint8_tensors:
+            uint8_tensors.update(node.output)
+            uint8_ops[node.op_type] = uint8_ops.get(node.op_type, 0) + 1
+    return dict(ops=ops, integer_kernels=integer, float_convs=float_convs, uint8_ops=uint8_ops)
 
 
 INTEGER_OPS = ('QLinear', 'ConvInteger', 'MatMulInteger')  # op-type prefixes of onnxruntime's integer kernels
 BOUNDARY_OPS = ('QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear')
 
 
-def node_summary(ops):
-    """One line of an optimized graph's node counts ({op type: count}): integer kernels, the float <-> integer
-    boundaries, and the ops left in float, most frequent first."""
-    def listed(kinds):
-        return ', '.join(f'{n} {k}' for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))) or 'none'
+def node_summary(ops, uint8_ops=None):
+    """One line of an optimized graph's node counts ({op type: count}): integer kernels and the ops on uint8 codes
+    (``uint8_ops``, e.g. a Clip that cuts a 4-bit grid out of uint8), the float <-> integer boundaries, and the ops
+    left in float, most frequent first."""
+    def listed(kinds, suffix=''):
+        return ', '.join(f'{n} {k}{suffix}' for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+    uint8_ops = uint8_ops or {}
     integer = {k: n for k, n in ops.items() if k.startswith(INTEGER_OPS)}
     boundary = {k: n for k, n in ops.items() if k in BOUNDARY_OPS}
-    floats = {k: n for k, n in ops.items() if k not in integer and k not in boundary}
-    return f'integer: {listed(integer)}; quantize / dequantize: {listed(boundary)}; float: {listed(floats)}'
+    floats = {k: n - uint8_ops.get(k, 0) for k, n in ops.items() if k not in integer and k not in boundary}
+    floats = {k: n for k, n in floats.items() if n > 0}
+    integer_part = ', '.join(p for p in (listed(integer), listed(uint8_ops, ' on uint8')) if p) or 'none'
+    return (f'integer: {integer_part}; quantize / dequantize: {listed(boundary) or "none"}; '
+            f'float: {listed(floats) or "none"}')
+
+
+def operator_time_shares(path, feed, runs=5, threads=0):
+    """Where onnxruntime's time goes: its profiler over ``runs`` runs of ``feed`` ({input name: array}) after one
+    warm-up run, CPU, all graph optimizations (the graph as deployed), ``threads`` intra-op threads (0: its default).
+
+    Returns:
+        list[tuple[str, float, float, int]]: (op type, share of the summed node time, milliseconds per run, nodes
+        per run), largest share first; an op other than an integer kernel or a Q/DQ boundary whose first input is
+        uint8 or int8 is named '<op> on uint8'. Node times exclude the session's own overhead: shares sum to 1.
+    """
+    import json
+    import os.path as osp
+    import tempfile
+
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        options.enable_profiling = True
+        options.profile_file_prefix = osp.join(tmp, 'profile')
+        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        for _ in range(runs + 1):
+            session.run(None, feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    run_starts = sorted(e['ts'] for e in events if e.get('cat') == 'Session' and e.get('name') == 'model_run')
+    after_warmup = run_starts[1] if len(run_starts) > 1 else 0
+    total, count = {}, {}
+    for event in events:
+        if event.get('cat') != 'Node' or not event.get('name', '').endswith('_kernel_time') or \
+                event['ts'] < after_warmup:
+            continue
+        args = event.get('args', {})
+        op = args.get('op_name', '?')
+        inputs = args.get('input_type_shape') or [{}]
+        if not op.startswith(INTEGER_OPS) and op not in BOUNDARY_OPS and set(inputs[0]) & {'uint8', 'int8'}:
+            op += ' on uint8'  # moves or clips codes (Clip of a 4-bit grid, DepthToSpace, Transpose)
+        total[op] = total.get(op, 0) + event['dur']
+        count[op] = count.get(op, 0) + 1
+    overall = sum(total.values()) or 1
+    return sorted(((op, us / overall, us / 1e3 / runs, count[op] // runs) for op, us in total.items()),
+                  key=lambda row: -row[1])
+
+
+def time_share_lines(shares):
+    """``basicsr export --profile``'s report of ``operator_time_shares``: one line per op type, then the ops that
+    run in float with their summed share (an op with no integer path, named with its cost)."""
+    lines = [f'  {op:<22} {share:6.1%} {ms:9.2f} ms  {nodes} nodes' for op, share, ms, nodes in shares]
+    floats = [(op, share) for op, share, _, _ in shares
+              if not op.startswith(INTEGER_OPS) and op not in BOUNDARY_OPS and not op.endswith(' on uint8')]
+    if floats:
+        lines.append(f'in float (no integer kernel in this graph): {sum(s for _, s in floats):.1%} of the time: '
+                     + ', '.join(f'{op} {share:.1%}' for op, share in floats))
+    return lines

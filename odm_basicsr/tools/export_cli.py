@@ -57,7 +57,12 @@ def main(argv):
                              f'of the first {CALIBRATION_COUNT}); default: photos that scikit-image ships, downscaled')
     add_size(parser, (64, 64), 'LR input of the trace for onnx (height and width stay dynamic, except for SwinIR, '
              'whose model keeps this size; default 64x64)', parse_size)
+    parser.add_argument('--profile', action='store_true',
+                        help='onnx: time the optimized graph on the --size input (5 runs) and print each operator '
+                             "type's share of the time, and which ops run in float")
     args = parser.parse_args(argv)
+    if args.profile and args.format != 'onnx':
+        parser.error('--profile times an ONNX graph: it needs --format onnx.')
     if args.calibration and not (osp.isdir(args.calibration) or osp.isfile(args.calibration)):
         raise SystemExit(f'error: --calibration {args.calibration}: no such folder or image.')
     import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
@@ -146,7 +151,7 @@ def main(argv):
             kernels = onnx_integer_ops(out, osp.join(tmp, 'optimized.onnx'))
         print(f'onnxruntime runs {kernels["integer_kernels"]} integer kernels (QLinearConv / QLinearMatMul) for '
               f'{len(layers)} quantized layers; {kernels["float_convs"]} quantized layers left in float')
-        print(f'optimized graph nodes: {node_summary(kernels["ops"])}')
+        print(f'optimized graph nodes: {node_summary(kernels["ops"], kernels["uint8_ops"])}')
     session = onnx_session(out)
     got = session.run(None, {'lr': example.numpy()})[0]
     with torch.no_grad():
@@ -163,3 +168,9 @@ def main(argv):
         note = fidelity_note(min(values), not all(layer.act_quantizer.integer_zero_point for _, layer in layers))
         if note:
             print(note)
+    if args.profile:
+        from odm_basicsr.quant.export_integer import operator_time_shares, time_share_lines
+        shares = operator_time_shares(out, {'lr': example.numpy()})
+        print(f'onnxruntime profile, {args.size[0]}x{args.size[1]} input, 5 runs (op type, time share, ms per run, '
+              'nodes):')
+        print('\n'.join(time_share_lines(shares)))
