@@ -296,7 +296,6 @@ def chain_requantizations(model):
         if not dq_out:
             continue
         nxt = g.only_consumer(dq_out.output[0])
-        factor = None
         if nxt is not None and nxt.op_type == 'Mul':  # res_scale
             other = nxt.input[1] if nxt.input[0] == dq_out.output[0] else nxt.input[0]
             factor = g.value(other)
@@ -494,7 +493,7 @@ def onnx_integer_ops(path, optimized_path):
     for node in graph.node:
         if node.op_type == 'QuantizeLinear' or node.op_type.startswith(INTEGER_OPS):
             uint8_tensors.update(node.output)
-        elif node.op_type not in BOUNDARY_OPS and node.input and node.input[0] in uint8_tensors:
+        elif not _kernel_or_boundary(node.op_type) and node.input and node.input[0] in uint8_tensors:
             uint8_tensors.update(node.output)
             uint8_ops[node.op_type] = uint8_ops.get(node.op_type, 0) + 1
     return dict(ops=ops, integer_kernels=integer, float_convs=float_convs, uint8_ops=uint8_ops)
@@ -502,6 +501,12 @@ def onnx_integer_ops(path, optimized_path):
 
 INTEGER_OPS = ('QLinear', 'ConvInteger', 'MatMulInteger')  # op-type prefixes of onnxruntime's integer kernels
 BOUNDARY_OPS = ('QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear')
+ON_UINT8 = ' on uint8'  # the suffix of an op other than these two kinds that reads uint8 / int8 codes
+
+
+def _kernel_or_boundary(op):
+    """An integer kernel or a float <-> integer boundary (the op types that are neither float nor code moves)."""
+    return op.startswith(INTEGER_OPS) or op in BOUNDARY_OPS
 
 
 def node_summary(ops, uint8_ops=None):
@@ -515,7 +520,7 @@ def node_summary(ops, uint8_ops=None):
     boundary = {k: n for k, n in ops.items() if k in BOUNDARY_OPS}
     floats = {k: n - uint8_ops.get(k, 0) for k, n in ops.items() if k not in integer and k not in boundary}
     floats = {k: n for k, n in floats.items() if n > 0}
-    integer_part = ', '.join(p for p in (listed(integer), listed(uint8_ops, ' on uint8')) if p) or 'none'
+    integer_part = ', '.join(p for p in (listed(integer), listed(uint8_ops, ON_UINT8)) if p) or 'none'
     return (f'integer: {integer_part}; quantize / dequantize: {listed(boundary) or "none"}; '
             f'float: {listed(floats) or "none"}')
 
@@ -556,8 +561,8 @@ def operator_time_shares(path, feed, runs=5, threads=0):
         args = event.get('args', {})
         op = args.get('op_name', '?')
         inputs = args.get('input_type_shape') or [{}]
-        if not op.startswith(INTEGER_OPS) and op not in BOUNDARY_OPS and set(inputs[0]) & {'uint8', 'int8'}:
-            op += ' on uint8'  # moves or clips codes (Clip of a 4-bit grid, DepthToSpace, Transpose)
+        if not _kernel_or_boundary(op) and set(inputs[0]) & {'uint8', 'int8'}:
+            op += ON_UINT8  # moves or clips codes (Clip of a 4-bit grid, DepthToSpace, Transpose)
         total[op] = total.get(op, 0) + event['dur']
         count[op] = count.get(op, 0) + 1
     overall = sum(total.values()) or 1
@@ -569,8 +574,7 @@ def time_share_lines(shares):
     """``basicsr export --profile``'s report of ``operator_time_shares``: one line per op type, then the ops that
     run in float with their summed share (an op with no integer path, named with its cost)."""
     lines = [f'  {op:<22} {share:6.1%} {ms:9.2f} ms  {nodes} nodes' for op, share, ms, nodes in shares]
-    floats = [(op, share) for op, share, _, _ in shares
-              if not op.startswith(INTEGER_OPS) and op not in BOUNDARY_OPS and not op.endswith(' on uint8')]
+    floats = [(op, share) for op, share, _, _ in shares if not _kernel_or_boundary(op) and not op.endswith(ON_UINT8)]
     if floats:
         lines.append(f'in float (no integer kernel in this graph): {sum(s for _, s in floats):.1%} of the time: '
                      + ', '.join(f'{op} {share:.1%}' for op, share in floats))

@@ -19,6 +19,7 @@ from .cli_text import add_out, add_size, command_parser
 
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
 ONNX_MODES = ('integer', 'exact')
+PROFILE_RUNS = 5  # --profile: timed runs after one warm-up
 def fidelity_note(lowest_db, free_grids):
     """The line ``basicsr export`` adds when the integer graph is under its bar from PyTorch on a real image (None
     otherwise): why, and what to do. ``free_grids``: the network was not built with integer_zero_point. The bars are
@@ -58,8 +59,8 @@ def main(argv):
     add_size(parser, (64, 64), 'LR input of the trace for onnx (height and width stay dynamic, except for SwinIR, '
              'whose model keeps this size; default 64x64)', parse_size)
     parser.add_argument('--profile', action='store_true',
-                        help='onnx: time the optimized graph on the --size input (5 runs) and print each operator '
-                             "type's share of the time, and which ops run in float")
+                        help=f'onnx: time the optimized graph on the --size input ({PROFILE_RUNS} runs) and print '
+                             "each operator type's share of the time, and which ops run in float")
     args = parser.parse_args(argv)
     if args.profile and args.format != 'onnx':
         parser.error('--profile times an ONNX graph: it needs --format onnx.')
@@ -170,7 +171,7 @@ def main(argv):
             print(note)
     if args.profile:
         from odm_basicsr.quant.export_integer import operator_time_shares, time_share_lines
-        shares = operator_time_shares(out, {'lr': example.numpy()})
-        print(f'onnxruntime profile, {args.size[0]}x{args.size[1]} input, 5 runs (op type, time share, ms per run, '
-              'nodes):')
+        shares = operator_time_shares(out, {'lr': example.numpy()}, runs=PROFILE_RUNS)
+        print(f'onnxruntime profile, {args.size[0]}x{args.size[1]} input, {PROFILE_RUNS} runs (op type, time share, '
+              'ms per run, nodes):')
         print('\n'.join(time_share_lines(shares)))
