@@ -473,7 +473,7 @@ def test_shipped_ptq_recipe_exports_an_integer_graph_that_computes_the_calibrate
     """basicsr calibrate with the shipped EDSR PTQ file (2 calibration batches), then basicsr export: every quantized
     layer is an integer kernel, every grid has an integer zero point, and, given the same FP head output, onnxruntime
     computes PyTorch's network on every calibration image (>= 120 dB). Without the shared head a float tie in the head
-    conv can flip one code (docs/EXPORT.md); with the paper's free grids this file gave a min of 34.2 dB."""
+    conv can flip one code (docs/EXPORT_APPENDIX.md); with the paper's free grids this file gave a min of 34.2 dB."""
     import onnx
     import onnxruntime as ort
     from odm_basicsr.tools.cli_io import calibration_images, load_network

@@ -149,7 +149,7 @@ def set_quantization(net, enabled):
 def set_integer_kernel_eval(net, enabled):
     """With integer_zero_point, whether ``net``'s eval forward (without autograd) computes its quantized layers as
     the integer ONNX graph's kernels do (``integer_kernel.integer_kernel_output``; the default) or runs the
-    fake-quant forward of training, which differs by float rounding ties (docs/EXPORT.md)."""
+    fake-quant forward of training, which differs by float rounding ties (docs/EXPORT_APPENDIX.md)."""
     for _, point in activation_points(net):
         if getattr(point, 'output_quantizer', None) is not None:
             point.output_quantizer.integer_kernel_eval = bool(enabled)

@@ -3,7 +3,7 @@ PyTorch ops on a quantized layer.
 
 It sits below the quantized layers (``layers.py``: a layer built with ``integer_zero_point`` computes its eval
 output here) and below both exports (``export.py``, ``export_integer.py``: the graph they write rounds the same
-way). docs/EXPORT.md derives each step.
+way). docs/EXPORT_APPENDIX.md derives each step.
 """
 import torch
 import torch.nn.functional as F
@@ -102,7 +102,7 @@ def integer_kernel_output(layer, x):
     tests/test_export_integer.py). The output grid (s_y, zp_y, lo_y, hi_y) is the layer's own 8-bit requantizer,
     or, for a chained output, the input grid of its consumer (a ReLU in between then maps the codes below zp_y to
     zp_y, as the graph's Clip does). A linear layer adds its float bias after. The fake-quant forward differs from
-    this only where a value sits within float rounding of a decision boundary (docs/EXPORT.md).
+    this only where a value sits within float rounding of a decision boundary (docs/EXPORT_APPENDIX.md).
 
     Args:
         layer (QuantConv2d | QuantLinear): see ``layers._runs_integer_kernel`` for when it applies.

@@ -73,10 +73,10 @@ class ChannelOffset(nn.Module):
 
 class OutputRequantizer(nn.Module):
     """8-bit requantization of a quantized layer's output, y -> (clip(round(y / s) + zp, 0, 255) - zp)·s, as the
-    integer ONNX export rounds every output that does not feed one quantized layer (docs/EXPORT.md). Attached by
-    ``set_integer_zero_point``; identity until ``calibrate`` measures the output's min/max and switches it on where
-    the export will requantize, so that the exported graph computes what was trained. Straight-through gradient;
-    the range is not learned.
+    integer ONNX export rounds every output that does not feed one quantized layer (docs/EXPORT_APPENDIX.md).
+    Attached by ``set_integer_zero_point``; identity until ``calibrate`` measures the output's min/max and switches
+    it on where the export will requantize, so that the exported graph computes what was trained. Straight-through
+    gradient; the range is not learned.
 
     Where the export instead quantizes the output straight onto the next quantized layer's input grid (a chained
     output), calibration records that layer as the ``consumer``: in eval, without autograd, the layer then computes
@@ -196,7 +196,7 @@ class QuantConv2d(nn.Conv2d):
     shifted domain. At inference the shift folds into the bias and the scale into the weights.
 
     Built with integer_zero_point (an ``output_quantizer``), a layer with an offset computes what the integer ONNX
-    graph computes, which pads X before the offset (docs/EXPORT.md, step 5): X' = (pad0(X) - o) / a, and
+    graph computes, which pads X before the offset (docs/EXPORT_APPENDIX.md, step 5): X' = (pad0(X) - o) / a, and
     y = conv_valid(q_a(X'), q_w(W * a)) + b + W_q·(o / a), the bias on the int32 grid. A border tap then sees
     q_a(-o / a) + o / a instead of 0. The regularizers and calibration see X' without its border ring.
 
