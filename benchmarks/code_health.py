@@ -4,9 +4,10 @@ and the modules each layer imports. Prints a table and writes benchmarks/results
     .venv/bin/python benchmarks/code_health.py [--repo DIR]
 
 A cycle is a strongly connected set of modules of the package that import each other (module-level or function-local
-imports alike). Function-local imports are counted per kind: of BasicSR (kept where importing BasicSR at module load
-would break the plugin's import order), of optional dependencies (onnx, onnxruntime, matplotlib, openvino), of the
-package itself, and of anything else.
+imports alike). Function-local imports are counted per kind: of BasicSR, of optional dependencies (onnx, onnxruntime,
+matplotlib, openvino), of the package itself, and of anything else. The house keeps only two kinds
+(``allowed_local_import``): optional dependencies, and in ``_compat`` the imports that must wait for its import fixes
+(BasicSR, and the distutils shim that comes before it).
 """
 import argparse
 import ast
@@ -56,6 +57,19 @@ def imports_of(name, path, modules):
 
     visit(tree, False)
     return out
+
+
+def allowed_local_import(module, target):
+    """Whether a function-local import of ``target`` inside ``module`` has a reason to be local."""
+    top = target.split('.')[0]
+    return top in OPTIONAL or (module == 'odm_basicsr._compat' and top in ('basicsr', 'distutils', 'setuptools'))
+
+
+def local_imports(root):
+    """[(module, imported module, lineno)] of every function-local import in the package."""
+    modules = package_modules(root)
+    return [(name, target, line) for name, path in sorted(modules.items())
+            for target, inner, line in imports_of(name, path, modules) if inner]
 
 
 def cycles(graph):

@@ -4,11 +4,23 @@ BasicSR is a dependency, never vendored: each fix below replaces or aliases exac
 names the BasicSR function it corrects. ``apply_import_fixes`` must run before the first ``import basicsr``
 (any ``import basicsr.<x>`` imports the whole toolbox); ``apply_runtime_fixes`` runs right after it.
 Every fix is idempotent and a no-op where BasicSR already behaves (master / later releases).
+This module is imported before BasicSR, so it imports BasicSR only inside the functions that patch it.
 """
+import ast
 import os
 import os.path as osp
+import pickle
+import re
 import sys
 
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+import odm_basicsr_boot
+from odm_basicsr.utils.resume import ResumedEpochLoader, batches_to_skip
+from odm_basicsr.utils.safe_load import checkpoint_file_problem, safe_torch_load, unreadable_message
 from odm_basicsr.utils.shipped import resolve_shipped_paths
 
 _RUNTIME_FIXED = False
@@ -21,19 +33,18 @@ def apply_import_fixes():
     # basicsr/data/degradations.py imports torchvision.transforms.functional_tensor, removed in torchvision 0.17.
     # odm_basicsr_boot (beside this package; installed with a .pth so it also runs at startup, which lets
     # `import basicsr` come first) supplies it as a last-resort finder.
-    import odm_basicsr_boot
     odm_basicsr_boot.install()
     # basicsr/archs/arch_util.py imports distutils.version.LooseVersion; Python >= 3.12 has no distutils.
     if sys.version_info >= (3, 12):
         try:
             import distutils.version  # noqa: F401  (setuptools provides it through _distutils_hack)
         except ImportError:
-            import setuptools  # noqa: F401
+            import setuptools  # noqa: F401  # isort: skip  (provides distutils; must come first)
             import distutils.version  # noqa: F401
 
 
+
 def _device_for_resume(opt):
-    import torch
     if opt.get('num_gpu', 0) != 0 and torch.cuda.is_available():
         return torch.device('cuda', torch.cuda.current_device())
     return torch.device('cpu')
@@ -42,7 +53,6 @@ def _device_for_resume(opt):
 def load_resume_state(opt):
     """Replacement for ``basicsr.train.load_resume_state``: the original maps the state with
     ``torch.cuda.current_device()`` and so crashes on CPU. Same lookup rules, safe ``torch.load``."""
-    import torch
     from basicsr.utils import scandir
     from basicsr.utils.misc import check_resume
 
@@ -63,7 +73,6 @@ def load_resume_state(opt):
         return None
     if not osp.isfile(resume_state_path):
         raise FileNotFoundError(f'path.resume_state: training state {resume_state_path!r} does not exist.')
-    from .utils.safe_load import safe_torch_load
     resume_state = safe_torch_load(resume_state_path, map_location=_device_for_resume(opt))
     opt[RESUMED_FROM_PRETRAIN] = opt['path'].get('pretrain_network_g')  # kept in opt: build_model deep-copies it
     check_resume(opt, resume_state['iter'])
@@ -82,7 +91,6 @@ def create_train_val_dataloader(opt, logger):
     """Replacement for ``basicsr.train.create_train_val_dataloader``: BasicSR's loaders, with the train loader of a
     run resumed from a mid-epoch ODMModel state wrapped (``utils/resume.py``), so that the epoch goes on after the
     batches the interrupted run had trained on. BasicSR replays them from the epoch's start."""
-    from odm_basicsr.utils.resume import ResumedEpochLoader, batches_to_skip
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = _ORIGINAL_CREATE_LOADERS(opt, logger)
     state = _RESUMED.pop(id(opt), None)  # what load_resume_state read for this opt, earlier in train_pipeline
     skip = batches_to_skip(state, len(train_loader)) if state and train_loader is not None else 0
@@ -97,8 +105,6 @@ def create_train_val_dataloader(opt, logger):
 def _init_dist_pytorch(backend, **kwargs):
     """Replacement for ``basicsr.utils.dist_util._init_dist_pytorch``: the original always calls
     ``torch.cuda.set_device`` and uses nccl, so ``--launcher pytorch`` fails without CUDA. Gloo on CPU."""
-    import torch
-    import torch.distributed as dist
     rank = int(os.environ['RANK'])
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', rank % torch.cuda.device_count())))
@@ -110,8 +116,6 @@ def _init_dist_pytorch(backend, **kwargs):
 def _model_to_device(self, net):
     """Replacement for ``basicsr.models.base_model.BaseModel.model_to_device``: the original passes
     ``device_ids=[torch.cuda.current_device()]`` to DDP, which fails on CPU. No device_ids on CPU."""
-    import torch
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
     net = net.to(self.device)
     if self.opt['dist']:
         find_unused_parameters = self.opt.get('find_unused_parameters', False)
@@ -125,9 +129,6 @@ def _model_to_device(self, net):
 def _load_network(self, net, load_path, strict=True, param_key='params'):
     """Wrapper of ``basicsr.models.base_model.BaseModel.load_network``: a missing, corrupt or unsafe file gets a
     clear message naming it instead of torch's traceback (the load itself stays BasicSR's, safe mode)."""
-    import pickle
-
-    from odm_basicsr.utils.safe_load import checkpoint_file_problem, unreadable_message
     problem = checkpoint_file_problem(load_path)
     if problem:
         raise ValueError(f'Checkpoint {problem}.')
@@ -159,8 +160,6 @@ def force_yml_value(text):
     loss weight or learning rate in exponent notation failed deep inside training. Same results for every value
     it did read as a number, None, a bool, ``!!float x`` or a list; a number in any Python spelling is now a number.
     The option check (``options_check.apply_force_yml``) reads values with this same function."""
-    import ast
-    import re
     text = text.strip()
     if text == '~' or text.lower() in ('none', 'null'):
         return None
@@ -176,7 +175,6 @@ def force_yml_value(text):
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):  # [a, b]: a list of names, as YAML reads it
-            import yaml
             return yaml.safe_load(text)
     return text
 

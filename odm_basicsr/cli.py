@@ -7,6 +7,19 @@ and tb_logger/ are created where the command runs.
 import os
 import sys
 
+from basicsr.test import test_pipeline
+from basicsr.train import train_pipeline
+
+from .options_check import check_option_file
+from .tools.calibrate_cli import main as calibrate_main
+from .tools.compare_cli import main as compare_main
+from .tools.convert_checkpoint import main as convert_main
+from .tools.cost_cli import main as cost_main
+from .tools.demo import main as demo_main
+from .tools.export_cli import main as export_main
+from .tools.infer_cli import main as infer_main
+from .tools.options_cli import main as options_main
+from .tools.prepare import main as prepare_main
 from .version import __version__
 
 SUBCOMMANDS = {}
@@ -60,16 +73,12 @@ def _run_pipeline(argv, is_train):
         raise SystemExit(f'error: option file {opt_path!r} does not exist.' + (
             f' The shipped option files are copied into options/ by "{_prog()} options".'
             if opt_path.replace(os.sep, '/').startswith('options/') else ''))
-    import odm_basicsr  # noqa: F401  (applies the compat fixes and registers archs, losses and models)
-    from .options_check import check_option_file
     check_option_file(opt_path, is_train=is_train, argv=argv)
     sys.argv = [sys.argv[0]] + argv
     root_path = os.getcwd()
     if is_train:
-        from basicsr.train import train_pipeline
         train_pipeline(root_path)
     else:
-        from basicsr.test import test_pipeline
         test_pipeline(root_path)
 
 
@@ -86,56 +95,47 @@ def _test(argv):
 @subcommand('calibrate', 'post-training quantization: calibrate network_g from its FP checkpoint, write '
             'net_g_calibrated.pth, report PSNR/SSIM and fidelity')
 def _calibrate(argv):
-    from .tools.calibrate_cli import main as calibrate_main
     calibrate_main(argv)
 
 
 @subcommand('cost', 'print BitOPs and storage of an option file\'s network, FP vs quantized')
 def _cost(argv):
-    from .tools.cost_cli import main as cost_main
     cost_main(argv)
 
 
 @subcommand('convert-checkpoint', 'convert an EDSR-PyTorch checkpoint (EDSR-baseline, RDN) to BasicSR layout')
 def _convert(argv):
-    from .tools.convert_checkpoint import main as convert_main
     convert_main(argv)
 
 
 @subcommand('prepare', 'make the LMDBs / folders the option files name: prepare div2k | benchmark | demo')
 def _prepare(argv):
-    from .tools.prepare import main as prepare_main
     prepare_main(argv)
 
 
 @subcommand('options', 'copy the shipped option files (grid, demo, PTQ, distillation, comparison) into a folder')
 def _options(argv):
-    from .tools.options_cli import main as options_main
     options_main(argv)
 
 
 @subcommand('demo', 'the main job end to end on photos scikit-image ships: FP, w4a4, w2a2, ODM vs plain QAT')
 def _demo(argv):
-    from .tools.demo import main as demo_main
     demo_main(argv)
 
 
 @subcommand('export', 'integer export of a trained quantized network: ONNX QDQ or bit-packed checkpoint')
 def _export(argv):
-    from .tools.export_cli import main as export_main
     export_main(argv)
 
 
 @subcommand('compare', 'FP, quantized and bicubic side by side on test sets: table, crop grid, PSNR-vs-BitOPs plot')
 def _compare(argv):
-    from .tools.compare_cli import main as compare_main
     compare_main(argv)
 
 
 @subcommand('infer', 'upscale an image or a folder to PNGs with a trained network (test option file) or its ONNX '
             'export, tiled')
 def _infer(argv):
-    from .tools.infer_cli import main as infer_main
     infer_main(argv)
 
 

@@ -9,14 +9,25 @@ import os.path as osp
 import re
 import sys
 
+import cv2
+import lmdb
+import torch
 import yaml
+from basicsr.utils.registry import ARCH_REGISTRY
 
 from ._compat import force_yml_value
+from .archs.odm_quant_arch import ODMQuant
+from .archs.quant_util import BODY_SCOPES, QuantizedArchMixin
+from .models.fp_teacher import DISTILL_KEYS, distill_problems
 from .options_sections import check_sections, did_you_mean, registry_has, unknown_keys
-from .quant import COOPERATION_MODES, RANGE_METHODS, REGULARIZERS, VARIANCE_STATS, QuantConfig
+from .quant import (COOPERATION_MODES, RANGE_METHODS, REGULARIZERS, VARIANCE_STATS, QuantConfig, ScopeError,
+                    UnusedQuantizedLayerError, activation_points, unused_in_eval)
 from .quant.calibrate import PER_LAYER_JUDGES
+from .quant.checkpoint import QUANTIZATION_KEY, CheckpointMismatchError, check_state_dict, record_mismatches
 from .quant.config import closest_match
+from .quant.distance import missing_modules
 from .quant.refine import RefineConfig
+from .utils.safe_load import network_state_of, safe_torch_load
 from .utils.shipped import resolve_shipped, resolve_shipped_paths
 
 ODM_TRAIN_KEYS = ('odm_opt', 'distill_opt', 'cooperation', 'quant_lr_mul', 'range_lr', 'calibration', 'max_skipped_steps', 'compile',
@@ -53,16 +64,11 @@ def _choice(key, value, choices, errors):
 
 def odm_archs():
     """The quantized archs in BasicSR's ARCH_REGISTRY (the plugin's and any other QuantizedArchMixin's), sorted."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    from .archs.odm_quant_arch import ODMQuant
-    from .archs.quant_util import QuantizedArchMixin
     return tuple(sorted(name for name, cls in ARCH_REGISTRY
                         if isinstance(cls, type) and issubclass(cls, (QuantizedArchMixin, ODMQuant))))
 
 
 def _check_network(opt, errors):
-    from basicsr.utils.registry import ARCH_REGISTRY
     net = opt.get('network_g') or {}
     arch = net.get('type')
     if arch not in odm_archs():
@@ -95,8 +101,6 @@ def _check_network(opt, errors):
 def _check_distill(opt, errors):
     """``train.distill_opt`` (the FP teacher): its keys and values, the FP checkpoint it needs, module names that
     exist in network_g; and a training step that has a loss at all (pixel_opt, perceptual_opt or the teacher)."""
-    from .models.fp_teacher import DISTILL_KEYS, distill_problems
-    from .quant.distance import missing_modules
     train = opt.get('train') or {}
     value = train.get('distill_opt')
     if value is None:
@@ -140,7 +144,6 @@ def _check_refine(value, opt, errors):
 def _check_inner_arch(inner, errors, key='network_g.arch'):
     """ODMQuant's ``arch`` block (or an FP network_g, ``key``): a registered FP arch and its constructor keys. True
     if it can be built."""
-    from basicsr.utils.registry import ARCH_REGISTRY
     if not isinstance(inner, dict) or 'type' not in inner:
         errors.append(f'{key}: must be a mapping with the FP arch\'s type and arguments, got {inner!r}.')
         return False
@@ -164,8 +167,6 @@ def _check_inner_arch(inner, errors, key='network_g.arch'):
 def build_shapes_only(net_opt):
     """network_g built for its keys and shapes: on the meta device (no memory, no initialisation), or on the CPU for
     an arch whose constructor cannot run there (it reads or assigns tensor values)."""
-    import torch
-    from basicsr.utils.registry import ARCH_REGISTRY
     net_opt = dict(net_opt)
     cls = ARCH_REGISTRY.get(net_opt.pop('type'))
     try:
@@ -179,7 +180,6 @@ def build_shapes_only(net_opt):
 def _check_builds(net, errors):
     """Build network_g (shapes only): scope patterns that match no layer, and constructor errors, are reported with
     their key."""
-    from .quant import ScopeError
     try:
         built = build_shapes_only(net)
     except ScopeError as err:
@@ -197,8 +197,6 @@ def _check_layers_run(built, net, errors):
     of a 32x32 input, on the meta device where the network was built there): option errors, before anything is
     written. An arch that this forward cannot run (a video arch's 5-D input, a value read on the meta device) is
     left to calibration, which raises the same error."""
-    import torch
-    from .quant import UnusedQuantizedLayerError, activation_points, unused_in_eval
     if not activation_points(built):
         errors.append(f'network_g: quantizes no layer (scope {net.get("scope", _default_scope(net))!r} matches no '
                       'conv/linear layer of this configuration): there is nothing to calibrate, train or export.')
@@ -222,7 +220,6 @@ def _data_parallel_gpus(opt):
         return 0
     num_gpu = opt.get('num_gpu', 0)
     if num_gpu == 'auto':
-        import torch
         num_gpu = torch.cuda.device_count()
     return num_gpu if isinstance(num_gpu, int) else 0
 
@@ -322,7 +319,6 @@ def _check_train(opt, odm_arch, errors, warn):
 
 def _lmdb_pages_bytes(path):
     """Bytes of pages the LMDB at ``path`` says it holds (None if it cannot be opened)."""
-    import lmdb
     try:
         env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
     except lmdb.Error:
@@ -409,7 +405,6 @@ def _check_quantization_record(record, net, path, key, recalibrated, errors, war
     w4a4, or of max and percentile clipping, are the same). Where its ranges would be used as they are (test,
     export, SRModel, resuming) another record is an error; where they are replaced (``basicsr calibrate``, an
     ODMModel fine-tune, which then recalibrates) a warning."""
-    from .quant.checkpoint import record_mismatches
     lines = record_mismatches(record, net)
     if not lines:
         return
@@ -430,9 +425,6 @@ def _check_checkpoint_fits(opt, path, errors, is_train=True, calibrating=False, 
     warm start), as the ODM archs' checked loading does: unexpected keys and shape mismatches are refused now, before
     anything is written, rather than after BasicSR created the run's folders. Its quantization record is compared
     too (``_check_quantization_record``; ``key`` 'resuming' for the network a resumed run loads)."""
-
-    from .quant.checkpoint import QUANTIZATION_KEY, CheckpointMismatchError, check_state_dict
-    from .utils.safe_load import network_state_of, safe_torch_load
     path_opt = opt.get('path') or {}
     if not isinstance(opt.get('network_g'), dict):
         return
@@ -563,7 +555,6 @@ def _lmdb_sizes(path):
 
 
 def _image_size(path):
-    import cv2
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED) if osp.isfile(path) else None
     return None if img is None else img.shape[:2]
 
@@ -657,9 +648,7 @@ def _default_scope(net):
     None where ODMQuant's arch is not a registered arch (reported by the network checks)."""
     if net.get('type') != 'ODMQuant':
         return 'body'
-    from basicsr.utils.registry import ARCH_REGISTRY
 
-    from .archs.quant_util import BODY_SCOPES
     kind = net['arch'].get('type') if isinstance(net.get('arch'), dict) else None
     if not registry_has(ARCH_REGISTRY, kind):
         return None

@@ -9,6 +9,11 @@ of another toolbox keeps its own keys.
 import inspect
 import math
 
+import torch
+from basicsr.models import lr_scheduler
+from basicsr.models.base_model import BaseModel
+from basicsr.utils.registry import DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
 from .quant.config import closest_match, did_you_mean
 
 # path keys BasicSR reads or sets (options.py, train.py, the models); any other key would become a folder
@@ -80,8 +85,6 @@ def _need_number(key, value, errors, minimum=None):
 
 def _optimizer_builds(kind):
     """True if BasicSR's ``BaseModel.get_optimizer`` builds an optimizer of type ``kind`` (Adam only in 1.4.2)."""
-    import torch
-    from basicsr.models.base_model import BaseModel
     if not isinstance(kind, str):
         return False
     try:
@@ -116,14 +119,12 @@ def _registered(key, value, registry, errors):
 def check_model_and_devices(opt, errors):
     """model_type registered; num_gpu an integer >= 0 or auto, and no GPU asked for on a machine without CUDA;
     scale an integer."""
-    from basicsr.utils.registry import MODEL_REGISTRY
     if 'model_type' in opt:
         _registered('model_type', opt['model_type'], MODEL_REGISTRY, errors)
     num_gpu = opt.get('num_gpu', 0)
     if num_gpu != 'auto' and (not _is_int(num_gpu) or num_gpu < 0):
         errors.append(f'num_gpu: must be an integer >= 0 or auto, got {num_gpu!r}.')
     elif _is_int(num_gpu) and num_gpu > 0 and opt.get('launcher', 'none') in (None, 'none'):
-        import torch
         if not torch.cuda.is_available():
             errors.append(f'num_gpu: {num_gpu} but this machine has no CUDA device: set num_gpu: 0 to run on the '
                           'CPU (or auto).')
@@ -159,7 +160,6 @@ def check_logger(opt, is_train, errors):
 
 
 def check_val(opt, is_train, errors):
-    from basicsr.utils.registry import METRIC_REGISTRY
     val = _mapping('val', opt.get('val'), '(val_freq, save_img, metrics)', errors)
     if val is None:
         return
@@ -182,7 +182,6 @@ def check_val(opt, is_train, errors):
 def check_datasets(opt, is_train, errors):
     """Each dataset block: a registered type, a known io_backend, integer sizes; a training PairedImageDataset has
     every key it reads."""
-    from basicsr.utils.registry import DATASET_REGISTRY
     datasets = _mapping('datasets', opt.get('datasets'), 'of phase (train, val, test_1, ...) -> dataset block',
                         errors) or {}
     for phase, block in datasets.items():
@@ -216,9 +215,6 @@ def check_datasets(opt, is_train, errors):
 def check_train_basics(opt, errors):
     """train.total_iter / warmup_iter, optim_g (type and Adam's keywords, lr a number), scheduler (type and its
     keywords), pixel_opt (a registered loss and its keywords)."""
-    from basicsr.models import lr_scheduler
-    from basicsr.utils.registry import LOSS_REGISTRY
-    import torch
     train = opt.get('train')
     if not isinstance(train, dict):
         errors.append('train: missing. A training file needs it (optim_g, scheduler, total_iter, pixel_opt); is '

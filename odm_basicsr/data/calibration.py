@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import torch
+from basicsr.data import build_dataset
 
 from odm_basicsr.quant import DEFAULT_RANGE_METHOD
 from odm_basicsr.quant.refine import RefineConfig
@@ -53,7 +54,6 @@ def calibration_batches(opt, num_batches, device, rank=0):
     flips draw from the python / numpy generators seeded the same way; their states are restored afterwards, so the
     batches are reproducible and the training data stream is untouched.
     """
-    from basicsr.data import build_dataset
     key, dataset_opt = calibration_dataset_opt(opt)
     if dataset_opt is None:
         raise ValueError('calibration needs data: a datasets.train block or a train.calibration.dataset block.')

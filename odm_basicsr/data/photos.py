@@ -10,6 +10,9 @@ import tempfile
 
 import cv2
 import numpy as np
+import skimage.data
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr.utils.matlab_functions import imresize
 
 DEMO_TRAIN = ('astronaut', 'coffee', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'motorcycle', 'retina',
               'grass', 'gravel', 'moon')
@@ -18,7 +21,6 @@ DEMO_VAL = ('chelsea', 'camera', 'brick')
 
 def load_photo(name):
     """HR photo ``name`` from skimage.data as uint8 RGB (H, W, 3); grayscale photos are repeated to 3 channels."""
-    import skimage.data
     if name == 'motorcycle':
         img = skimage.data.stereo_motorcycle()[0]
     else:
@@ -36,7 +38,6 @@ def mod_crop(img, scale):
 
 def bicubic_downscale(img, scale):
     """MATLAB-style bicubic downscaling of a uint8 (H, W, 3) image by ``scale`` (H, W must be multiples)."""
-    from basicsr.utils.matlab_functions import imresize
     lr = imresize(img.astype(np.float64) / 255.0, 1.0 / scale)
     return np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)
 
@@ -66,7 +67,6 @@ def write_png(path, rgb):
 def make_lmdb(folder, lmdb_path):
     """LMDB (data.mdb, lock.mdb, meta_info.txt) of every PNG in ``folder``, keys = file names, with BasicSR's
     ``make_lmdb_from_imgs``."""
-    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     names = sorted(f for f in os.listdir(folder) if f.endswith('.png'))
     if not names:
         raise FileNotFoundError(f'no PNG images in {folder}')

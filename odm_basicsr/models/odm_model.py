@@ -5,14 +5,15 @@ from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
+from basicsr.data import build_dataset
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from odm_basicsr.data.calibration import calibration_batches, calibration_settings, refine_settings
 from odm_basicsr._compat import pretrain_before_resume
+from odm_basicsr.data.calibration import calibration_batches, calibration_settings, refine_settings
 from odm_basicsr.models.cooperative_step import CooperativeStep
 from odm_basicsr.models.fp_teacher import FPTeacher, teacher_network
 from odm_basicsr.models.step_guard import NonFiniteGuard
@@ -238,7 +239,6 @@ class ODMModel(SRModel):
     def _train_dataset(self):
         """A fresh training dataset (calibration, epoch length). Not cached: a dataset that has read from an LMDB
         keeps its environment open, and BasicSR's own train loader may not open it again in this process."""
-        from basicsr.data import build_dataset
         return build_dataset(dict(self.opt['datasets']['train'], phase='train'))
 
     def _average_over_ranks(self, tensor):

@@ -38,6 +38,8 @@ the float Adds before the Conv. A layer built with integer_zero_point instead pa
 import copy
 import io
 import math
+import os
+import warnings
 
 import numpy as np
 import torch
@@ -310,7 +312,6 @@ def export_onnx(net, example_input, path, opset=13):
     Returns:
         dict: see ``describe_onnx``.
     """
-    import warnings
     model = to_export_module(net)
     dynamic_size = getattr(getattr(net, 'module', net), 'onnx_dynamic_size', True)
     axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}
@@ -323,8 +324,6 @@ def export_onnx(net, example_input, path, opset=13):
 
 def describe_onnx(path):
     """Checked summary of an ONNX file: op counts, int8 weight initializers feeding DequantizeLinear, bytes."""
-    import os
-
     import onnx
     model = onnx.load(path)
     onnx.checker.check_model(model)
@@ -442,7 +441,6 @@ def unpack_checkpoint(packed, net):
 
 def save_packed(net, path):
     """Write ``pack_checkpoint(net)`` to ``path`` (torch.save; loads with weights_only=True). Returns its bytes."""
-    import os
     torch.save(pack_checkpoint(net), path)
     return os.path.getsize(path)
 

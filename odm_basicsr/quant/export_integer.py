@@ -42,6 +42,10 @@ an ``OutputRequantizer`` exactly where step 4 requantizes and records the consum
 ``onnx_integer_ops`` lists what onnxruntime's optimized graph actually runs.
 """
 import copy
+import io
+import json
+import os.path as osp
+import tempfile
 import warnings
 
 import numpy as np
@@ -55,6 +59,7 @@ from .functional import explicit_padding, offset_input
 from .integer_kernel import (INT8_MAX, UINT8_MAX, folded_bias, folded_grid_shift, integer_bias_codes,
                              requantization_grid, uint8_grid, weight_code_scale)
 from .layers import QuantLinear, QuantOperand
+
 
 class _DequantizeInitializer(torch.autograd.Function):
     """Integer codes -> codes·scale; ONNX: DequantizeLinear with zero point 0, per tensor (``count`` 0, scale 0-dim)
@@ -416,8 +421,6 @@ def export_onnx_integer(net, example_input, path, calibration_batches, opset=13)
 
 def _trace(model, example_input, dynamic_size, opset=13):
     """The TorchScript ONNX export of ``model`` as a ModelProto (input 'lr', output 'sr', dynamic batch)."""
-    import io
-
     import onnx
     axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}
     buffer = io.BytesIO()
@@ -534,10 +537,6 @@ def operator_time_shares(path, feed, runs=5, threads=0):
         per run), largest share first; an op other than an integer kernel or a Q/DQ boundary whose first input is
         uint8 or int8 is named '<op> on uint8'. Node times exclude the session's own overhead: shares sum to 1.
     """
-    import json
-    import os.path as osp
-    import tempfile
-
     import onnxruntime as ort
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()

@@ -14,9 +14,13 @@ import os
 import os.path as osp
 
 import torch
+from basicsr.data import build_dataset
+from basicsr.metrics import calculate_metric
+from basicsr.utils import tensor2img
 
 from odm_basicsr.data.calibration import (calibration_batches, calibration_dataset_opt, calibration_settings,
-                                         refine_settings)
+                                          refine_settings)
+from odm_basicsr.options_check import check_option_file
 from odm_basicsr.quant import QUANTIZATION_KEY, calibrate, quantization_record, quantized_layers, set_quantization
 from odm_basicsr.quant.refine import refine
 
@@ -30,9 +34,6 @@ def evaluate(net, dataset_opt, metrics_opt, scale, device):
     Returns:
         dict: {'fp': {metric: value}, 'quantized': {metric: value}, 'fidelity_db': float, 'images': int}.
     """
-    from basicsr.data import build_dataset
-    from basicsr.metrics import calculate_metric
-    from basicsr.utils import tensor2img
     dataset = build_dataset(dict(dataset_opt, phase='val', scale=scale))
     sums = {'fp': {}, 'quantized': {}}
     fidelity = []
@@ -68,7 +69,6 @@ def main(argv):
     add_force_yml(parser)
     add_device(parser)
     args = parser.parse_args(argv)
-    from odm_basicsr.options_check import check_option_file  # (the package import registered the ODM archs)
     forced = ['--force_yml'] + args.force_yml if args.force_yml else []
     opt = check_option_file(args.opt, is_train=True, argv=forced, calibrating=True,
                             sections=('name', 'model_type', 'scale', 'network_g', 'path', 'datasets', 'train'))

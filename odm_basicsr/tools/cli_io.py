@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from basicsr.archs import build_network
 
 from odm_basicsr.data.photos import DEMO_TRAIN, bicubic_downscale, load_photo
 from odm_basicsr.quant import CheckpointMismatchError
@@ -84,7 +85,6 @@ def read_image(path, channels):
 def calibration_images(folder, channels, scale, size=64, count=CALIBRATION_COUNT):
     """LR crops (1, channels, <= size, <= size) on 0-1: the centre of each of the first ``count`` images of
     ``folder`` (sorted), or, without a folder, of the photos scikit-image ships (bicubic x``scale`` downscaled)."""
-
     def centre(t):
         h, w = t.shape[-2:]
         y, x = max((h - size) // 2, 0), max((w - size) // 2, 0)
@@ -113,8 +113,6 @@ def psnr(got, want):
 
 def load_network(opt, opt_path):
     """network_g of ``opt`` with path.pretrain_network_g loaded (safe unpickling; BasicSR's param_key rules)."""
-    from basicsr.archs import build_network
-
     path_opt = opt.get('path') or {}
     ckpt_path = path_opt.get('pretrain_network_g')
     if not ckpt_path:

@@ -24,6 +24,7 @@ reference, fidelity to the reference output in dB, BitOPs and storage of the cos
 crops_<set>_<image>.png (HR, bicubic, then every entry on one zoomed region, labelled with the image's PSNR), and
 psnr_vs_bitops.png (needs matplotlib: pip install "odm-basicsr[plot]").
 """
+import copy
 import csv
 import glob
 import json
@@ -33,6 +34,24 @@ import os.path as osp
 import re
 import sys
 
+import cv2
+import numpy as np
+import torch
+from basicsr.archs.swinir_arch import WindowAttention
+from basicsr.data import build_dataset
+from basicsr.metrics import calculate_metric
+from basicsr.utils import tensor2img
+from basicsr.utils.matlab_functions import imresize
+from basicsr.utils.registry import ARCH_REGISTRY
+from tqdm import tqdm
+
+from odm_basicsr.archs.odm_swinir_arch import QuantWindowAttention
+from odm_basicsr.data.published import published_rows
+from odm_basicsr.options_check import checkpoint_hint, dataset_hint, load_option_file
+from odm_basicsr.quant import (QUANTIZATION_KEY, CheckpointMismatchError, cost_report, quantized_layers,
+                               record_mismatches)
+from odm_basicsr.quant.export import check_calibrated
+from odm_basicsr.utils.safe_load import network_state_of, safe_torch_load
 from odm_basicsr.utils.shipped import option_files_dir
 
 from .cli_io import InferError, fidelity_psnr, forward_padded, input_channels, parse_size, resolve_device
@@ -61,7 +80,6 @@ def _training_file_for(experiment):
 
 def missing_hint(path):
     """How to produce a missing checkpoint: the training run that writes it, or where to download it."""
-    from odm_basicsr.options_check import checkpoint_hint
     parts = osp.normpath(str(path)).split(os.sep)
     if len(parts) >= 3 and parts[-2] == 'models' and 'experiments' in parts:
         train = _training_file_for(parts[-3])
@@ -72,9 +90,6 @@ def missing_hint(path):
 
 def check_compare(opt):
     """Validate a compare option dict; returns (entries, reference label). Nothing is computed or written."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    from odm_basicsr.options_check import dataset_hint
     errors = []
     if not isinstance(opt.get('name'), str) or not opt['name']:
         errors.append('name: a non-empty string is needed (results go to results/<name>/).')
@@ -147,7 +162,6 @@ def check_compare(opt):
 
 def _crop_problem(crop, datasets):
     """Why a crop cannot be drawn (its image in no test set, or a box outside it), or None."""
-    import cv2
     y, x, h, w = crop['box']
     for key, ds in datasets.items():
         if crop.get('dataset') not in (None, ds.get('name', key)):
@@ -166,11 +180,6 @@ def load_entries(entries, device, scale):
     """{label: network} for the entries whose checkpoint exists, and {label: hint} for the others. Every present
     checkpoint is loaded and checked against its network_g (and the upscale against ``scale``) before anything is
     computed. The checkpoint entry is ``param_key`` (default params, then params_ema if there is no params)."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    from odm_basicsr.quant import QUANTIZATION_KEY, CheckpointMismatchError, quantized_layers, record_mismatches
-    from odm_basicsr.quant.export import check_calibrated
-    from odm_basicsr.utils.safe_load import network_state_of, safe_torch_load
     nets, missing, errors = {}, {}, []
     for entry in entries:
         label, path = entry['label'], entry['checkpoint']
@@ -224,9 +233,6 @@ def load_entries(entries, device, scale):
 def bicubic_upscale(lq, scale):
     """MATLAB-style bicubic of a (1, C, h, w) tensor on [0, 1], as BasicSR's imresize, quantized to 8 bits like
     every network output is by tensor2img."""
-    import numpy as np
-    import torch
-    from basicsr.utils.matlab_functions import imresize
     img = lq[0].permute(1, 2, 0).double().numpy()
     up = np.clip(np.round(imresize(img, scale) * 255.), 0, 255) / 255.
     return torch.from_numpy(up).permute(2, 0, 1).unsqueeze(0).float()
@@ -235,8 +241,6 @@ def bicubic_upscale(lq, scale):
 def auto_box(outputs, scale, hr_shape):
     """HR box [y, x, h, w] of side CROP_LR * scale where the entries' outputs differ most (std across entries of
     the 0-1 output, box-averaged)."""
-    import cv2
-    import numpy as np
     height, width = hr_shape
     side = min(CROP_LR * scale, height, width)
     stack = np.stack([o[0].mean(0).numpy() for o in outputs])
@@ -250,8 +254,6 @@ def auto_box(outputs, scale, hr_shape):
 
 def crop_grid(panels, box):
     """One PNG image (uint8 BGR) of labelled crops: panels [(label, caption, BGR uint8 HR-sized image)]."""
-    import cv2
-    import numpy as np
     y, x, h, w = box
     zoom = max(1, math.ceil(PANEL / max(h, w)))
     tiles = []
@@ -310,14 +312,6 @@ def psnr_bitops_figure(table, datasets, plt):
 
 def run(opt, size, device, log=print):
     """Compute the comparison of a checked option dict; returns the result dict (nothing written)."""
-    import torch
-    from basicsr.data import build_dataset
-    from basicsr.metrics import calculate_metric
-    from basicsr.utils import tensor2img
-
-    from odm_basicsr.data.published import published_rows
-    from odm_basicsr.quant import cost_report, quantized_layers
-    from tqdm import tqdm
     entries, reference = check_compare(opt)
     scale = opt['scale']
     nets, missing = load_entries(entries, device, scale)
@@ -401,11 +395,6 @@ def run(opt, size, device, log=print):
 def _with_countable_attention(net):
     """``net``, or for BasicSR's FP SwinIR a copy whose attention products are MatMul modules (FP), so that the cost
     report counts them as it does for ODMSwinIR."""
-    import copy
-
-    from basicsr.archs.swinir_arch import WindowAttention
-
-    from odm_basicsr.archs.odm_swinir_arch import QuantWindowAttention
     attention = [m for m in net.modules() if type(m) is WindowAttention]
     if not attention:
         return net
@@ -451,7 +440,6 @@ def format_markdown(result):
 
 def write_results(result, out_dir, log=print):
     """compare.md / .json / .csv, crops_*.png and psnr_vs_bitops.png in ``out_dir``; returns the written paths."""
-    import cv2
     os.makedirs(out_dir, exist_ok=True)
     written = []
     md = osp.join(out_dir, 'compare.md')
@@ -493,8 +481,6 @@ def main(argv):
     add_device(parser)
     add_out(parser, 'output folder (default results/<name>)')
     args = parser.parse_args(argv)
-    import odm_basicsr  # noqa: F401  (registers the archs)
-    from odm_basicsr.options_check import load_option_file
     opt = load_option_file(args.opt)
     try:
         device = resolve_device(args.device, opt)

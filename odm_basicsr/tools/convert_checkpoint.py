@@ -7,6 +7,9 @@ import os.path as osp
 
 import torch
 
+from odm_basicsr.quant import EDSR_PYTORCH_CONVERTERS, CheckpointMismatchError
+from odm_basicsr.utils.safe_load import safe_torch_load
+
 from .cli_text import command_parser
 
 
@@ -21,8 +24,6 @@ def main(argv):
     if osp.exists(args.output):
         raise SystemExit(f'error: {args.output!r} exists; not overwriting it.')
 
-    from odm_basicsr.quant import EDSR_PYTORCH_CONVERTERS, CheckpointMismatchError
-    from odm_basicsr.utils.safe_load import safe_torch_load
     try:
         state = safe_torch_load(args.input)
         converted = EDSR_PYTORCH_CONVERTERS[args.arch](state)

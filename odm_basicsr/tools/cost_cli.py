@@ -1,6 +1,11 @@
 """``basicsr cost -opt <file>``: BitOPs and storage of an option file's network, quantized next to FP."""
 import json
 
+from basicsr.archs import build_network
+
+from odm_basicsr.options_check import check_option_file
+from odm_basicsr.quant import cost_report, format_cost_report
+
 from .cli_io import parse_size
 from .cli_text import add_size, command_parser
 
@@ -13,11 +18,6 @@ def main(argv):
     parser.add_argument('--json', help='also write the report to this JSON file')
     args = parser.parse_args(argv)
 
-    import odm_basicsr  # noqa: F401
-    from basicsr.archs import build_network
-
-    from odm_basicsr.options_check import check_option_file
-    from odm_basicsr.quant import cost_report, format_cost_report
     opt = check_option_file(args.opt, is_train=False, sections=('network_g',))
     if not isinstance(opt.get('network_g'), dict):
         raise SystemExit(f'error: {args.opt} has no network_g mapping.')

@@ -22,6 +22,12 @@ import subprocess
 import sys
 import time
 
+import cv2
+import numpy as np
+from basicsr.metrics import calculate_psnr, calculate_ssim
+from basicsr.utils.matlab_functions import imresize
+
+from odm_basicsr.data.demo import DEMO_FP_CHECKPOINT, prepare_demo
 from odm_basicsr.utils.shipped import PACKAGE_DIR, option_files_dir, resolve_shipped
 
 from .cli_text import command_parser
@@ -71,10 +77,6 @@ def _last_metrics(text):
 
 def bicubic_metrics(val_gt, val_lq, scale=4):
     """Mean PSNR/SSIM (Y, border crop = scale) of MATLAB-bicubic upscaling of the held-out LR photos."""
-    import cv2
-    import numpy as np
-    from basicsr.metrics import calculate_psnr, calculate_ssim
-    from basicsr.utils.matlab_functions import imresize
     psnr, ssim = [], []
     for gt_path in sorted(glob.glob(osp.join(val_gt, '*.png'))):
         gt = cv2.imread(gt_path)
@@ -104,8 +106,6 @@ def main(argv=None):
         parser.error(f'--iters must be >= 1, got {args.iters}')
     if args.quick:
         args.iters = args.iters or QUICK_ITERS
-    import odm_basicsr  # noqa: F401
-    from odm_basicsr.data.demo import DEMO_FP_CHECKPOINT, prepare_demo
     options = option_files_dir()
     if options is None:
         raise SystemExit('error: this installation of odm-basicsr has no option files; reinstall it.')

@@ -12,6 +12,16 @@ The mappings are described in ``odm_basicsr/quant/export.py``.
 """
 import os
 import os.path as osp
+import tempfile
+
+import numpy as np
+import torch
+
+from odm_basicsr.options_check import check_option_file
+from odm_basicsr.quant import export as qexport
+from odm_basicsr.quant import quantized_layers
+from odm_basicsr.quant.export_integer import (export_onnx_integer, node_summary, onnx_integer_ops, operator_time_shares,
+                                              time_share_lines)
 
 from .cli_io import (CALIBRATION_COUNT, calibration_images, input_channels, load_network, network_scale, onnx_session,
                      parse_size, psnr)
@@ -29,15 +39,15 @@ def fidelity_note(lowest_db, free_grids):
             return None
         return ('note: under 40 dB on a real image. With the paper\'s free activation grids, the integer kernels '
                 'round the residual outputs, the int32 bias and the image border differently from the fake-quant '
-                'network, and a 2- or 4-bit network carries each flipped code on (docs/EXPORT.md), whether the '
-                'network was calibrated or fine-tuned. For an exact export, calibrate or fine-tune with '
+                'network, and a 2- or 4-bit network carries each flipped code on (docs/EXPORT_APPENDIX.md), whether '
+                'the network was calibrated or fine-tuned. For an exact export, calibrate or fine-tune with '
                 'network_g.integer_zero_point: true.')
     if lowest_db >= 60:
         return None
     return ('note: under 60 dB on a real image although the grids have integer zero points. The integer kernels '
             'compute the PyTorch network\'s codes; the FP layers before a quantizer (the head conv) do not round '
             'exactly as PyTorch does, and a value on a rounding tie of that quantizer took the other code, which the '
-            'low-bit body carries on. It is one step of the grid, as likely up as down (docs/EXPORT.md).')
+            'low-bit body carries on. It is one step of the grid, as likely up as down (docs/EXPORT_APPENDIX.md).')
 
 
 def _mib(n):
@@ -66,18 +76,12 @@ def main(argv):
         parser.error('--profile times an ONNX graph: it needs --format onnx.')
     if args.calibration and not (osp.isdir(args.calibration) or osp.isfile(args.calibration)):
         raise SystemExit(f'error: --calibration {args.calibration}: no such folder or image.')
-    import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
-    from odm_basicsr.options_check import check_option_file
     # export reads no data: missing test folders are no error
     opt = check_option_file(args.opt, is_train=False, sections=('model_type', 'network_g', 'path'))
     if not isinstance(opt.get('network_g'), dict):
         raise SystemExit(f'error: {args.opt} has no network_g mapping.')
     net = load_network(opt, args.opt)
 
-    import torch
-
-    from odm_basicsr.quant import quantized_layers
-    from odm_basicsr.quant import export as qexport
     try:
         qexport.check_calibrated(net)
     except ValueError as err:
@@ -110,7 +114,6 @@ def main(argv):
     if args.mode == 'exact':
         info = qexport.export_onnx(net, example, out)
     else:
-        from odm_basicsr.quant.export_integer import export_onnx_integer
         scale = network_scale(opt['network_g'], opt.get('scale'))
         try:
             batches = calibration_images(args.calibration, channels, scale)
@@ -144,10 +147,7 @@ def main(argv):
         import onnxruntime  # noqa: F401
     except ImportError:
         return
-    import numpy as np
     if args.mode == 'integer':
-        from odm_basicsr.quant.export_integer import node_summary, onnx_integer_ops
-        import tempfile
         with tempfile.TemporaryDirectory() as tmp:
             kernels = onnx_integer_ops(out, osp.join(tmp, 'optimized.onnx'))
         print(f'onnxruntime runs {kernels["integer_kernels"]} integer kernels (QLinearConv / QLinearMatMul) for '
@@ -170,7 +170,6 @@ def main(argv):
         if note:
             print(note)
     if args.profile:
-        from odm_basicsr.quant.export_integer import operator_time_shares, time_share_lines
         shares = operator_time_shares(out, {'lr': example.numpy()}, runs=PROFILE_RUNS)
         print(f'onnxruntime profile, {args.size[0]}x{args.size[1]} input, {PROFILE_RUNS} runs (op type, time share, '
               'ms per run, nodes):')

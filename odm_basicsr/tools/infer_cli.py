@@ -24,6 +24,12 @@ import os.path as osp
 import sys
 
 import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from odm_basicsr.options_check import check_option_file
 
 from .cli_io import (IMAGE_EXTENSIONS, InferError, forward_padded, input_channels, load_network, onnx_session,
                      read_image, resolve_device)
@@ -57,7 +63,6 @@ def upscale_tiled(run, image, tile, overlap, progress=None):
     Each tile is run with ``overlap`` pixels of context on every side (less at the image border, where the network
     sees the image border as it would untiled), and only the tile's own region of the output is kept.
     Returns the 1 x C' x sH x sW output; the scale s is read off the first tile's output."""
-    import torch
     _, _, height, width = image.shape
     boxes = tile_boxes(height, width, tile)
     out = scale = None
@@ -79,8 +84,6 @@ def upscale_tiled(run, image, tile, overlap, progress=None):
 
 def write_image(path, tensor, grey, sixteen):
     """Write a 1 x C x H x W RGB tensor on 0-1 as a PNG (temporary name, then rename)."""
-    import cv2
-    import numpy as np
     img = tensor[0].detach().float().clamp_(0, 1).cpu().numpy().transpose(1, 2, 0)
     if img.shape[2] == 3:
         img = img[:, :, ::-1]
@@ -97,8 +100,6 @@ class TorchRunner:
     """network_g of a test option file, loaded as ``basicsr test`` / ``basicsr export`` load it."""
 
     def __init__(self, opt_path, device):
-        import odm_basicsr  # noqa: F401  (registers the ODM archs before the checks build network_g)
-        from odm_basicsr.options_check import check_option_file
         opt = check_option_file(opt_path, is_train=False, sections=('model_type', 'network_g', 'path'))
         if not isinstance(opt.get('network_g'), dict):
             raise InferError(f'{opt_path} has no network_g mapping.')
@@ -110,7 +111,6 @@ class TorchRunner:
         self.name = f'{opt["network_g"]["type"]} from {opt["path"]["pretrain_network_g"]} on {self.device}'
 
     def __call__(self, patch):
-        import torch
         with torch.no_grad():
             return forward_padded(self.net, patch.to(self.device), self.window, self.scale).cpu()
 
@@ -143,8 +143,6 @@ class OnnxRunner:
             f', input fixed at {height}x{width}' if self.fixed_size else '')
 
     def __call__(self, patch):
-        import torch
-        import torch.nn.functional as F
         height, width = patch.shape[-2:]
         if self.fixed_size:
             pad_h, pad_w = self.fixed_size[0] - height, self.fixed_size[1] - width
@@ -180,7 +178,6 @@ def main(argv):
 
 
 def run(args):
-    from tqdm import tqdm
     # everything is checked before anything is written
     if args.tile < 0 or args.tile_overlap < 0:
         raise InferError(f'--tile and --tile-overlap must be >= 0 (got {args.tile}, {args.tile_overlap}).')

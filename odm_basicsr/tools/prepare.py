@@ -13,10 +13,12 @@ import shutil
 from multiprocessing import Pool
 
 import cv2
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from PIL import Image
 from tqdm import tqdm
 
 import odm_basicsr  # noqa: F401  (compat fixes before any basicsr import)
+from odm_basicsr.data.demo import prepare_demo as make_demo
 from odm_basicsr.data.photos import bicubic_downscale, mod_crop, tile_origins, write_png
 
 from .cli_text import command_parser, plain
@@ -160,7 +162,6 @@ def _lmdb(folder, lmdb_path, keys, tile, rebuild):
     """LMDB of ``folder/<key>.png`` with BasicSR's make_lmdb_from_imgs (compress_level 1). An existing one is
     kept if its meta_info.txt lists exactly these keys and shapes and no tile was rewritten; otherwise it is
     rebuilt under a temporary name and renamed."""
-    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     keys = sorted(keys)
     lines = [f'{key}.png ({tile},{tile},3) 1' for key in keys]
     meta = osp.join(lmdb_path, 'meta_info.txt')
@@ -309,7 +310,6 @@ def _demo_arguments(parser):
 
 def prepare_demo(args):
     """Demo data from the photos scikit-image ships (no download): x4 train LMDBs and held-out folders."""
-    from odm_basicsr.data.demo import prepare_demo as make_demo
     paths = make_demo(args.root)
     print('demo data ready: ' + ', '.join(f'{k}={v}' for k, v in paths.items()))
 
