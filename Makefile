@@ -15,7 +15,7 @@ $(STAMP): setup.py
 	# 1. torch first (basicsr's build needs it), 2. basicsr 1.4.2 without build isolation, 3. this package
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 numpy cython
 	$(PIP) install -q --no-build-isolation basicsr==1.4.2
-	$(PIP) install -q --no-build-isolation -e '.[test,export,plot]'
+	$(PIP) install -q --no-build-isolation -e '.[test,export,openvino,plot]'
 	touch $(STAMP)
 
 test: install

@@ -87,6 +87,7 @@ setup(
     extras_require={
         'test': ['pytest'],
         'export': ['onnx', 'onnxruntime'],
+        'openvino': ['onnx', 'openvino'],  # the integer ONNX graph through OpenVINO's CPU plugin (--runtime openvino)
         'plot': ['matplotlib'],  # basicsr compare's PSNR-vs-BitOPs plot
     },
     entry_points={

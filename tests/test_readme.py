@@ -187,6 +187,28 @@ def test_export_ptq_files_table_matches_the_benchmark_json():
         assert cells == want, (arch, cells, want)
 
 
+def test_export_runtimes_table_matches_the_benchmark_json():
+    """Each row of EXPORT.md's onnxruntime-vs-OpenVINO table is benchmarks/export_runtimes.py's JSON."""
+    import json
+    text = open(osp.join(REPO, 'docs', 'EXPORT.md'), encoding='utf-8').read()
+    section = text.split('| network | bits | parity to PyTorch, min: onnxruntime / OpenVINO (dB) |', 1)[1]
+    lines = section.split('\n\n', 1)[0].splitlines()[2:]
+    rows = json.load(open(osp.join(REPO, 'benchmarks', 'results', 'export_runtimes.json')))['rows']
+    assert len(lines) == len(rows) == 8
+
+    def parity(values):
+        return 'bit-identical' if min(values) == float('inf') else f'{min(values):.1f}'
+
+    def mean(values):
+        return f'{sum(values) / len(values):.2f}'
+    for line, row in zip(lines, rows):
+        want = [row['network'], row['bits'], f'{parity(row["parity_onnxruntime_db"])} / '
+                f'{parity(row["parity_openvino_db"])}',
+                ' / '.join(mean(row[f'fidelity_{k}_db']) for k in ('pytorch', 'onnxruntime', 'openvino')),
+                f'{row["onnxruntime_vs_fp32"]:.2f}x / {row["openvino_vs_fp32"]:.2f}x', f'{row["openvino_f32_share"]:.0%}']
+        assert [c.strip() for c in line.split('|')[1:-1]] == want, (line, want)
+
+
 def test_results_proxy_tables_match_the_benchmark_json():
     """docs/RESULTS.md's final PSNR (mean ± half-range over seeds) of each variant in the EDSR w4a4 / w2a2 and the
     SRVGGNetCompact w2a2 tables is what benchmarks/proxy_table.py reads from the 1000-iteration proxy JSONs."""

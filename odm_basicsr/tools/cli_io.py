@@ -14,6 +14,7 @@ from basicsr.archs import build_network
 
 from odm_basicsr.data.photos import DEMO_TRAIN, bicubic_downscale, load_photo
 from odm_basicsr.quant import CheckpointMismatchError
+from odm_basicsr.quant.export_openvino import OPENVINO_EXTRA, OpenVINOSession, require_openvino
 from odm_basicsr.utils.safe_load import load_network_state
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the source checkout (options/, experiments/)
@@ -159,10 +160,30 @@ def resolve_device(choice, opt=None):
     return torch.device(choice)
 
 
-def onnx_session(path):
-    """An onnxruntime CPU session of the ONNX file ``path``, with onnxruntime's own log at errors only: its graph
-    optimizer otherwise prints a warning per initializer it drops (unused weights, harmless)."""
+RUNTIME_EXTRAS = {'onnxruntime': 'pip install "odm-basicsr[export]"', 'openvino': OPENVINO_EXTRA}
+
+
+def runtime_missing(runtime):
+    """None if the ONNX runtime ``runtime`` (onnxruntime or openvino) imports, else the line that names its extra."""
+    try:
+        if runtime == 'openvino':
+            require_openvino()
+        else:
+            import onnxruntime  # noqa: F401
+    except ImportError:
+        return f'--runtime {runtime} is not installed: {RUNTIME_EXTRAS[runtime]}'
+    return None
+
+
+def onnx_session(path, runtime='onnxruntime', threads=0):
+    """A CPU session of the ONNX file ``path`` with onnxruntime's interface (``run(None, feed)``, ``get_inputs()``):
+    onnxruntime, with its own log at errors only (its graph optimizer otherwise prints a warning per initializer it
+    drops, unused weights, harmless), or OpenVINO's CPU plugin (``quant/export_openvino.py``). ``threads``: 0 for the
+    runtime's default."""
+    if runtime == 'openvino':
+        return OpenVINOSession(path, threads)
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])

@@ -23,6 +23,14 @@ def add_device(parser):
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto', help=DEVICE_HELP)
 
 
+RUNTIMES = ('onnxruntime', 'openvino')
+
+
+def add_runtime(parser, help_text):
+    """``--runtime onnxruntime|openvino``: which CPU runtime runs an ONNX file."""
+    parser.add_argument('--runtime', choices=RUNTIMES, default='onnxruntime', help=help_text)
+
+
 def add_out(parser, help_text, required=False):
     """``--out`` (alias ``--output``): where the command writes."""
     parser.add_argument('--out', '--output', dest='out', required=required, help=help_text)

@@ -5,7 +5,8 @@ onnx:   --mode integer (default): the canonical QDQ form onnxruntime runs as int
         layer (their ranges observed on --calibration images). ``odm_basicsr/quant/export_integer.py``.
         --mode exact: the reference: QuantizeLinear -> DequantizeLinear on every quantized layer's input with the
         fake-quant network's exact grids, int8 weight initializers -> DequantizeLinear, all convs in float.
-        Both need the ``export`` extra (onnx, onnxruntime).
+        Both need the ``export`` extra (onnx, onnxruntime). ``--runtime openvino`` checks parity (and profiles)
+        through OpenVINO's CPU plugin instead of onnxruntime (the ``openvino`` extra); ``quant/export_openvino.py``.
 packed: the weights as b-bit codes, bit-packed; every other tensor as it is. ``odm_basicsr.quant.export.load_packed``
         rebuilds a network whose output is bit-identical to the exported one.
 The mappings are described in ``odm_basicsr/quant/export.py``.
@@ -20,12 +21,13 @@ import torch
 from odm_basicsr.options_check import check_option_file
 from odm_basicsr.quant import export as qexport
 from odm_basicsr.quant import quantized_layers
+from odm_basicsr.quant import export_openvino
 from odm_basicsr.quant.export_integer import (export_onnx_integer, node_summary, onnx_integer_ops, operator_time_shares,
                                               time_share_lines)
 
 from .cli_io import (CALIBRATION_COUNT, calibration_images, input_channels, load_network, network_scale, onnx_session,
-                     parse_size, psnr)
-from .cli_text import add_out, add_size, command_parser
+                     parse_size, psnr, runtime_missing)
+from .cli_text import add_out, add_runtime, add_size, command_parser
 
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
 ONNX_MODES = ('integer', 'exact')
@@ -71,9 +73,15 @@ def main(argv):
     parser.add_argument('--profile', action='store_true',
                         help=f'onnx: time the optimized graph on the --size input ({PROFILE_RUNS} runs) and print '
                              "each operator type's share of the time, and which ops run in float")
+    add_runtime(parser, 'onnx: the CPU runtime of the parity check and the profile (default onnxruntime; openvino '
+                'needs the openvino extra and reports which layers it runs in int8)')
     args = parser.parse_args(argv)
     if args.profile and args.format != 'onnx':
         parser.error('--profile times an ONNX graph: it needs --format onnx.')
+    if args.runtime != 'onnxruntime' and args.format != 'onnx':
+        parser.error(f'--runtime {args.runtime} runs an ONNX graph: it needs --format onnx.')
+    if args.runtime != 'onnxruntime' and runtime_missing(args.runtime):
+        raise SystemExit(f'error: {runtime_missing(args.runtime)}')
     if args.calibration and not (osp.isdir(args.calibration) or osp.isfile(args.calibration)):
         raise SystemExit(f'error: --calibration {args.calibration}: no such folder or image.')
     # export reads no data: missing test folders are no error
@@ -143,33 +151,41 @@ def main(argv):
         print(f'input size fixed at {args.size[0]}x{args.size[1]} ({type(net).__name__} traces its '
               'window masks for one size); basicsr infer --onnx tiles images to it')
     print(f'float32 checkpoint of the same network: {_mib(sizes["float_checkpoint_bytes"])}')
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    if runtime_missing(args.runtime):  # onnxruntime without its package: the file is written, nothing to run it
         return
-    if args.mode == 'integer':
+    if args.mode == 'integer' and args.runtime == 'onnxruntime':
         with tempfile.TemporaryDirectory() as tmp:
             kernels = onnx_integer_ops(out, osp.join(tmp, 'optimized.onnx'))
         print(f'onnxruntime runs {kernels["integer_kernels"]} integer kernels (QLinearConv / QLinearMatMul) for '
               f'{len(layers)} quantized layers; {kernels["float_convs"]} quantized layers left in float')
         print(f'optimized graph nodes: {node_summary(kernels["ops"], kernels["uint8_ops"])}')
-    session = onnx_session(out)
+    if args.runtime == 'openvino':  # one compiled model, with per-layer counters for what ran in int8
+        session = export_openvino.OpenVINOSession(out, profile=True)
+        layers_run = export_openvino.executed_layers(session, {'lr': example.numpy()})
+        print(f'openvino runs: {export_openvino.layer_summary(layers_run)}')
+    else:
+        session = onnx_session(out)
     got = session.run(None, {'lr': example.numpy()})[0]
     with torch.no_grad():
         want = net(example).numpy()
-    print(f'onnxruntime vs PyTorch on a random {args.size[0]}x{args.size[1]} input: '
+    print(f'{args.runtime} vs PyTorch on a random {args.size[0]}x{args.size[1]} input: '
           f'max |diff| {np.abs(got - want).max():.3g}, PSNR {psnr(got, want):.1f} dB')
     if args.mode == 'integer' and getattr(net, 'onnx_dynamic_size', True):  # real images: where the roundings show
         values = []
         for lr in batches:
             with torch.no_grad():
                 values.append(psnr(session.run(None, {'lr': lr.numpy()})[0], net(lr).numpy()))
-        print(f'onnxruntime vs PyTorch on the {len(values)} calibration images: PSNR mean {np.mean(values):.1f} dB, '
+        print(f'{args.runtime} vs PyTorch on the {len(values)} calibration images: PSNR mean {np.mean(values):.1f} dB, '
               f'min {min(values):.1f} dB')
         note = fidelity_note(min(values), not all(layer.act_quantizer.integer_zero_point for _, layer in layers))
         if note:
             print(note)
-    if args.profile:
+    if args.profile and args.runtime == 'openvino':
+        shares = export_openvino.operator_time_shares(out, {'lr': example.numpy()}, runs=PROFILE_RUNS)
+        print(f'openvino profile, {args.size[0]}x{args.size[1]} input, {PROFILE_RUNS} runs (layer type and kernel '
+              'precision, time share, ms per run, layers):')
+        print('\n'.join(export_openvino.time_share_lines(shares)))
+    elif args.profile:
         shares = operator_time_shares(out, {'lr': example.numpy()}, runs=PROFILE_RUNS)
         print(f'onnxruntime profile, {args.size[0]}x{args.size[1]} input, {PROFILE_RUNS} runs (op type, time share, '
               'ms per run, nodes):')

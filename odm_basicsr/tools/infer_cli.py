@@ -2,10 +2,12 @@
 
     basicsr infer -opt TEST_FILE --input LR_IMAGE_OR_FOLDER --out OUT_DIR [--tile 256] [--tile-overlap 16]
     basicsr infer --onnx NET.onnx --input LR_IMAGE_OR_FOLDER --out OUT_DIR [--tile 256] [--tile-overlap 16]
+                  [--runtime onnxruntime|openvino]
 
 ``-opt`` takes a test option file: its network_g and path.pretrain_network_g, checked as ``basicsr test`` checks
 them (a quantized network needs a trained or calibrated checkpoint); its datasets are not read. ``--onnx`` runs a
-model written by ``basicsr export --format onnx`` through onnxruntime (CPU). A model exported at a fixed input size
+model written by ``basicsr export --format onnx`` through onnxruntime (CPU), or OpenVINO's CPU plugin with
+``--runtime openvino`` (the ``openvino`` extra). A model exported at a fixed input size
 (SwinIR) gets tiles that fit it, each padded to that size and its output cropped.
 
 Images larger than ``--tile`` LR pixels on a side are cut into tiles of that size; each tile is run with
@@ -32,8 +34,8 @@ from tqdm import tqdm
 from odm_basicsr.options_check import check_option_file
 
 from .cli_io import (IMAGE_EXTENSIONS, InferError, forward_padded, input_channels, load_network, onnx_session,
-                     read_image, resolve_device)
-from .cli_text import add_device, add_out, command_parser
+                     read_image, resolve_device, runtime_missing)
+from .cli_text import add_device, add_out, add_runtime, command_parser
 
 
 def list_images(path):
@@ -116,19 +118,19 @@ class TorchRunner:
 
 
 class OnnxRunner:
-    """A model exported by ``basicsr export --format onnx`` (input 'lr', output 'sr'), through onnxruntime."""
+    """A model exported by ``basicsr export --format onnx`` (input 'lr', output 'sr'), through onnxruntime or
+    OpenVINO (``runtime``)."""
 
-    def __init__(self, model_path):
+    def __init__(self, model_path, runtime='onnxruntime'):
         if not osp.isfile(model_path):
             raise InferError(f'--onnx {model_path!r} does not exist (write one with "basicsr export -opt TEST_FILE '
                              '--format onnx").')
+        missing = runtime_missing(runtime)
+        if missing:
+            raise InferError(f'--onnx: {missing}')
         try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise InferError('--onnx needs onnxruntime: pip install "odm-basicsr[export]" (or onnxruntime).')
-        try:
-            self.session = onnx_session(model_path)
-        except Exception as err:  # onnxruntime raises its own exception types
+            self.session = onnx_session(model_path, runtime)
+        except Exception as err:  # each runtime raises its own exception types
             raise InferError(f'--onnx {model_path!r} is not a loadable ONNX model: {err}')
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -139,7 +141,7 @@ class OnnxRunner:
         self.channels = channels if isinstance(channels, int) else 3
         # a model traced at one size (SwinIR): every patch is padded to it, and the output cropped back
         self.fixed_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
-        self.name = f'{osp.basename(model_path)} on onnxruntime (CPU)' + (
+        self.name = f'{osp.basename(model_path)} on {runtime} (CPU)' + (
             f', input fixed at {height}x{width}' if self.fixed_size else '')
 
     def __call__(self, patch):
@@ -163,6 +165,7 @@ def main(argv):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('-opt', help='test option file (network_g, path.pretrain_network_g)')
     source.add_argument('--onnx', help='ONNX model written by basicsr export --format onnx')
+    add_runtime(parser, '--onnx: the CPU runtime that runs it (default onnxruntime; openvino needs the openvino extra)')
     parser.add_argument('--input', required=True, help='an LR image, or a folder of LR images')
     add_out(parser, 'folder for the upscaled PNGs (created if needed)', required=True)
     parser.add_argument('--tile', type=int, default=256,
@@ -182,7 +185,9 @@ def run(args):
     if args.tile < 0 or args.tile_overlap < 0:
         raise InferError(f'--tile and --tile-overlap must be >= 0 (got {args.tile}, {args.tile_overlap}).')
     if args.onnx and args.device == 'cuda':
-        raise InferError('--device applies to -opt; --onnx runs on onnxruntime\'s CPU provider.')
+        raise InferError(f'--device applies to -opt; --onnx runs on {args.runtime}\'s CPU device.')
+    if args.opt and args.runtime != 'onnxruntime':
+        raise InferError('--runtime applies to --onnx; -opt runs the PyTorch network (--device).')
     images = list_images(args.input)
     unreadable = [p for p in images if not cv2.haveImageReader(p)]
     if unreadable:
@@ -198,7 +203,7 @@ def run(args):
     if clashes:
         raise InferError(f'--input has several images named {clashes[0]!r} (different extensions); their PNGs would '
                          'overwrite each other.')
-    runner = OnnxRunner(args.onnx) if args.onnx else TorchRunner(args.opt, args.device)
+    runner = OnnxRunner(args.onnx, args.runtime) if args.onnx else TorchRunner(args.opt, args.device)
     if getattr(runner, 'fixed_size', None):
         # tiles plus their context must fit the fixed input
         tile = min(runner.fixed_size) - 2 * args.tile_overlap
