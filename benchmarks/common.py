@@ -180,6 +180,19 @@ def edsr_after_head(net, feat):
     return net.conv_last(net.upsample(net.conv_after_body(net.body(feat)) + feat)) / net.img_range + net.mean
 
 
+def time_interleaved(sessions, x, runs, warmup):
+    """Median seconds of each ONNX session (``run(None, {'lr': array})``: onnxruntime or OpenVINO) on the LR tensor
+    ``x``, all in this process, run round-robin: ``warmup`` rounds, then ``runs`` timed ones."""
+    times = [[] for _ in sessions]
+    for i in range(warmup + runs):
+        for k, sess in enumerate(sessions):
+            started = time.perf_counter()
+            sess.run(None, {'lr': x.numpy()})
+            if i >= warmup:
+                times[k].append(time.perf_counter() - started)
+    return [statistics.median(t) for t in times]
+
+
 def markdown_table(header, rows):
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]

@@ -21,7 +21,6 @@ Run:  .venv/bin/python benchmarks/export_realsr.py --weights DIR [--runs 7] [--t
 """
 import argparse
 import os.path as osp
-import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ import warnings
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from common import REPO, demo_data, markdown_table, write_json  # noqa: E402
+from common import REPO, demo_data, markdown_table, time_interleaved, write_json  # noqa: E402
 
 from basicsr.archs.rrdbnet_arch import RRDBNet  # noqa: E402
 from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
@@ -98,19 +97,6 @@ def fp32_onnx(state, x, tmp):
     return path
 
 
-def time_interleaved(paths, x, runs, warmup, threads):
-    """Median seconds of each ONNX file, all sessions in this process, run round-robin."""
-    sessions = [session(p, threads) for p in paths]
-    times = [[] for _ in paths]
-    for i in range(warmup + runs):
-        for k, sess in enumerate(sessions):
-            started = time.perf_counter()
-            sess.run(None, {'lr': x.numpy()})
-            if i >= warmup:
-                times[k].append(time.perf_counter() - started)
-    return [statistics.median(t) for t in times]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--weights', required=True, help='folder with the RealSR state dicts (third_party_weights.py)')
@@ -134,7 +120,7 @@ def main():
                     row, path = case(name, state, bits, integer_zero_point, batches, crops, tmp)
                     rows.append(row)
                     files.append(path)
-        seconds = time_interleaved(files, crops[0], args.runs, args.warmup, args.threads)
+        seconds = time_interleaved([session(p, args.threads) for p in files], crops[0], args.runs, args.warmup)
         for row, path in zip(rows, files[1:]):  # where the time goes, after the timing (the profiler slows runs)
             shares = qint.operator_time_shares(path, {'lr': crops[0].numpy()}, runs=3, threads=args.threads)
             row['time_shares'] = [[op, round(share, 4), round(ms, 2), nodes] for op, share, ms, nodes in shares]

@@ -21,7 +21,6 @@ Run:  .venv/bin/python benchmarks/export_runtimes.py [--weights DIR] [--runs 7] 
 """
 import argparse
 import os.path as osp
-import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ import openvino
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from common import REPO, demo_data, markdown_table, write_json  # noqa: E402
+from common import REPO, demo_data, markdown_table, time_interleaved, write_json  # noqa: E402
 
 from basicsr.archs import build_network  # noqa: E402
 from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
@@ -101,18 +100,6 @@ def case(name, arch, fp, bits, batches, crops, tmp, threads):
     print(f'{name} w{bits}a{bits}: parity onnxruntime {row["parity_onnxruntime_db"]}, openvino '
           f'{row["parity_openvino_db"]}; {calibrate_s:.0f} s calibration', flush=True)
     return row, path
-
-
-def time_interleaved(sessions, x, runs, warmup):
-    """Median seconds of each session, all in this process, run round-robin."""
-    times = [[] for _ in sessions]
-    for i in range(warmup + runs):
-        for k, sess in enumerate(sessions):
-            started = time.perf_counter()
-            sess.run(None, {'lr': x.numpy()})
-            if i >= warmup:
-                times[k].append(time.perf_counter() - started)
-    return [statistics.median(t) for t in times]
 
 
 def main():

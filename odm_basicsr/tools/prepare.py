@@ -17,7 +17,6 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from PIL import Image
 from tqdm import tqdm
 
-import odm_basicsr  # noqa: F401  (compat fixes before any basicsr import)
 from odm_basicsr.data.demo import prepare_demo as make_demo
 from odm_basicsr.data.photos import bicubic_downscale, mod_crop, tile_origins, write_png
 
