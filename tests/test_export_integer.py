@@ -417,6 +417,9 @@ def test_export_explains_a_fidelity_under_its_bar():
     assert fidelity_note(40.0, True) is None and fidelity_note(60.0, False) is None
     assert 'integer_zero_point: true' in fidelity_note(39.9, True)
     assert 'rounding tie' in fidelity_note(59.9, False) and 'rounding tie' in fidelity_note(30.0, False)
+    assert fidelity_note(60.0, False, 'openvino') is None and fidelity_note(40.0, True, 'openvino') is None
+    assert 'run the file with onnxruntime.' in fidelity_note(36.1, False, 'openvino')
+    assert 'integer_zero_point: true' in fidelity_note(30.0, True, 'openvino')
 
 
 def test_requantization_grid_covers_the_observed_range():

@@ -20,8 +20,7 @@ import torch
 
 from odm_basicsr.options_check import check_option_file
 from odm_basicsr.quant import export as qexport
-from odm_basicsr.quant import quantized_layers
-from odm_basicsr.quant import export_openvino
+from odm_basicsr.quant import export_openvino, quantized_layers
 from odm_basicsr.quant.export_integer import (export_onnx_integer, node_summary, onnx_integer_ops, operator_time_shares,
                                               time_share_lines)
 
@@ -32,10 +31,18 @@ from .cli_text import add_out, add_runtime, add_size, command_parser
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
 ONNX_MODES = ('integer', 'exact')
 PROFILE_RUNS = 5  # --profile: timed runs after one warm-up
-def fidelity_note(lowest_db, free_grids):
+
+
+def fidelity_note(lowest_db, free_grids, runtime='onnxruntime'):
     """The line ``basicsr export`` adds when the integer graph is under its bar from PyTorch on a real image (None
     otherwise): why, and what to do. ``free_grids``: the network was not built with integer_zero_point. The bars are
     the export's: 40 dB for free grids, 60 dB (exact) for integer zero points."""
+    if runtime == 'openvino' and lowest_db < (40 if free_grids else 60):
+        return ('note: OpenVINO turns each QuantizeLinear / DequantizeLinear pair into a FakeQuantize and computes the '
+                'requantizations with its own float arithmetic, not the integer kernels\' (docs/EXPORT.md): a value '
+                'near a decision boundary takes the other code, and a deep or low-bit network carries it on. For the '
+                'network\'s exact output, run the file with onnxruntime'
+                + (' and build the network with network_g.integer_zero_point: true.' if free_grids else '.'))
     if free_grids:
         if lowest_db >= 40:
             return None
@@ -103,8 +110,8 @@ def main(argv):
     if not layers:
         raise SystemExit(f'error: network_g of {args.opt} ({opt["network_g"]["type"]}) has no quantized layers: '
                          'there is nothing to export as integers. Use a quantized arch (ODMEDSR, ODMRDN, '
-                         'ODMMSRResNet, ODMSwinIR, or ODMQuant with arch: {type: ...}) with a trained or calibrated checkpoint '
-                         '(basicsr calibrate -opt <training option file>).')
+                         'ODMMSRResNet, ODMSwinIR, or ODMQuant with arch: {type: ...}) with a trained or calibrated '
+                         'checkpoint (basicsr calibrate -opt <training option file>).')
     if args.format == 'packed':
         written = qexport.save_packed(net, out)
         print(f'packed checkpoint: {out}: {_mib(written)}')
@@ -175,9 +182,10 @@ def main(argv):
         for lr in batches:
             with torch.no_grad():
                 values.append(psnr(session.run(None, {'lr': lr.numpy()})[0], net(lr).numpy()))
-        print(f'{args.runtime} vs PyTorch on the {len(values)} calibration images: PSNR mean {np.mean(values):.1f} dB, '
-              f'min {min(values):.1f} dB')
-        note = fidelity_note(min(values), not all(layer.act_quantizer.integer_zero_point for _, layer in layers))
+        print(f'{args.runtime} vs PyTorch on the {len(values)} calibration images: PSNR mean '
+              f'{np.mean(values):.1f} dB, min {min(values):.1f} dB')
+        note = fidelity_note(min(values), not all(layer.act_quantizer.integer_zero_point for _, layer in layers),
+                             args.runtime)
         if note:
             print(note)
     if args.profile and args.runtime == 'openvino':
