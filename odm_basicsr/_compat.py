@@ -43,7 +43,6 @@ def apply_import_fixes():
             import distutils.version  # noqa: F401
 
 
-
 def _device_for_resume(opt):
     if opt.get('num_gpu', 0) != 0 and torch.cuda.is_available():
         return torch.device('cuda', torch.cuda.current_device())

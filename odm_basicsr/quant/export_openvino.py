@@ -64,11 +64,10 @@ def kernel_precision(exec_type):
     return 'int8' if exec_type.rsplit('_', 1)[-1].upper() in INTEGER_PRECISIONS else 'f32'
 
 
-def executed_layers(session, feed):
-    """[(layer type, kernel precision, exec_type, microseconds)] of one inference of ``feed`` on a session built with
+def executed_layers(session):
+    """[(layer type, kernel precision, exec_type, microseconds)] of the last inference of a session built with
     ``profile=True``: only the layers that ran (not those fused into a neighbour or optimized out), without the graph's
     input and output."""
-    session.run(None, feed)
     rows = []
     for info in session.request.profiling_info:
         if info.status != info.Status.EXECUTED or info.node_type in ('Parameter', 'Result'):
@@ -99,10 +98,11 @@ def operator_time_shares(path, feed, runs=5, threads=0):
         per run, layers), largest share first (the shape of ``export_integer.operator_time_shares``).
     """
     session = OpenVINOSession(path, threads, profile=True)
-    session.run(None, feed)
+    session.run(None, feed)  # warm-up
     total, count = {}, {}
     for _ in range(runs):
-        for layer_type, precision, _, us in executed_layers(session, feed):
+        session.run(None, feed)
+        for layer_type, precision, _, us in executed_layers(session):
             key = f'{layer_type} {precision}'
             total[key] = total.get(key, 0.0) + us
             count[key] = count.get(key, 0) + 1

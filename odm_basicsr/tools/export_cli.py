@@ -20,9 +20,8 @@ import torch
 
 from odm_basicsr.options_check import check_option_file
 from odm_basicsr.quant import export as qexport
-from odm_basicsr.quant import export_openvino, quantized_layers
-from odm_basicsr.quant.export_integer import (export_onnx_integer, node_summary, onnx_integer_ops, operator_time_shares,
-                                              time_share_lines)
+from odm_basicsr.quant import export_integer, export_openvino, quantized_layers
+from odm_basicsr.quant.export_integer import export_onnx_integer, node_summary, onnx_integer_ops
 
 from .cli_io import (CALIBRATION_COUNT, calibration_images, input_channels, load_network, network_scale, onnx_session,
                      parse_size, psnr, runtime_missing)
@@ -87,8 +86,9 @@ def main(argv):
         parser.error('--profile times an ONNX graph: it needs --format onnx.')
     if args.runtime != 'onnxruntime' and args.format != 'onnx':
         parser.error(f'--runtime {args.runtime} runs an ONNX graph: it needs --format onnx.')
-    if args.runtime != 'onnxruntime' and runtime_missing(args.runtime):
-        raise SystemExit(f'error: {runtime_missing(args.runtime)}')
+    missing = runtime_missing(args.runtime) if args.runtime != 'onnxruntime' else None
+    if missing:
+        raise SystemExit(f'error: {missing}')
     if args.calibration and not (osp.isdir(args.calibration) or osp.isfile(args.calibration)):
         raise SystemExit(f'error: --calibration {args.calibration}: no such folder or image.')
     # export reads no data: missing test folders are no error
@@ -166,13 +166,11 @@ def main(argv):
         print(f'onnxruntime runs {kernels["integer_kernels"]} integer kernels (QLinearConv / QLinearMatMul) for '
               f'{len(layers)} quantized layers; {kernels["float_convs"]} quantized layers left in float')
         print(f'optimized graph nodes: {node_summary(kernels["ops"], kernels["uint8_ops"])}')
-    if args.runtime == 'openvino':  # one compiled model, with per-layer counters for what ran in int8
-        session = export_openvino.OpenVINOSession(out, profile=True)
-        layers_run = export_openvino.executed_layers(session, {'lr': example.numpy()})
-        print(f'openvino runs: {export_openvino.layer_summary(layers_run)}')
-    else:
-        session = onnx_session(out)
+    # OpenVINO: one compiled model, with per-layer counters for what ran in int8
+    session = export_openvino.OpenVINOSession(out, profile=True) if args.runtime == 'openvino' else onnx_session(out)
     got = session.run(None, {'lr': example.numpy()})[0]
+    if args.runtime == 'openvino':
+        print(f'openvino runs: {export_openvino.layer_summary(export_openvino.executed_layers(session))}')
     with torch.no_grad():
         want = net(example).numpy()
     print(f'{args.runtime} vs PyTorch on a random {args.size[0]}x{args.size[1]} input: '
@@ -188,13 +186,11 @@ def main(argv):
                              args.runtime)
         if note:
             print(note)
-    if args.profile and args.runtime == 'openvino':
-        shares = export_openvino.operator_time_shares(out, {'lr': example.numpy()}, runs=PROFILE_RUNS)
-        print(f'openvino profile, {args.size[0]}x{args.size[1]} input, {PROFILE_RUNS} runs (layer type and kernel '
-              'precision, time share, ms per run, layers):')
-        print('\n'.join(export_openvino.time_share_lines(shares)))
-    elif args.profile:
-        shares = operator_time_shares(out, {'lr': example.numpy()}, runs=PROFILE_RUNS)
-        print(f'onnxruntime profile, {args.size[0]}x{args.size[1]} input, {PROFILE_RUNS} runs (op type, time share, '
-              'ms per run, nodes):')
-        print('\n'.join(time_share_lines(shares)))
+    if args.profile:  # the two runtimes' profilers share one interface
+        profiler, columns = {
+            'onnxruntime': (export_integer, 'op type, time share, ms per run, nodes'),
+            'openvino': (export_openvino, 'layer type and kernel precision, time share, ms per run, layers'),
+        }[args.runtime]
+        shares = profiler.operator_time_shares(out, {'lr': example.numpy()}, runs=PROFILE_RUNS)
+        print(f'{args.runtime} profile, {args.size[0]}x{args.size[1]} input, {PROFILE_RUNS} runs ({columns}):')
+        print('\n'.join(profiler.time_share_lines(shares)))
