@@ -373,6 +373,13 @@ def test_calibrate_then_test_cost_and_export_through_the_cli(name, tiny_data, tm
     assert summary['refine']['iters'] == 5 and 'refine: 5 iterations' in out, out
     assert '| quantized (calibrated) |' in out and '| quantized (refined) |' in out, out
     assert summary['validation_before_refine']['fidelity_db'] > 25
+    # the export check: basicsr export's default integer ONNX file on the validation images, as one more row, its
+    # parity per image, and (free grids) the key that makes the export exact
+    assert '| integer ONNX (basicsr export) |' in out and 'integer ONNX vs this network' in out, out
+    validation = summary['validation']
+    assert len(validation['onnx_parity_db']) == validation['images'] and min(validation['onnx_parity_db']) > 20
+    assert abs(validation['onnx_fidelity_db'] - validation['fidelity_db']) < 10
+    assert 'calibrate with network_g.integer_zero_point: true' in out, out
     saved = torch.load(calibrated, weights_only=True)
     state = saved['params']
     assert all(bool(v) for k, v in state.items() if k.endswith('act_quantizer.calibrated'))
@@ -481,8 +488,12 @@ def test_shipped_ptq_recipe_exports_an_integer_graph_that_computes_the_calibrate
     with open(recipe) as f:
         opt = yaml.safe_load(f)
     calibrated = tmp_path / 'net_g_calibrated.pth'
-    run_cli(['calibrate', '-opt', recipe, '--out', str(calibrated), '--force_yml',
-             'train:calibration:num_batches=2', 'train:calibration:refine=false'], cwd=demo_root)
+    out = run_cli(['calibrate', '-opt', recipe, '--out', str(calibrated), '--force_yml',
+                   'train:calibration:num_batches=2', 'train:calibration:refine=false'], cwd=demo_root).stdout
+    # calibrate's export check on the held-out photos: integer zero points, so no advice to switch grids
+    assert 'integer ONNX vs this network' in out and 'integer_zero_point: true' not in out, out
+    summary = json.loads((tmp_path / 'calibration.json').read_text())
+    assert min(summary['validation']['onnx_parity_db']) > 40
     test_opt = make_test_options(opt, 'export_EDSR', calibrated)
     test_file = write_options(tmp_path / 'test.yml', test_opt)
     onnx_path = tmp_path / 'net.onnx'
@@ -504,3 +515,15 @@ def test_shipped_ptq_recipe_exports_an_integer_graph_that_computes_the_calibrate
             want = net.conv_last(net.upsample(net.conv_after_body(net.body(feat)) + feat)) / net.img_range
             want = (want + net.mean).numpy()  # ODMQuant keeps the EDSR's own modules
         assert 10 * math.log10(1 / max(float(((got - want)**2).mean()), 1e-30)) >= 120
+
+
+def test_calibrate_reports_the_export_parity_and_names_the_fix_only_for_free_grids():
+    from odm_basicsr.tools.calibrate_cli import export_parity_line
+    arch_opt = ARCHS['EDSR'][0]
+    free, integer = (ARCH_REGISTRY.get('ODMQuant')(arch=dict(arch_opt), w_bit=4, a_bit=4, integer_zero_point=z)
+                     for z in (False, True))
+    assert export_parity_line([math.inf, math.inf], integer) == \
+        'integer ONNX vs this network: bit-identical on every validation image'
+    line = export_parity_line([50.0, math.inf, 30.0], integer)
+    assert 'PSNR mean 40.0 dB, min 30.0 dB (1 of 3 images bit-identical)' in line and 'integer_zero_point' not in line
+    assert 'calibrate with network_g.integer_zero_point: true' in export_parity_line([50.0, 30.0], free)

@@ -14,11 +14,13 @@ from basicsr.archs import build_network
 
 from odm_basicsr.data.photos import DEMO_TRAIN, bicubic_downscale, load_photo
 from odm_basicsr.quant import CheckpointMismatchError
+from odm_basicsr.quant.export_integer import export_onnx_integer
 from odm_basicsr.quant.export_openvino import OPENVINO_EXTRA, OpenVINOSession, require_openvino
 from odm_basicsr.utils.safe_load import load_network_state
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the source checkout (options/, experiments/)
 CALIBRATION_COUNT = 8  # LR images (64x64 centre crops) whose outputs set export's requantization ranges
+TRACE_SIZE = (64, 64)  # basicsr export's default LR size of the ONNX trace (--size)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 
@@ -173,6 +175,16 @@ def runtime_missing(runtime):
     except ImportError:
         return f'--runtime {runtime} is not installed: {RUNTIME_EXTRAS[runtime]}'
     return None
+
+
+def integer_onnx_session(net, network_opt, scale, folder):
+    """The integer ONNX file that ``basicsr export -opt ...`` writes by default for ``net`` (integer mode, its
+    default requantization images, a TRACE_SIZE trace), written in ``folder`` and opened in onnxruntime."""
+    channels = input_channels(network_opt)
+    example = torch.rand(1, channels, *TRACE_SIZE, generator=torch.Generator().manual_seed(0))
+    path = osp.join(folder, 'integer.onnx')
+    export_onnx_integer(net, example, path, calibration_images(None, channels, scale))
+    return onnx_session(path)
 
 
 def onnx_session(path, runtime='onnxruntime', threads=0):

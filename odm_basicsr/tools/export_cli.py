@@ -23,8 +23,8 @@ from odm_basicsr.quant import export as qexport
 from odm_basicsr.quant import export_integer, export_openvino, quantized_layers
 from odm_basicsr.quant.export_integer import export_onnx_integer, node_summary, onnx_integer_ops
 
-from .cli_io import (CALIBRATION_COUNT, calibration_images, input_channels, load_network, network_scale, onnx_session,
-                     parse_size, psnr, runtime_missing)
+from .cli_io import (CALIBRATION_COUNT, TRACE_SIZE, calibration_images, input_channels, load_network, network_scale,
+                     onnx_session, parse_size, psnr, runtime_missing)
 from .cli_text import add_out, add_runtime, add_size, command_parser
 
 EXTENSIONS = {'onnx': '.onnx', 'packed': '.packed.pth'}
@@ -74,7 +74,7 @@ def main(argv):
     parser.add_argument('--calibration', metavar='DIR',
                         help='--mode integer: LR images whose conv outputs set the requantization ranges (the centres '
                              f'of the first {CALIBRATION_COUNT}); default: photos that scikit-image ships, downscaled')
-    add_size(parser, (64, 64), 'LR input of the trace for onnx (height and width stay dynamic, except for SwinIR, '
+    add_size(parser, TRACE_SIZE, 'LR input of the trace for onnx (height and width stay dynamic, except for SwinIR, '
              'whose model keeps this size; default 64x64)', parse_size)
     parser.add_argument('--profile', action='store_true',
                         help=f'onnx: time the optimized graph on the --size input ({PROFILE_RUNS} runs) and print '
