@@ -131,3 +131,24 @@ def test_a_missing_openvino_is_named_with_its_extra_before_anything_is_written(p
     with pytest.raises(SystemExit) as err:
         cli_main(['export', '-opt', 'missing.yml', '--format', 'packed', '--runtime', 'openvino'])
     assert err.value.code == 2 and 'needs --format onnx' in capsys.readouterr().err
+
+
+def test_the_exact_mode_file_runs_through_openvino_too(photos, tmp_path, monkeypatch, capsys):
+    """``--mode exact`` (QDQ on every quantized input, float convs in onnxruntime) through OpenVINO: it still runs
+    every quantized conv as an int8 kernel, the report says so, and its output is the PyTorch network's (>= 45 dB,
+    the bar of the integer file in OpenVINO) on the random input."""
+    batches, _ = photos
+    net = calibrated(SRVGG, batches)
+    ckpt = save_basicsr_checkpoint(net, tmp_path / 'net_g.pth')
+    opt = {'name': 'ov_exact', 'model_type': 'ODMModel', 'scale': 4, 'num_gpu': 0, 'network_g': dict(SRVGG),
+           'path': {'pretrain_network_g': ckpt, 'strict_load_g': True, 'param_key_g': 'params'}}
+    opt_path = write_options(tmp_path / 'test.yml', opt)
+    monkeypatch.chdir(tmp_path)
+    cli_main(['export', '-opt', opt_path, '--mode', 'exact', '--runtime', 'openvino', '--size', '24x32'])
+    stdout = capsys.readouterr().out
+    assert 'onnx model (exact): ov_exact.onnx' in stdout and 'openvino runs: ' in stdout, stdout
+    parity = float(stdout.split('openvino vs PyTorch on a random 24x32 input: ')[1].split('PSNR ')[1].split(' dB')[0])
+    assert parity >= 45, stdout
+    int8_part = stdout.split('openvino runs: int8 kernels: ')[1].split(';')[0]
+    assert f'{len(quantized_layers(net))} Convolution' in int8_part, stdout  # it folds the QDQ convs to int8 too
+    assert 'calibration images' not in stdout  # the real-image check is the integer mode's
