@@ -527,3 +527,13 @@ def test_calibrate_reports_the_export_parity_and_names_the_fix_only_for_free_gri
     line = export_parity_line([50.0, math.inf, 30.0], integer)
     assert 'PSNR mean 40.0 dB, min 30.0 dB (1 of 3 images bit-identical)' in line and 'integer_zero_point' not in line
     assert 'calibrate with network_g.integer_zero_point: true' in export_parity_line([50.0, 30.0], free)
+
+
+def test_calibrate_export_check_without_the_export_extra_names_it(monkeypatch, tmp_path):
+    from odm_basicsr.tools import calibrate_cli
+    net = ARCH_REGISTRY.get('ODMQuant')(arch=dict(ARCHS['EDSR'][0]), w_bit=4, a_bit=4)
+    monkeypatch.setattr(calibrate_cli, 'runtime_missing', lambda runtime: f'--runtime {runtime} is not installed')
+    session, line = calibrate_cli.export_session(net, {'network_g': {'type': 'ODMQuant'}}, str(tmp_path))
+    assert session is None and line == \
+        'export check skipped: it needs onnx and onnxruntime: pip install "odm-basicsr[export]"'
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -84,13 +84,13 @@ def evaluate(net, dataset_opt, metrics_opt, scale, device, session=None):
 def export_session(net, opt, folder):
     """(onnxruntime session of ``basicsr export``'s default integer file for ``net``, None), or (None, the line that
     says why there is none)."""
-    missing = runtime_missing('onnxruntime')
     try:
         import onnx  # noqa: F401
+        onnx_missing = False
     except ImportError:
-        missing = missing or 'onnx is not installed'
-    if missing:
-        return None, f'export check skipped: {missing.split(": ", 1)[-1]} (pip install "odm-basicsr[export]")'
+        onnx_missing = True
+    if onnx_missing or runtime_missing('onnxruntime'):
+        return None, 'export check skipped: it needs onnx and onnxruntime: pip install "odm-basicsr[export]"'
     if not getattr(net, 'onnx_dynamic_size', True):
         return None, (f'export check skipped: {type(net).__name__} traces one input size; basicsr export checks its '
                       'file on that size')
