@@ -1,7 +1,7 @@
 """QAT of a network trained by others, from its refined PTQ: L1 to HR, the FP teacher alone, teacher + ODM v2.
 
 The RealSR DF2K x4 RRDBNet (23 blocks, GAN-trained by others; the shared tools' ``third_party_weights.py`` fetches
-it) at w4a4, as the preset options/distill/train_QAT_teacher_RealSR_RRDBNet_x4_w4a4.yml quantizes it: ODMQuant,
+it), or with ``--network df2k_jpeg`` its DF2K_JPEG sibling, at w4a4, as the preset options/distill/train_QAT_teacher_RealSR_RRDBNet_x4_w4a4.yml quantizes it: ODMQuant,
 scope all, per-channel weights, weight_clip max.
 
 1. PTQ once: ``calibrate`` (``auto``, 16 LR crops of 24x24 from the demo LMDB, seed 0) and ``refine`` (its defaults),
@@ -18,7 +18,8 @@ scope all, per-channel weights, weight_clip max.
 
 A PROXY of the setting: the demo photos (not DIV2K), a few hundred steps on 2 CPU cores (not 20k on a GPU).
 
-Run:  .venv/bin/python benchmarks/qat_realsr.py --weights DIR [--iters 200] [--seeds 0 1] [--json PATH]
+Run:  .venv/bin/python benchmarks/qat_realsr.py --weights DIR [--network df2k|df2k_jpeg] [--iters 200] [--seeds 0 1]
+      [--json PATH]
 """
 import argparse
 import copy
@@ -48,14 +49,15 @@ from calibration_depth import REALSR, SCALE, data_options  # noqa: E402
 PRESET = 'options/distill/train_QAT_teacher_RealSR_RRDBNet_x4_w4a4.yml'
 V2_PRESET = 'options/v2/train_ODMv2_EDSR_x4_w4a4.yml'
 VARIANTS = ('L1 to HR', 'teacher', 'teacher + ODM v2')
+NETWORKS = {'df2k': 'realsr_df2k_x4', 'df2k_jpeg': 'realsr_df2k_jpeg_x4'}  # --network: the state dict's file name
 
 
 def ptq_checkpoint(args, paths, bits):
     """The refined PTQ checkpoint (made once, then cached): its path and the PTQ's seconds."""
-    path = osp.join(args.cache, f'realsr_df2k_x4_w{bits}a{bits}_auto_refine.pth')
+    path = osp.join(args.cache, f'{NETWORKS[args.network]}_w{bits}a{bits}_auto_refine.pth')
     if osp.exists(path):
         return path, None
-    state = load_network_state(osp.join(args.weights, 'realsr_df2k_x4.pth'))
+    state = load_network_state(osp.join(args.weights, f'{NETWORKS[args.network]}.pth'))
     net = ARCH_REGISTRY.get('ODMQuant')(arch=dict(type='RRDBNet', num_block=23, **REALSR), w_bit=bits, a_bit=bits,
                                         scope='all', weight_granularity='channel')
     net.load_state_dict(state, strict=True)
@@ -128,6 +130,7 @@ def train(opt, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--weights', required=True, help='the folder third_party_weights.py of the shared tools wrote')
+    parser.add_argument('--network', choices=sorted(NETWORKS), default='df2k', help='which RealSR net (default df2k)')
     parser.add_argument('--bits', type=int, default=4)
     parser.add_argument('--iters', type=int, default=200)
     parser.add_argument('--batch', type=int, default=4)
@@ -141,7 +144,7 @@ def main():
     paths = demo_data()
     images = heldout(paths)
     fp = RRDBNet(num_block=23, **REALSR).eval()
-    fp.load_state_dict(load_network_state(osp.join(args.weights, 'realsr_df2k_x4.pth')), strict=True)
+    fp.load_state_dict(load_network_state(osp.join(args.weights, f'{NETWORKS[args.network]}.pth')), strict=True)
     fp_outs = outputs(fp, images)
     fp_psnr = scores(fp_outs, fp_outs, images)[1]
     checkpoint, ptq_seconds = ptq_checkpoint(args, paths, args.bits)
@@ -174,7 +177,7 @@ def main():
     print(markdown_table(['variant', 'fidelity dB (mean, spread)', 'PSNR-Y dB (mean, spread)'],
                          [[s['variant'], f'{s["fidelity_mean"]:.2f} ({s["fidelity_spread"]:.2f})',
                            f'{s["psnr_mean"]:.2f} ({s["psnr_spread"]:.2f})'] for s in summary]))
-    write_json(args.json, dict(bits=args.bits, iters=args.iters, batch=args.batch, gt_size=args.gt_size,
+    write_json(args.json, dict(network=NETWORKS[args.network], bits=args.bits, iters=args.iters, batch=args.batch, gt_size=args.gt_size,
                                lr=args.lr, fp_psnr_y=fp_psnr, ptq_fidelity_db=start[0], ptq_psnr_y=start[1],
                                ptq_seconds=ptq_seconds, results=results, summary=summary,
                                machine=machine_description(torch.device('cpu')), command=' '.join(sys.argv)))
