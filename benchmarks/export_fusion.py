@@ -119,8 +119,9 @@ def quantize_leaky_relus(model):
 
 
 def quantize_concat_inputs(model):
-    """A Q -> DQ pair (8-bit range guessed from nothing: timing only) on every float Concat input that is not
-    dequantized already, shared by the concats that read it; the tensor's other readers keep the float value.
+    """A Q -> DQ pair on ONE_GRID (not the tensor's observed range: the probe times, it does not compute the
+    network) on every float Concat input that is not dequantized already, shared by the concats that read it; the
+    tensor's other readers keep the float value.
     Returns the number of pairs."""
     edit = GraphEdit(model)
     replaced = {}
