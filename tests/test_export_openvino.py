@@ -86,13 +86,18 @@ def test_openvino_time_shares_sum_to_one(photos, tmp_path):
     assert lines[-1].startswith('in f32 (no int8 kernel in OpenVINO): ') and all(op in lines[-1] for op in floats)
 
 
+def srvgg_test_file(batches, folder, name):
+    """A calibrated SRVGG (integer zero points) and the test option file ``basicsr export`` reads for it."""
+    net = calibrated(SRVGG, batches)
+    ckpt = save_basicsr_checkpoint(net, folder / 'net_g.pth')
+    opt = {'name': name, 'model_type': 'ODMModel', 'scale': 4, 'num_gpu': 0, 'network_g': dict(SRVGG),
+           'path': {'pretrain_network_g': ckpt, 'strict_load_g': True, 'param_key_g': 'params'}}
+    return net, write_options(folder / 'test.yml', opt)
+
+
 def test_export_and_infer_through_openvino(photos, tmp_path, monkeypatch, capsys):
     batches, test = photos
-    net = calibrated(SRVGG, batches)
-    ckpt = save_basicsr_checkpoint(net, tmp_path / 'net_g.pth')
-    opt = {'name': 'ov_test', 'model_type': 'ODMModel', 'scale': 4, 'num_gpu': 0, 'network_g': dict(SRVGG),
-           'path': {'pretrain_network_g': ckpt, 'strict_load_g': True, 'param_key_g': 'params'}}
-    opt_path = write_options(tmp_path / 'test.yml', opt)
+    net, opt_path = srvgg_test_file(batches, tmp_path, 'ov_test')
     monkeypatch.chdir(tmp_path)
     cli_main(['export', '-opt', opt_path, '--runtime', 'openvino', '--profile', '--size', '24x32'])
     stdout = capsys.readouterr().out
@@ -138,11 +143,7 @@ def test_the_exact_mode_file_runs_through_openvino_too(photos, tmp_path, monkeyp
     every quantized conv as an int8 kernel, the report says so, and its output is the PyTorch network's (>= 45 dB,
     the bar of the integer file in OpenVINO) on the random input."""
     batches, _ = photos
-    net = calibrated(SRVGG, batches)
-    ckpt = save_basicsr_checkpoint(net, tmp_path / 'net_g.pth')
-    opt = {'name': 'ov_exact', 'model_type': 'ODMModel', 'scale': 4, 'num_gpu': 0, 'network_g': dict(SRVGG),
-           'path': {'pretrain_network_g': ckpt, 'strict_load_g': True, 'param_key_g': 'params'}}
-    opt_path = write_options(tmp_path / 'test.yml', opt)
+    net, opt_path = srvgg_test_file(batches, tmp_path, 'ov_exact')
     monkeypatch.chdir(tmp_path)
     cli_main(['export', '-opt', opt_path, '--mode', 'exact', '--runtime', 'openvino', '--size', '24x32'])
     stdout = capsys.readouterr().out
